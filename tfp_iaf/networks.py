@@ -1,0 +1,334 @@
+"""Dense autoregressive networks: the contract IAF relies on, MADE, and the linear special case."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_iaf import masks as masks_lib
+from tfp_iaf._keras import tf_keras
+from tfp_iaf.layers import MaskedDense
+
+__all__ = ["AutoregressiveNetwork", "LinearAutoregressive", "MADE"]
+
+# Output layers start this close to zero, so an untrained flow is close to the identity.
+_OUTPUT_INIT_SCALE = 1e-4
+
+
+def _small_init():
+    return tf_keras.initializers.VarianceScaling(_OUTPUT_INIT_SCALE, "fan_avg", "uniform")
+
+
+class AutoregressiveNetwork(tf_keras.layers.Layer):
+    """Base class: what `InverseAutoregressiveFlow` needs from a network.
+
+    A subclass maps `x: [..., *event_shape]` (and an optional context) to parameters
+    `[..., *event_shape, num_params]` such that the parameters at a position of degree `d`
+    depend only on inputs of degree `< d` (see `degrees`), for any values of the weights.
+
+    Attributes:
+      event_shape: the event shape, e.g. `(D,)` or `(H, W, C)`.
+      num_params: parameters per position (2 for IAF: shift and log-scale, or gate logits).
+      context_shape: trailing shape of the context, or None when the network takes none.
+      degrees: int array of shape `event_shape`, the degree of every input position.
+      num_inverse_passes: passes the sequential inverse needs: the number of distinct degrees.
+    """
+
+    def __init__(self, event_shape, num_params, context_shape, degrees, **kwargs):
+        super().__init__(**kwargs)
+        # A float64 input to a float32 network must fail loudly, not be cast silently.
+        self._autocast = False
+        self.event_shape = tuple(int(n) for n in event_shape)
+        self.num_params = int(num_params)
+        self.context_shape = None if context_shape is None else tuple(context_shape)
+        self.degrees = np.asarray(degrees, dtype=np.int64).reshape(self.event_shape)
+        self.num_inverse_passes = int(np.unique(self.degrees).size)
+
+    @property
+    def event_ndims(self) -> int:
+        return len(self.event_shape)
+
+    def check_inputs(self, x: tf.Tensor, context: tf.Tensor | None) -> None:
+        """Raises on an input or context that does not fit this network (static checks)."""
+        event = tuple(x.shape[-self.event_ndims :]) if x.shape.rank is not None else None
+        if event is not None and (
+            len(event) != self.event_ndims
+            or any(s is not None and s != e for s, e in zip(event, self.event_shape, strict=True))
+        ):
+            raise ValueError(
+                f"`x` must have event shape {self.event_shape} (network `{self.name}`); "
+                f"got input shape {tuple(x.shape)}"
+            )
+        if x.dtype != self.dtype:
+            raise TypeError(
+                f"`x` has dtype {x.dtype.name} but network `{self.name}` is {self.dtype}; "
+                f"build the network with dtype={x.dtype.name!r} or cast the input"
+            )
+        if self.context_shape is None:
+            if context is not None:
+                raise ValueError(
+                    f"`context` was given (shape {tuple(context.shape)}) but network "
+                    f"`{self.name}` was built without one; pass context_size to use it"
+                )
+            return
+        if context is None:
+            raise ValueError(
+                f"`context` is required: network `{self.name}` was built with context shape "
+                f"{self.context_shape}"
+            )
+        ndims = len(self.context_shape)
+        trailing = tuple(context.shape[-ndims:]) if context.shape.rank is not None else None
+        if trailing is not None and (
+            len(trailing) != ndims
+            or any(s is not None and s != e for s, e in zip(trailing, self.context_shape, strict=True))
+        ):
+            raise ValueError(
+                f"`context` must have trailing shape {self.context_shape} (network "
+                f"`{self.name}`); got shape {tuple(context.shape)}"
+            )
+        if context.dtype != self.dtype:
+            raise TypeError(
+                f"`context` has dtype {context.dtype.name} but network `{self.name}` is "
+                f"{self.dtype}"
+            )
+
+
+def _as_tensor(value, dtype):
+    return None if value is None else tf.convert_to_tensor(value, dtype_hint=dtype)
+
+
+class MADE(AutoregressiveNetwork):
+    """Masked Autoencoder for Distribution Estimation: a dense autoregressive network.
+
+    - hidden: `h_1 = act(M_1(x) + V_1 c)`, `h_l = act(M_l(h_{l-1}) + V_l c)` (`+ h_{l-1}` when
+      `residual`), with `M_l` masked dense layers and `c` the context, fed unmasked;
+    - output: `M_out(h_L) + V_out c`, reshaped to `[..., event_size, num_params]`.
+
+    The output at a position of degree `d` depends only on inputs of degree `< d`; the context
+    reaches every layer, the output layer included, so even the first position in the order is
+    a function of the context. The output layer starts near zero, so an IAF step built on an
+    untrained MADE is close to the identity.
+
+    Shapes: `x: [..., event_size]`, `context: [..., context_size]` (batch shapes broadcast)
+    `-> [..., event_size, num_params]`.
+
+    Args:
+      event_size: number of positions `D`.
+      hidden_units: widths of the hidden layers; each needs at least `D - 1` units so that every
+        output can see every input before it.
+      num_params: parameters per position.
+      context_size: size of the context vector, or None for no context.
+      order: "left-to-right", "right-to-left", "random" (drawn with `seed`) or a permutation of
+        `range(D)` listing positions in generation order.
+      hidden_degrees: "equal" (units spread evenly over degrees) or "random".
+      activation: hidden activation, any `tf_keras.activations.get` name or callable.
+      residual: add each hidden layer's input to its output (needs equal widths).
+      kernel_initializer: initializer of the hidden kernels.
+      seed: seed for "random" order and hidden degrees.
+      **kwargs: passed to `tf_keras.layers.Layer` (`name`, `dtype`, ...).
+
+    Raises:
+      ValueError: empty or non-positive `hidden_units`, a layer too narrow to connect every
+        output, a bad `order`/`hidden_degrees`, or `residual` with unequal widths.
+
+    Examples:
+
+    >>> made = MADE(event_size=3, hidden_units=[8], context_size=2)
+    >>> made(tf.zeros([5, 3]), context=tf.zeros([5, 2])).shape
+    TensorShape([5, 3, 2])
+
+    References:
+      Germain et al., MADE: Masked Autoencoder for Distribution Estimation, 2015.
+      https://arxiv.org/abs/1502.03509
+    """
+
+    def __init__(
+        self,
+        event_size: int,
+        hidden_units: Sequence[int],
+        num_params: int = 2,
+        context_size: int | None = None,
+        order: masks_lib.OrderSpec = "left-to-right",
+        hidden_degrees: str = "equal",
+        activation="elu",
+        residual: bool = False,
+        kernel_initializer="glorot_uniform",
+        seed: int | None = None,
+        **kwargs,
+    ):
+        if not isinstance(event_size, int | np.integer) or event_size < 1:
+            raise ValueError(f"`event_size` must be a positive integer; got {event_size!r}")
+        hidden_units = list(hidden_units)
+        if not hidden_units or any(
+            not isinstance(u, int | np.integer) or u < 1 for u in hidden_units
+        ):
+            raise ValueError(
+                f"`hidden_units` must be a non-empty list of positive integers; got {hidden_units}"
+            )
+        if event_size > 1 and min(hidden_units) < event_size - 1:
+            raise ValueError(
+                f"`hidden_units` = {hidden_units} is too small to connect every output for "
+                f"event_size={event_size}: each hidden layer needs at least {event_size - 1} "
+                "units (event_size - 1)"
+            )
+        if residual and len(set(hidden_units)) != 1:
+            raise ValueError(f"`residual=True` needs equal hidden widths; got {hidden_units}")
+        if residual and hidden_degrees != "equal":
+            raise ValueError(
+                f"`residual=True` needs hidden_degrees='equal'; got {hidden_degrees!r}"
+            )
+        if context_size is not None and (
+            not isinstance(context_size, int | np.integer) or context_size < 1
+        ):
+            raise ValueError(f"`context_size` must be a positive integer; got {context_size!r}")
+        if not isinstance(num_params, int | np.integer) or num_params < 1:
+            raise ValueError(f"`num_params` must be a positive integer; got {num_params!r}")
+        degrees, self.layer_degrees, masks = masks_lib.made_masks(
+            event_size, hidden_units, num_params, order, hidden_degrees, seed
+        )
+        super().__init__(
+            (event_size,), num_params, None if context_size is None else (context_size,),
+            degrees, **kwargs,
+        )
+        self.event_size = event_size
+        self.hidden_units = hidden_units
+        self.context_size = context_size
+        self.residual = residual
+        self.activation = tf_keras.activations.get(activation)
+        self.masked_layers = [
+            MaskedDense(
+                mask,
+                kernel_initializer=kernel_initializer if i < len(hidden_units) else _small_init(),
+                dtype=self.dtype,
+                name=f"masked_{i}",
+            )
+            for i, mask in enumerate(masks)
+        ]
+        self.context_layers = (
+            []
+            if context_size is None
+            else [
+                tf_keras.layers.Dense(
+                    mask.shape[1],
+                    use_bias=False,
+                    kernel_initializer="glorot_uniform" if i < len(hidden_units) else _small_init(),
+                    dtype=self.dtype,
+                    name=f"context_{i}",
+                )
+                for i, mask in enumerate(masks)
+            ]
+        )
+
+    def build(self, input_shape):
+        for layer, fan_in in zip(
+            self.masked_layers, [self.event_size, *self.hidden_units], strict=True
+        ):
+            layer.build((None, fan_in))
+        for layer in self.context_layers:
+            layer.build((None, self.context_size))
+        super().build(input_shape)
+
+    def context_terms(self, context: tf.Tensor | None) -> list[tf.Tensor | None]:
+        """The context's contribution to every layer's pre-activation, `V_l c`."""
+        if context is None:
+            return [None] * len(self.masked_layers)
+        return [layer(context) for layer in self.context_layers]
+
+    def call(self, x, context=None):
+        x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
+        context = _as_tensor(context, self.dtype)
+        self.check_inputs(x, context)
+        terms = self.context_terms(context)
+        h = x
+        for i, (layer, term) in enumerate(zip(self.masked_layers, terms, strict=True)):
+            pre = layer(h)
+            if term is not None:
+                pre = pre + term
+            if i == len(self.masked_layers) - 1:
+                h = pre
+            elif self.residual and i > 0:
+                h = h + self.activation(pre)
+            else:
+                h = self.activation(pre)
+        out_shape = tf.concat([tf.shape(h)[:-1], [self.event_size, self.num_params]], axis=0)
+        out = tf.reshape(h, out_shape)
+        out.set_shape(h.shape[:-1].concatenate([self.event_size, self.num_params]))
+        return out
+
+
+class LinearAutoregressive(AutoregressiveNetwork):
+    """The linear special case of IAF (Kingma et al. 2016, appendix A).
+
+    - shift: `L(c) x` with `L(c)` strictly lower triangular in the chosen order, its entries a
+      linear function of the context `c` (learned constants without a context);
+    - log-scale: a linear function of the context, independent of `x`.
+
+    With `InverseAutoregressiveFlow`, one step is `y = (diag(sigma(c)) + L(c)) x`: the paper's
+    linear IAF `y = L(c) x` with unit diagonal is the case `sigma = 1`, where training starts,
+    since both maps start near zero.
+
+    Shapes: `x: [..., event_size]`, `context: [..., context_size] -> [..., event_size, 2]`.
+
+    Args:
+      event_size: number of positions `D`.
+      context_size: size of the context vector, or None.
+      order: generation order, as for `MADE`.
+      seed: seed for a "random" order.
+      **kwargs: passed to `tf_keras.layers.Layer`.
+    """
+
+    def __init__(
+        self,
+        event_size: int,
+        context_size: int | None = None,
+        order: masks_lib.OrderSpec = "left-to-right",
+        seed: int | None = None,
+        **kwargs,
+    ):
+        if not isinstance(event_size, int | np.integer) or event_size < 1:
+            raise ValueError(f"`event_size` must be a positive integer; got {event_size!r}")
+        if context_size is not None and (
+            not isinstance(context_size, int | np.integer) or context_size < 1
+        ):
+            raise ValueError(f"`context_size` must be a positive integer; got {context_size!r}")
+        degrees = masks_lib.input_degrees(event_size, order, seed)
+        super().__init__(
+            (event_size,), 2, None if context_size is None else (context_size,), degrees, **kwargs
+        )
+        self.event_size = event_size
+        self.context_size = context_size
+        # mask[i, j] = 1 where input j comes before output i in the order.
+        self.mask = (degrees[None, :] < degrees[:, None]).astype(np.float32)
+        width = event_size * event_size + event_size
+        if context_size is None:
+            self.coefficients = None
+        else:
+            self.coefficients = tf_keras.layers.Dense(
+                width, kernel_initializer=_small_init(), dtype=self.dtype, name="coefficients"
+            )
+
+    def build(self, input_shape):
+        if self.coefficients is None:
+            self.constants = self.add_weight(
+                "constants", shape=(self.event_size * (self.event_size + 1),),
+                initializer=_small_init(),
+            )
+        else:
+            self.coefficients.build((None, self.context_size))
+        super().build(input_shape)
+
+    def call(self, x, context=None):
+        x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
+        context = _as_tensor(context, self.dtype)
+        self.check_inputs(x, context)
+        d = self.event_size
+        flat = self.constants if context is None else self.coefficients(context)
+        lower = tf.reshape(flat[..., : d * d], tf.concat([tf.shape(flat)[:-1], [d, d]], 0))
+        lower = lower * tf.constant(self.mask, dtype=self.dtype)
+        shift = tf.linalg.matvec(lower, x)
+        log_scale = tf.broadcast_to(flat[..., d * d :], tf.shape(shift))
+        out = tf.stack([shift, log_scale], axis=-1)
+        out.set_shape(x.shape.concatenate([2]) if context is None else out.shape)
+        return out

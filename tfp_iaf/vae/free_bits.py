@@ -1,0 +1,69 @@
+"""Free bits: the KL floor of the IAF paper, eq. 15.
+
+The KL term is split into groups `j` (a latent unit, or a channel of a convolutional latent), and
+each group's KL, averaged over the minibatch `M`, is floored at `lambda`:
+
+    L_lambda = E_{x ~ M}[E_q[log p(x | z)]] - sum_j max(lambda, E_{x ~ M}[KL_j(x)])
+
+Averaging over the minibatch before the floor, not per example, is what the authors do: a group
+whose mean KL is above `lambda` gets the full gradient, one below it none. The floor is a training
+objective only; reported ELBOs always use the true KL (`sum_j KL_j`).
+Kingma et al. 2016, https://arxiv.org/abs/1606.04934, section 3 / appendix C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+__all__ = ["free_bits_kl", "group_kl"]
+
+
+def group_kl(kl: tf.Tensor, sum_axes: Sequence[int] = ()) -> tf.Tensor:
+    """Minibatch-mean KL per group.
+
+    Args:
+      kl: `[batch, *unit_shape]` per-example, per-unit KL (analytic, or the single-sample
+        `log q(z_i | x) - log p(z_i)` when the posterior has no closed-form KL).
+      sum_axes: axes of `kl` (>= 1) summed into one group, e.g. `(1, 2)` for spatial axes of a
+        `[batch, H, W, C]` latent so that channels are the groups. Default: every unit is a group.
+
+    Returns:
+      `[*group_shape]`, the mean over the batch of every group's KL.
+
+    Raises:
+      ValueError: `kl` of rank 0, or `sum_axes` naming the batch axis or an axis out of range.
+    """
+    kl = tf.convert_to_tensor(kl)
+    rank = kl.shape.rank
+    if rank is None or rank < 1:
+        raise ValueError(f"`kl` must have a batch axis, shape [batch, ...]; got shape {kl.shape}")
+    axes = [a % rank if -rank <= a < rank else None for a in sum_axes]
+    if any(a is None or a == 0 for a in axes):
+        raise ValueError(
+            f"`sum_axes` must name non-batch axes of `kl` (1..{rank - 1}); got {tuple(sum_axes)}"
+        )
+    if axes:
+        kl = tf.reduce_sum(kl, axis=axes)
+    return tf.reduce_mean(kl, axis=0)
+
+
+def free_bits_kl(kl: tf.Tensor, free_bits: float, sum_axes: Sequence[int] = ()) -> tf.Tensor:
+    """The KL term of the free-bits objective, `sum_j max(lambda, E_M[KL_j])`.
+
+    Args:
+      kl: `[batch, *unit_shape]` per-example, per-unit KL.
+      free_bits: `lambda` >= 0, in nats per group. `0` gives the plain minibatch-mean KL.
+      sum_axes: axes summed into one group (see `group_kl`).
+
+    Returns:
+      A scalar: the floored KL per example, to add to the negative reconstruction term.
+
+    Raises:
+      ValueError: a negative `free_bits`, or any error of `group_kl`.
+    """
+    if not free_bits >= 0:  # also rejects NaN
+        raise ValueError(f"`free_bits` must be >= 0; got {free_bits!r}")
+    per_group = group_kl(kl, sum_axes)
+    return tf.reduce_sum(tf.maximum(per_group, tf.cast(free_bits, per_group.dtype)))
