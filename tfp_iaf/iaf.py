@@ -173,21 +173,12 @@ class InverseAutoregressiveFlow(_FlowBijector):
 
     def _inverse_and_ildj(self, y, context=None):
         y = self._check(y, "y")
-        # Validate shapes once, outside the loop, with static information.
-        self._network.check_inputs(y, None if context is None else tf.convert_to_tensor(context))
 
-        def body(x, _):
-            shift, log_scale = self.shift_and_log_scale(x, context)
+        def solve(y, params):
+            shift, log_scale = self._scale(params)
             return (y - shift) * tf.exp(-log_scale), log_scale
 
-        # After pass k every position among the k lowest degrees is exact, so the scales of the
-        # last pass are those of the solution: no extra pass is needed for the log-det.
-        x, log_scale = tf.while_loop(
-            lambda *_: True,
-            body,
-            (tf.zeros_like(y), tf.zeros_like(y)),
-            maximum_iterations=self._network.num_inverse_passes,
-        )
+        x, log_scale = self._network.sequential_solve(y, context, solve)
         return x, {"ildj": -self._reduce_event(log_scale)}
 
 
@@ -226,7 +217,8 @@ class IAFStack(_FlowBijector):
         for step in steps:
             if not isinstance(step, InverseAutoregressiveFlow):
                 raise TypeError(
-                    f"`steps` must be InverseAutoregressiveFlow bijectors; got {type(step).__name__}"
+                    "`steps` must be InverseAutoregressiveFlow bijectors; "
+                    f"got {type(step).__name__}"
                 )
         shapes = {s.network.event_shape for s in steps}
         dtypes = {s.dtype for s in steps}
@@ -316,8 +308,11 @@ def dense_iaf_stack(
         )
         steps.append(
             InverseAutoregressiveFlow(
-                network, gated=gated, forget_bias=forget_bias,
-                validate_args=validate_args, name=f"iaf_{t}",
+                network,
+                gated=gated,
+                forget_bias=forget_bias,
+                validate_args=validate_args,
+                name=f"iaf_{t}",
             )
         )
     return IAFStack(steps, validate_args=validate_args, name=name)

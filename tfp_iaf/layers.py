@@ -42,6 +42,7 @@ class MaskedDense(tf_keras.layers.Layer):
         if mask.ndim != 2:
             raise ValueError(f"`mask` must be a [fan_in, fan_out] matrix; got shape {mask.shape}")
         self._mask_np = mask
+        self._unmasked = bool(mask.all())  # an all-ones mask: a plain dense layer, no multiply
         self.units = mask.shape[1]
         self.kernel_initializer = tf_keras.initializers.get(kernel_initializer)
         self.use_bias = use_bias
@@ -63,6 +64,9 @@ class MaskedDense(tf_keras.layers.Layer):
         def masked_init(shape, dtype=None):
             return init(shape, dtype=dtype) * tf.constant(mask, dtype=dtype)
 
+        if self._unmasked:
+            masked_init = init
+
         self.kernel = self.add_weight("kernel", shape=mask.shape, initializer=masked_init)
         self.bias = (
             self.add_weight("bias", shape=(self.units,), initializer="zeros")
@@ -73,6 +77,8 @@ class MaskedDense(tf_keras.layers.Layer):
 
     def masked_kernel(self) -> tf.Tensor:
         """The kernel as used in the computation, `kernel * mask`."""
+        if self._unmasked:
+            return self.kernel
         return self.kernel * tf.constant(self._mask_np, dtype=self.kernel.dtype)
 
     def call(self, x):

@@ -66,7 +66,7 @@ def resolve_order(event_size: int, order: OrderSpec, seed: int | None = None) ->
         or not np.array_equal(np.sort(perm), np.arange(event_size))
     ):
         raise ValueError(
-            f"`order` must be a permutation of range({event_size}); got {list(np.ravel(order))}"
+            f"`order` must be a permutation of range({event_size}); got {np.ravel(order).tolist()}"
         )
     return perm.astype(np.int64)
 

@@ -50,6 +50,32 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
     def event_ndims(self) -> int:
         return len(self.event_shape)
 
+    def sequential_solve(self, y, context, solve_fn):
+        """Solves `x = solve_fn(y, self(x, context))` for `x`, in `num_inverse_passes` passes.
+
+        `solve_fn(y, params) -> (x, log_scale)` acts position by position. After pass `k`, every
+        position among the `k` lowest degrees is exact (its parameters depend only on lower
+        degrees), so the log-scales of the last pass are those of the solution.
+
+        Args:
+          y: `[..., *event_shape]`.
+          context: the context, or None.
+          solve_fn: the per-position inverse of the flow's update.
+
+        Returns:
+          `(x, log_scale)`, both shaped like `y`.
+        """
+
+        def body(x, _):
+            return solve_fn(y, self(x, context=context))
+
+        return tf.while_loop(
+            lambda *_: True,
+            body,
+            (tf.zeros_like(y), tf.zeros_like(y)),
+            maximum_iterations=self.num_inverse_passes,
+        )
+
     def check_inputs(self, x: tf.Tensor, context: tf.Tensor | None) -> None:
         """Raises on an input or context that does not fit this network (static checks)."""
         event = tuple(x.shape[-self.event_ndims :]) if x.shape.rank is not None else None
@@ -82,7 +108,9 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
         trailing = tuple(context.shape[-ndims:]) if context.shape.rank is not None else None
         if trailing is not None and (
             len(trailing) != ndims
-            or any(s is not None and s != e for s, e in zip(trailing, self.context_shape, strict=True))
+            or any(
+                s is not None and s != e for s, e in zip(trailing, self.context_shape, strict=True)
+            )
         ):
             raise ValueError(
                 f"`context` must have trailing shape {self.context_shape} (network "
@@ -189,8 +217,11 @@ class MADE(AutoregressiveNetwork):
             event_size, hidden_units, num_params, order, hidden_degrees, seed
         )
         super().__init__(
-            (event_size,), num_params, None if context_size is None else (context_size,),
-            degrees, **kwargs,
+            (event_size,),
+            num_params,
+            None if context_size is None else (context_size,),
+            degrees,
+            **kwargs,
         )
         self.event_size = event_size
         self.hidden_units = hidden_units
@@ -210,10 +241,12 @@ class MADE(AutoregressiveNetwork):
             []
             if context_size is None
             else [
-                tf_keras.layers.Dense(
-                    mask.shape[1],
+                MaskedDense(
+                    np.ones([context_size, mask.shape[1]], np.float32),
                     use_bias=False,
-                    kernel_initializer="glorot_uniform" if i < len(hidden_units) else _small_init(),
+                    kernel_initializer="glorot_uniform"
+                    if i < len(hidden_units)
+                    else _small_init(),
                     dtype=self.dtype,
                     name=f"context_{i}",
                 )
@@ -235,6 +268,85 @@ class MADE(AutoregressiveNetwork):
         if context is None:
             return [None] * len(self.masked_layers)
         return [layer(context) for layer in self.context_layers]
+
+    def sequential_solve(self, y, context, solve_fn):
+        """The sequential inverse at the cost of about one network pass, not `event_size`.
+
+        Pass `r` solves the position of degree `r + 1`. Hidden units of degree `m` depend only on
+        inputs of degree `<= m`, so once those are solved the units never change: pass `r`
+        computes only the units of degree `r` in each layer (a contiguous slice, since degrees
+        are sorted) and the one output position it solves. Every pass uses slices of a fixed
+        size (units of neighbouring degrees computed early are recomputed at their own pass),
+        which keeps shapes static for `tf.while_loop` and XLA.
+        """
+        y = tf.convert_to_tensor(y, dtype_hint=self.dtype)
+        context = _as_tensor(context, self.dtype)
+        self.check_inputs(y, context)
+        if not self.built:
+            self.build(y.shape)
+        d, p = self.event_size, self.num_params
+        batch = tf.shape(y)[:-1]
+        terms = self.context_terms(context)
+        if context is not None:
+            batch = tf.broadcast_dynamic_shape(batch, tf.shape(context)[:-1])
+        n = tf.reduce_prod(batch)
+        y_t = tf.transpose(tf.reshape(tf.broadcast_to(y, tf.concat([batch, [d]], 0)), [n, d]))
+
+        def constant_t(layer, term):  # bias + context term, transposed: [units, n]
+            c = tf.zeros([layer.units], self.dtype) if layer.bias is None else layer.bias
+            if term is not None:
+                c = tf.reshape(
+                    tf.broadcast_to(term + c, tf.concat([batch, [layer.units]], 0)),
+                    [n, layer.units],
+                )
+                return tf.transpose(c)
+            return tf.broadcast_to(c[:, None], [layer.units, n])
+
+        hidden = []  # (kernel^T, constant^T, window starts, window size) per hidden layer
+        # zip stops before the output layer, which has no hidden degrees.
+        for layer, term, degrees in zip(
+            self.masked_layers, terms, self.layer_degrees, strict=False
+        ):
+            size = int(np.bincount(degrees).max())
+            starts = np.minimum(np.searchsorted(degrees, np.arange(d)), degrees.size - size)
+            hidden.append(
+                (
+                    tf.transpose(layer.masked_kernel()),
+                    constant_t(layer, term),
+                    tf.constant(starts, tf.int32),
+                    size,
+                )
+            )
+        out_layer = self.masked_layers[-1]
+        out_w = tf.reshape(tf.transpose(out_layer.masked_kernel()), [d, p, -1])
+        out_c = tf.reshape(constant_t(out_layer, terms[-1]), [d, p, n])
+        position = tf.constant(np.argsort(self.degrees), tf.int32)  # solved at pass r
+
+        def body(r, x_t, log_scale_t, h_t):
+            below, new_h = x_t, []
+            for i, ((w_t, c_t, starts, size), h) in enumerate(zip(hidden, h_t, strict=True)):
+                rows = starts[r] + tf.range(size)
+                pre = tf.matmul(tf.gather(w_t, rows), below) + tf.gather(c_t, rows)
+                units = self.activation(pre)
+                if self.residual and i > 0:
+                    units = units + tf.gather(below, rows)
+                below = tf.tensor_scatter_nd_update(h, rows[:, None], units)
+                new_h.append(below)
+            pos = position[r]
+            params = tf.matmul(out_w[pos], below) + out_c[pos]  # [p, n]
+            x_pos, log_scale_pos = solve_fn(y_t[pos], tf.transpose(params))
+            index = tf.reshape(pos, [1, 1])
+            x_t = tf.tensor_scatter_nd_update(x_t, index, x_pos[None])
+            log_scale_t = tf.tensor_scatter_nd_update(log_scale_t, index, log_scale_pos[None])
+            return r + 1, x_t, log_scale_t, new_h
+
+        zeros = tf.zeros_like(y_t)
+        h0 = [tf.zeros([w_t.shape[0], n], self.dtype) for w_t, *_ in hidden]
+        _, x_t, log_scale_t, _ = tf.while_loop(
+            lambda r, *_: r < d, body, (tf.constant(0), zeros, zeros, h0)
+        )
+        shape = tf.concat([batch, [d]], 0)
+        return tf.reshape(tf.transpose(x_t), shape), tf.reshape(tf.transpose(log_scale_t), shape)
 
     def call(self, x, context=None):
         x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
@@ -305,14 +417,18 @@ class LinearAutoregressive(AutoregressiveNetwork):
         if context_size is None:
             self.coefficients = None
         else:
-            self.coefficients = tf_keras.layers.Dense(
-                width, kernel_initializer=_small_init(), dtype=self.dtype, name="coefficients"
+            self.coefficients = MaskedDense(
+                np.ones([context_size, width], np.float32),
+                kernel_initializer=_small_init(),
+                dtype=self.dtype,
+                name="coefficients",
             )
 
     def build(self, input_shape):
         if self.coefficients is None:
             self.constants = self.add_weight(
-                "constants", shape=(self.event_size * (self.event_size + 1),),
+                "constants",
+                shape=(self.event_size * (self.event_size + 1),),
                 initializer=_small_init(),
             )
         else:
