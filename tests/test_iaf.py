@@ -1,0 +1,355 @@
+"""Property tests of InverseAutoregressiveFlow and IAFStack on dense networks."""
+
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import tfp_iaf
+from tests import flow_checks as fc
+
+tfb, tfd = tfp.bijectors, tfp.distributions
+
+EVENT, CONTEXT = 4, 3
+ORDERS = ["left-to-right", "right-to-left", [2, 0, 3, 1]]
+BATCHES = [(), (3,), (2, 3)]
+DTYPES = [tf.float32, tf.float64]
+
+
+def make_iaf(network="made", gated=False, context=True, dtype=tf.float32, order=ORDERS[0]):
+    tf.keras.utils.set_random_seed(1)
+    ctx = CONTEXT if context else None
+    if network == "made":
+        net = tfp_iaf.MADE(EVENT, [8, 8], context_size=ctx, order=order, dtype=dtype.name)
+    else:
+        net = tfp_iaf.LinearAutoregressive(EVENT, context_size=ctx, order=order, dtype=dtype.name)
+    iaf = tfp_iaf.InverseAutoregressiveFlow(net, gated=gated)
+    iaf.forward(tf.zeros([EVENT], dtype), **inputs((), dtype, context)[1])  # builds the variables
+    fc.perturb(iaf.trainable_variables)
+    return iaf
+
+
+def inputs(batch, dtype, context, seed=0):
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.standard_normal((*batch, EVENT)), dtype)
+    kwargs = (
+        {"context": tf.constant(rng.standard_normal((*batch, CONTEXT)), dtype)} if context else {}
+    )
+    return x, kwargs
+
+
+# network x update x context x dtype, each with one of the orders in turn (all 3 orders are seen
+# by both networks, both updates and both dtypes), to keep the suite fast.
+CONFIGS = [
+    (*config, ORDERS[i % len(ORDERS)])
+    for i, config in enumerate(
+        itertools.product(["made", "linear"], [False, True], [False, True], DTYPES)
+    )
+]
+IDS = [
+    f"{n}-{'gated' if g else 'affine'}-{'ctx' if c else 'noctx'}-{d.name}-{o}"
+    for n, g, c, d, o in CONFIGS
+]
+
+
+@pytest.mark.parametrize("network,gated,context,dtype,order", CONFIGS, ids=IDS)
+def test_bijector_properties(network, gated, context, dtype, order):
+    iaf = make_iaf(network, gated, context, dtype, order)
+    for batch in BATCHES:
+        x, kwargs = inputs(batch, dtype, context)
+        ctx = kwargs.get("context")
+        y = iaf.forward(fc.fresh(x), **kwargs)
+        assert y.shape == x.shape and y.dtype == dtype
+        fc.assert_round_trips(iaf, x, ctx, dtype)
+        fc.assert_log_dets_consistent(iaf, x, ctx, dtype)
+        fc.assert_log_det_matches_autodiff(iaf, x, ctx, dtype)
+        fc.assert_iaf_jacobian_triangular(iaf, x, ctx)
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["l2r", "r2l", "perm"])
+@pytest.mark.parametrize("context", [False, True])
+def test_made_is_autoregressive_with_full_reach(order, context):
+    iaf = make_iaf("made", context=context, order=order)
+    x, kwargs = inputs((5,), tf.float32, context)
+    degrees = iaf.network.degrees
+    fc.assert_autoregressive(
+        iaf.network, x, kwargs.get("context"), expected_reach=degrees[None, :] < degrees[:, None]
+    )
+
+
+def test_made_stays_autoregressive_for_any_weights_unlike_tfp():
+    """Noise added straight to the kernels: our masks hold, TFP's constraint-based ones do not."""
+    made = tfp_iaf.MADE(EVENT, [8, 8])
+    made(tf.zeros([1, EVENT]))
+    fc.perturb(made.trainable_variables, scale=0.3)  # masked entries too
+    x, _ = inputs((5,), tf.float32, False)
+    fc.assert_autoregressive(made, x, None)
+    iaf = tfp_iaf.InverseAutoregressiveFlow(made)
+    fc.assert_round_trips(iaf, x, None, tf.float32)
+
+    # The same check catches TFP's AutoregressiveNetwork, which masks through a constraint.
+    tfp_made = tfb.AutoregressiveNetwork(params=2, event_shape=[EVENT], hidden_units=[8, 8])
+    tfp_made(tf.zeros([1, EVENT]))
+    fc.perturb(tfp_made.trainable_variables, scale=1.0)
+    tfp_made.degrees = np.arange(1, EVENT + 1)
+    tfp_made.num_params = 2
+    tfp_made.event_ndims = 1
+    with pytest.raises(AssertionError, match="forbids"):
+        fc.assert_autoregressive(tfp_made, x, None)
+
+
+def test_inverse_passes_equal_distinct_degrees():
+    assert tfp_iaf.MADE(6, [8]).num_inverse_passes == 6
+    assert tfp_iaf.LinearAutoregressive(3).num_inverse_passes == 3
+
+
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_transformed_distribution_log_prob(gated, dtype):
+    iaf = make_iaf(gated=gated, dtype=dtype)
+    base = tfd.MultivariateNormalDiag(tf.zeros(EVENT, dtype))
+    q = tfd.TransformedDistribution(base, iaf)
+    eps, kwargs = inputs((6,), dtype, True)
+    z = iaf.forward(eps, **kwargs)
+    expected = base.log_prob(eps) - iaf.forward_log_det_jacobian(fc.fresh(eps), 1, **kwargs)
+    bk = {"bijector_kwargs": kwargs}
+    np.testing.assert_allclose(q.log_prob(z, **bk), expected, **fc.tolerance(dtype))  # cached
+    np.testing.assert_allclose(q.log_prob(fc.fresh(z), **bk), expected, **fc.tolerance(dtype))
+    batched = tfd.TransformedDistribution(
+        tfd.MultivariateNormalDiag(tf.zeros([6, EVENT], dtype)), iaf
+    )
+    samples = batched.sample(7, seed=3, **bk)
+    assert samples.shape == (7, 6, EVENT)  # the context [6, 3] broadcasts against [7, 6, 4]
+    np.testing.assert_allclose(
+        batched.log_prob(samples, **bk),
+        batched.log_prob(fc.fresh(samples), **bk),
+        **fc.tolerance(dtype),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gated", [False, True])
+def test_log_prob_integrates_to_one(gated):
+    """E_r[q(z) / r(z)] = 1 for a wide Gaussian proposal r: a Monte-Carlo normalisation check."""
+    tf.keras.utils.set_random_seed(2)
+    net = tfp_iaf.MADE(2, [16, 16], dtype="float64")
+    iaf = tfp_iaf.InverseAutoregressiveFlow(net, gated=gated)
+    iaf.forward(tf.zeros([2], tf.float64))
+    fc.perturb(iaf.trainable_variables, scale=0.5)
+    q = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(tf.zeros(2, tf.float64)), iaf)
+    proposal = tfd.MultivariateStudentTLinearOperator(
+        df=tf.constant(3.0, tf.float64),
+        loc=tf.zeros(2, tf.float64),
+        scale=tf.linalg.LinearOperatorDiag(tf.constant([3.0, 3.0], tf.float64)),
+    )
+    z = proposal.sample(400_000, seed=5)
+    weights = tf.exp(q.log_prob(z) - proposal.log_prob(z))
+    mean = tf.reduce_mean(weights).numpy()
+    stderr = tf.math.reduce_std(weights).numpy() / np.sqrt(z.shape[0])
+    assert abs(mean - 1.0) < max(4 * stderr, 0.01), (mean, stderr)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_agrees_with_tfp_invert_maf(gated):
+    """Given the same shift/log-scale function, our IAF equals Invert(MaskedAutoregressiveFlow)."""
+    iaf = make_iaf(gated=gated, context=False, dtype=tf.float64)
+
+    def maf_fn(x):
+        # MAF's inverse is (x - s) * exp(-l); choose (s, l) so that it equals shift + exp(ls) * x.
+        shift, log_scale = iaf.shift_and_log_scale(x)
+        return -shift * tf.exp(-log_scale), -log_scale
+
+    tfp_iaf_ = tfb.Invert(tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=maf_fn))
+    x, _ = inputs((5,), tf.float64, False)
+    y = iaf.forward(fc.fresh(x))
+    np.testing.assert_allclose(tfp_iaf_.forward(fc.fresh(x)), y, rtol=1e-10)
+    np.testing.assert_allclose(tfp_iaf_.inverse(fc.fresh(y)), iaf.inverse(fc.fresh(y)), rtol=1e-9)
+    np.testing.assert_allclose(
+        tfp_iaf_.forward_log_det_jacobian(fc.fresh(x), 1),
+        iaf.forward_log_det_jacobian(fc.fresh(x), 1),
+        rtol=1e-10,
+    )
+    np.testing.assert_allclose(
+        tfp_iaf_.inverse_log_det_jacobian(fc.fresh(y), 1),
+        iaf.inverse_log_det_jacobian(fc.fresh(y), 1),
+        rtol=1e-9,
+    )
+
+
+def test_log_scale_is_bounded():
+    """Huge network outputs give finite values, |log sigma| < bound, and exact round trips."""
+    iaf = make_iaf(dtype=tf.float64, context=False)
+    for v in iaf.network.masked_layers[-1].trainable_variables:
+        v.assign(v * 1e3)  # raw log-scales in the hundreds: exp would overflow without a bound
+    x, _ = inputs((5,), tf.float64, False)
+    shift, log_scale = iaf.shift_and_log_scale(x)
+    assert np.all(np.abs(log_scale) <= 5.0) and np.all(np.isfinite(shift))
+    assert np.max(np.abs(log_scale)) > 4.0  # the bound is active, not merely unreached
+    y = iaf.forward(fc.fresh(x))
+    assert np.all(np.isfinite(y))
+    # Such a map is badly conditioned, so check the inverse's residual, not its forward error.
+    x_back = iaf.inverse(fc.fresh(y))
+    assert np.all(np.isfinite(x_back))
+    np.testing.assert_allclose(iaf.forward(fc.fresh(x_back)), y, rtol=1e-9)
+    np.testing.assert_allclose(iaf.forward_log_det_jacobian(x, 1), tf.reduce_sum(log_scale, -1))
+
+
+def test_untrained_flow_is_near_identity():
+    iaf = tfp_iaf.InverseAutoregressiveFlow(tfp_iaf.MADE(EVENT, [8, 8], context_size=CONTEXT))
+    x, kwargs = inputs((5,), tf.float32, True)
+    np.testing.assert_allclose(iaf.forward(x, **kwargs), x, atol=0.05)
+
+
+def test_gated_update_matches_paper_formula():
+    iaf = make_iaf(gated=True, context=False, dtype=tf.float64)
+    x, _ = inputs((5,), tf.float64, False)
+    m, s = tf.unstack(iaf.network(x), axis=-1)
+    g = tf.sigmoid(s + 2.0)
+    np.testing.assert_allclose(iaf.forward(fc.fresh(x)), g * x + (1 - g) * m, rtol=1e-12)
+    np.testing.assert_allclose(
+        iaf.forward_log_det_jacobian(fc.fresh(x), 1),
+        tf.reduce_sum(tf.math.log_sigmoid(s + 2.0), -1),
+        rtol=1e-12,
+    )
+
+
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_eager_function_and_xla_agree(gated, dtype):
+    iaf = make_iaf(gated=gated, dtype=dtype)
+    x, kwargs = inputs((3,), dtype, True)
+
+    def run(x, context):
+        y = iaf.forward(x, context=context)
+        return (
+            y,
+            iaf.inverse(tf.identity(y), context=context),
+            iaf.forward_log_det_jacobian(tf.identity(x), 1, context=context),
+        )
+
+    eager = run(fc.fresh(x), kwargs["context"])
+    for compiled in (tf.function(run), tf.function(run, jit_compile=True)):
+        for a, b in zip(eager, compiled(fc.fresh(x), kwargs["context"]), strict=True):
+            np.testing.assert_allclose(a, b, **fc.tolerance(dtype))
+
+
+def stack_and_inputs(**kwargs):
+    tf.keras.utils.set_random_seed(4)
+    stack = tfp_iaf.dense_iaf_stack(EVENT, 3, [8, 8], context_size=CONTEXT, **kwargs)
+    x, ctx = inputs((5,), tf.float32, True)
+    stack.forward(x, **ctx)
+    return stack, x, ctx
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_stack_properties(gated):
+    stack, x, ctx = stack_and_inputs(gated=gated)
+    fc.perturb(stack.trainable_variables, scale=0.2)
+    fc.assert_round_trips(stack, x, ctx["context"], tf.float32)
+    fc.assert_log_dets_consistent(stack, x, ctx["context"], tf.float32)
+    fc.assert_log_det_matches_autodiff(stack, x, ctx["context"], tf.float32)
+    orders = [tuple(step.network.degrees) for step in stack.steps]
+    assert orders[0] == (1, 2, 3, 4) and orders[1] == (4, 3, 2, 1) and orders[2] == orders[0]
+    # The single context reaches every step: changing it changes every step's output.
+    h2 = {"context": ctx["context"] + 1.0}
+    for step in stack.steps:
+        assert not np.allclose(step.forward(fc.fresh(x), **ctx), step.forward(fc.fresh(x), **h2))
+    # The stack equals its steps applied in order, with summed log-dets.
+    y, ldj = fc.fresh(x), 0.0
+    for step in stack.steps:
+        ldj += step.forward_log_det_jacobian(y, 1, **ctx)
+        y = step.forward(y, **ctx)
+    np.testing.assert_allclose(stack.forward(fc.fresh(x), **ctx), y, rtol=1e-5)
+    np.testing.assert_allclose(
+        stack.forward_log_det_jacobian(fc.fresh(x), 1, **ctx), ldj, rtol=1e-5
+    )
+
+
+def test_every_variable_gets_a_gradient():
+    stack, _, ctx = stack_and_inputs()
+    q = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(tf.zeros(EVENT)), stack)
+    with tf.GradientTape() as tape:
+        z = q.sample(seed=1, bijector_kwargs=ctx)
+        loss = tf.reduce_sum(q.log_prob(z, bijector_kwargs=ctx) + tf.reduce_sum(z**2, -1))
+    grads = tape.gradient(loss, stack.trainable_variables)
+    assert len(grads) == 3 * 3 * 3  # steps x (kernel, bias, context kernel) x layers
+    for v, g in zip(stack.trainable_variables, grads, strict=True):
+        assert g is not None and np.any(g.numpy() != 0), v.name
+
+
+def test_keras_model_owning_the_stack_trains_every_variable():
+    class Posterior(tfp_iaf.tf_keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.encoder = tfp_iaf.tf_keras.layers.Dense(CONTEXT)
+            self.flow = tfp_iaf.dense_iaf_stack(EVENT, 2, [8, 8], context_size=CONTEXT)
+
+        def call(self, x):
+            h = self.encoder(x)
+            q = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(tf.zeros(EVENT)), self.flow)
+            z = q.sample(seed=2, bijector_kwargs={"context": h})
+            return q.log_prob(z, bijector_kwargs={"context": h}) + tf.reduce_sum(z**2, -1)
+
+    model = Posterior()
+    x = tf.random.normal([16, 5])
+    model(x)
+    assert len(model.trainable_variables) == 2 + len(model.flow.trainable_variables)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    optimizer = tfp_iaf.tf_keras.optimizers.Adam(1e-2)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model(x))
+    optimizer.apply_gradients(
+        zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables, strict=True)
+    )
+    for b, v in zip(before, model.trainable_variables, strict=True):
+        assert np.any(b != v.numpy()), v.name
+
+
+def test_checkpoint_round_trip(tmp_path):
+    stack, x, ctx = stack_and_inputs()
+    y_before = stack.forward(fc.fresh(x), **ctx)
+    path = tf.train.Checkpoint(flow=stack).save(str(tmp_path / "ckpt"))
+    fc.perturb(stack.trainable_variables)
+    assert not np.allclose(stack.forward(fc.fresh(x), **ctx), y_before)
+    tf.train.Checkpoint(flow=stack).restore(path).assert_consumed()
+    np.testing.assert_array_equal(stack.forward(fc.fresh(x), **ctx), y_before)
+    # A freshly built stack restores to the same function.
+    other, _, _ = stack_and_inputs()
+    tf.train.Checkpoint(flow=other).restore(path).assert_consumed()
+    np.testing.assert_array_equal(other.forward(fc.fresh(x), **ctx), y_before)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"event_size": 5, "hidden_units": [9, 7]},
+        {"event_size": 5, "hidden_units": [8, 8, 8], "residual": True, "order": "random"},
+        {"event_size": 5, "hidden_units": [6, 11], "hidden_degrees": "random", "seed": 3},
+        {"event_size": 1, "hidden_units": [4]},
+    ],
+    ids=["unequal-widths", "residual", "random-degrees", "event-size-1"],
+)
+@pytest.mark.parametrize("gated", [False, True])
+def test_made_incremental_inverse_matches_full_passes(kwargs, gated):
+    """MADE's one-pass-of-work inverse equals the generic loop of full network passes."""
+    tf.keras.utils.set_random_seed(5)
+    net = tfp_iaf.MADE(context_size=2, dtype="float64", **kwargs)
+    iaf = tfp_iaf.InverseAutoregressiveFlow(net, gated=gated)
+    d = kwargs["event_size"]
+    rng = np.random.default_rng(0)
+    y = tf.constant(rng.standard_normal((3, 4, d)), tf.float64)
+    h = tf.constant(rng.standard_normal((4, 2)), tf.float64)  # broadcasts against y's batch
+    net(y, context=h)
+    fc.perturb(net.trainable_variables, scale=0.3)
+
+    def solve(y, params):
+        shift, log_scale = iaf._scale(params)
+        return (y - shift) * tf.exp(-log_scale), log_scale
+
+    fast = net.sequential_solve(y, h, solve)
+    generic = tfp_iaf.AutoregressiveNetwork.sequential_solve(net, y, h, solve)
+    for a, b in zip(fast, generic, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(iaf.forward(fast[0], context=h), y, rtol=1e-9, atol=1e-12)
