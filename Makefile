@@ -1,0 +1,27 @@
+# Two commands for a fresh machine: `make demo` runs the main job, `make test` passes the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/activate: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[examples,test]"
+	touch $(BIN)/activate
+
+demo: $(BIN)/activate
+	$(BIN)/python examples/quickstart.py
+
+test: $(BIN)/activate
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/activate
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: $(BIN)/activate
+	$(BIN)/python bench/bench_dense.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
