@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -131,6 +130,14 @@ def network_flops():
     return 2 * b * macs
 
 
+def vm_hwm_mib():
+    """This process's peak RSS. (`ru_maxrss` would not do: Linux carries the parent's peak
+    across fork and exec, so every child would report the benchmark process's own peak.)"""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 def peak_rss_mib(case):
     """Max RSS of a child process that builds and runs only `case`."""
     args = [sys.executable, __file__, f"--only={case}"]
@@ -147,7 +154,7 @@ def main(argv):
         if FLAGS.only != "baseline":  # the baseline imports everything and runs nothing
             fn, _ = make_case(FLAGS.only)
             time_fn(fn, 1)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(vm_hwm_mib())
         return
     baseline = peak_rss_mib("baseline")
     peak = matmul_gflops()

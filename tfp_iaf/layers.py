@@ -65,7 +65,14 @@ class MaskedDense(tf_keras.layers.Layer):
                 f"MaskedDense `{self.name}` expects {self._mask_np.shape[0]} input features "
                 f"(mask shape {self._mask_np.shape}); got input shape {tuple(input_shape)}"
             )
-        full = self.kernel_initializer(self._mask_np.shape, dtype=self.dtype) * self._mask_np
+        # Masks live as eager tensors that tf.function captures by reference: as graph constants
+        # they would be copied into every traced graph (hundreds of MiB for wide MADEs).
+        with tf.init_scope():
+            self._block_masks = [
+                None if block.all() else tf.constant(block, dtype=self.dtype)
+                for block in (self._mask_np[r0:r1, c0:c1] for r0, r1, c0, c1 in self.blocks)
+            ]
+            full = self.kernel_initializer(self._mask_np.shape, dtype=self.dtype) * self._mask_np
         self.kernels = []
         for i, (r0, r1, c0, c1) in enumerate(self.blocks):
             name = "kernel" if len(self.blocks) == 1 else f"kernel_{i}"
@@ -85,11 +92,8 @@ class MaskedDense(tf_keras.layers.Layer):
         super().build(input_shape)
 
     def _block_kernel(self, i):
-        r0, r1, c0, c1 = self.blocks[i]
-        block_mask = self._mask_np[r0:r1, c0:c1]
-        if block_mask.all():
-            return self.kernels[i]
-        return self.kernels[i] * tf.constant(block_mask, dtype=self.dtype)
+        mask = self._block_masks[i]
+        return self.kernels[i] if mask is None else self.kernels[i] * mask
 
     def masked_kernel(self) -> tf.Tensor:
         """The full `[fan_in, fan_out]` kernel as used in the computation, `kernel * mask`."""
