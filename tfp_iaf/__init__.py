@@ -5,7 +5,8 @@ from tfp_iaf.conv_layers import MaskedConv2D
 from tfp_iaf.conv_networks import ConvMADE, conv_iaf_stack
 from tfp_iaf.iaf import IAFStack, InverseAutoregressiveFlow, dense_iaf_stack
 from tfp_iaf.layers import MaskedDense
-from tfp_iaf.networks import MADE, AutoregressiveNetwork, LinearAutoregressive
+from tfp_iaf.linear import LinearAutoregressive
+from tfp_iaf.networks import MADE, AutoregressiveNetwork
 
 __version__ = "0.1.0"
 

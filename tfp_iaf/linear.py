@@ -1,0 +1,92 @@
+"""The linear special case of IAF: a strictly triangular map computed from the context."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_iaf import masks as masks_lib
+from tfp_iaf.layers import MaskedDense
+from tfp_iaf.networks import AutoregressiveNetwork, _as_tensor, _small_init
+
+__all__ = ["LinearAutoregressive"]
+
+
+class LinearAutoregressive(AutoregressiveNetwork):
+    """The linear special case of IAF (Kingma et al. 2016, appendix A).
+
+    - shift: `L(c) x` with `L(c)` strictly lower triangular in the chosen order, its entries a
+      linear function of the context `c` (learned constants without a context);
+    - log-scale: a linear function of the context, independent of `x`.
+
+    With `InverseAutoregressiveFlow`, one step is `y = (diag(sigma(c)) + L(c)) x`: the paper's
+    linear IAF `y = L(c) x` with unit diagonal is the case `sigma = 1`, where training starts,
+    since both maps start near zero.
+
+    Shapes: `x: [..., event_size]`, `context: [..., context_size] -> [..., event_size, 2]`.
+
+    Args:
+      event_size: number of positions `D`.
+      context_size: size of the context vector, or None.
+      order: generation order, as for `MADE`.
+      seed: seed for a "random" order.
+      **kwargs: passed to `tf_keras.layers.Layer`.
+    """
+
+    def __init__(
+        self,
+        event_size: int,
+        context_size: int | None = None,
+        order: masks_lib.OrderSpec = "left-to-right",
+        seed: int | None = None,
+        **kwargs,
+    ):
+        if not isinstance(event_size, int | np.integer) or event_size < 1:
+            raise ValueError(f"`event_size` must be a positive integer; got {event_size!r}")
+        if context_size is not None and (
+            not isinstance(context_size, int | np.integer) or context_size < 1
+        ):
+            raise ValueError(f"`context_size` must be a positive integer; got {context_size!r}")
+        degrees = masks_lib.input_degrees(event_size, order, seed)
+        super().__init__(
+            (event_size,), 2, None if context_size is None else (context_size,), degrees, **kwargs
+        )
+        self.event_size = event_size
+        self.context_size = context_size
+        # mask[i, j] = 1 where input j comes before output i in the order.
+        self.mask = (degrees[None, :] < degrees[:, None]).astype(np.float32)
+        width = event_size * event_size + event_size
+        if context_size is None:
+            self.coefficients = None
+        else:
+            self.coefficients = MaskedDense(
+                np.ones([context_size, width], np.float32),
+                kernel_initializer=_small_init(),
+                dtype=self.dtype,
+                name="coefficients",
+            )
+
+    def build(self, input_shape):
+        if self.coefficients is None:
+            self.constants = self.add_weight(
+                "constants",
+                shape=(self.event_size * (self.event_size + 1),),
+                initializer=_small_init(),
+            )
+        else:
+            self.coefficients.build((None, self.context_size))
+        super().build(input_shape)
+
+    def call(self, x, context=None):
+        x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
+        context = _as_tensor(context, self.dtype)
+        self.check_inputs(x, context)
+        d = self.event_size
+        flat = self.constants if context is None else self.coefficients(context)
+        lower = tf.reshape(flat[..., : d * d], tf.concat([tf.shape(flat)[:-1], [d, d]], 0))
+        lower = lower * tf.constant(self.mask, dtype=self.dtype)
+        shift = tf.linalg.matvec(lower, x)
+        log_scale = tf.broadcast_to(flat[..., d * d :], tf.shape(shift))
+        out = tf.stack([shift, log_scale], axis=-1)
+        out.set_shape(x.shape.concatenate([2]) if context is None else out.shape)
+        return out
