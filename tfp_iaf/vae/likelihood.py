@@ -9,7 +9,8 @@ weights `log w_k = log p(x, z_k) - log q(z_k | x)`, `z_k ~ q(z | x)`, give
 
 The K samples are drawn `chunk_size` at a time, so K = 1000+ fits in memory, and combined with a
 running log-sum-exp. Every chunk's seed is derived from one stateless seed, so the estimate is
-deterministic given the seed, whatever the chunk size (as long as the model samples statelessly).
+deterministic given the seed and the chunk size (as long as the model samples
+statelessly, e.g. `tf.random.stateless_normal` or TFP `sample(seed=...)` with a tensor seed).
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def importance_sampled_log_likelihood(
         `log_weights_fn` returning a shape other than `[n, batch]`.
     """
     num_samples = _check_positive_int("num_samples", num_samples)
-    chunk_size = num_samples if chunk_size is None else _check_positive_int("chunk_size", chunk_size)
-    chunk_size = min(chunk_size, num_samples)
+    if chunk_size is None:
+        chunk_size = num_samples
+    chunk_size = min(_check_positive_int("chunk_size", chunk_size), num_samples)
     seed = _as_seed(seed)
     batch = x.shape[0]
     lse_chunks, sum_log_w = [], 0.0
@@ -107,8 +109,10 @@ def importance_sampled_log_likelihood(
         n = min(chunk_size, num_samples - start)
         chunk_seed = tf.random.experimental.stateless_fold_in(seed, i)
         log_w = log_weights_fn(x, n, chunk_seed)
-        if log_w.shape.rank != 2 or log_w.shape[0] != n or (
-            batch is not None and log_w.shape[1] not in (None, batch)
+        if (
+            log_w.shape.rank != 2
+            or log_w.shape[0] != n
+            or (batch is not None and log_w.shape[1] not in (None, batch))
         ):
             raise ValueError(
                 f"`log_weights_fn` must return log weights of shape [{n}, {batch}] "
@@ -117,9 +121,8 @@ def importance_sampled_log_likelihood(
         lse_chunks.append(tf.reduce_logsumexp(log_w, axis=0))
         sum_log_w += tf.reduce_sum(log_w, axis=0)
     dtype = lse_chunks[0].dtype
-    log_px = tf.reduce_logsumexp(tf.stack(lse_chunks), axis=0) - tf.cast(
-        math.log(num_samples), dtype
-    )
+    log_k = tf.constant(math.log(num_samples), dtype)  # not tf.cast: a float64 log k stays exact
+    log_px = tf.reduce_logsumexp(tf.stack(lse_chunks), axis=0) - log_k
     return ImportanceEstimate(log_px=log_px, elbo=sum_log_w / tf.cast(num_samples, dtype))
 
 
@@ -149,7 +152,10 @@ def evaluate_dataset(
     total_log_px, total_elbo, count = 0.0, 0.0, 0
     for b, x in enumerate(dataset):
         est = importance_sampled_log_likelihood(
-            log_weights_fn, x, num_samples, chunk_size,
+            log_weights_fn,
+            x,
+            num_samples,
+            chunk_size,
             tf.random.experimental.stateless_fold_in(seed, b),
         )
         total_log_px += float(tf.reduce_sum(tf.cast(est.log_px, tf.float64)))

@@ -1,0 +1,73 @@
+"""Binary MNIST loading on tfds mock data (never the network)."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tfp_iaf import vae
+
+
+@pytest.mark.parametrize("name", ["binarized_mnist", "mnist"])
+def test_batches_are_binary_float_images(name, tmp_path):
+    with tfds.testing.mock_data(num_examples=7):
+        ds, n = vae.load_mnist(name, "test", 3, data_dir=str(tmp_path))
+        batches = [b.numpy() for b in ds]
+    assert n == 10_000  # the split's size as tfds reports it
+    assert [b.shape for b in batches] == [(3, 28, 28, 1)] * 2 + [(1, 28, 28, 1)]
+    values = np.unique(np.concatenate(batches))
+    assert values.dtype == np.float32 and set(values) <= {0.0, 1.0} and len(values) == 2
+
+
+def test_dynamic_binarization_fixed_for_evaluation_fresh_for_training(tmp_path):
+    with tfds.testing.mock_data(num_examples=4):
+        test, _ = vae.load_mnist("mnist", "test", 4, data_dir=str(tmp_path), seed=1)
+        first, second = (next(iter(test)).numpy() for _ in range(2))
+        train, _ = vae.load_mnist("mnist", "train", 4, data_dir=str(tmp_path), repeat=True, seed=1)
+        it = iter(train)
+        epoch1, epoch2 = next(it).numpy(), next(it).numpy()
+    np.testing.assert_array_equal(first, second)  # same binarization on every pass
+    assert not np.array_equal(epoch1, epoch2)  # same images, re-binarized each epoch
+
+
+def test_static_binarization_is_the_same_every_epoch(tmp_path):
+    with tfds.testing.mock_data(num_examples=4):
+        train, _ = vae.load_mnist("binarized_mnist", "train", 4, str(tmp_path), repeat=True)
+        it = iter(train)
+        np.testing.assert_array_equal(next(it).numpy(), next(it).numpy())
+
+
+def test_drop_remainder_and_slices(tmp_path):
+    with tfds.testing.mock_data(num_examples=5):
+        ds, _ = vae.load_mnist(
+            "binarized_mnist", "validation", 2, str(tmp_path), drop_remainder=True
+        )
+        assert [b.shape[0] for b in ds] == [2, 2]
+
+
+def test_missing_data_says_how_to_point_data_dir(tmp_path):
+    with pytest.raises(vae.DatasetUnavailableError, match=r"download=False.*Point `--data_dir`"):
+        vae.load_mnist("binarized_mnist", "test", 10, data_dir=str(tmp_path), download=False)
+
+
+def test_failed_download_says_how_to_point_data_dir(tmp_path, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr(tfds, "load", unreachable)
+    with pytest.raises(
+        vae.DatasetUnavailableError, match=r"download failed.*Point `--data_dir`.*unreachable"
+    ):
+        vae.load_mnist("mnist", "train", 10, data_dir=str(tmp_path), download=True)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (("fashion_mnist", "test", 10), r"`name` must be one of .*; got 'fashion_mnist'"),
+        (("mnist", "validation", 10), r"`split` of mnist must be one of .*; got 'validation'"),
+        (("mnist", "test", 0), r"`batch_size` must be a positive integer; got 0"),
+    ],
+)
+def test_argument_errors(args, match):
+    with pytest.raises(ValueError, match=match):
+        vae.load_mnist(*args)

@@ -1,0 +1,198 @@
+"""Training plumbing: Adamax + EMA, the fit schedule, and exact resume after a kill."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfp_iaf import vae
+from tfp_iaf._keras import tf_keras
+
+X = np.tile(np.eye(4, dtype=np.float32), (2, 1))  # one fixed batch: deterministic training
+
+
+def tiny_vae():
+    tf_keras.utils.set_random_seed(0)
+    encoder = tf_keras.Sequential([tf_keras.layers.Dense(6, activation="elu")])
+    decoder = tf_keras.Sequential([tf_keras.layers.Dense(4)])
+    model = vae.VAE(encoder, decoder, 2, seed=3)
+    model.compile(optimizer=vae.make_optimizer(0.05, ema_momentum=0.5))
+    return model
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfter(tf_keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) == self.step:
+            raise Killed()
+
+
+def test_resume_after_kill_continues_exactly(tmp_path):
+    data = tf.data.Dataset.from_tensors(X).repeat()
+    reference = tiny_vae()
+    vae.train(
+        reference,
+        data,
+        model_dir=str(tmp_path / "ref"),
+        epochs=2,
+        steps_per_epoch=3,
+        save_every=1,
+        verbose=0,
+    )
+
+    killed = tiny_vae()
+    with pytest.raises(Killed):
+        vae.train(
+            killed,
+            data,
+            model_dir=str(tmp_path / "run"),
+            epochs=2,
+            steps_per_epoch=3,
+            save_every=1,
+            verbose=0,
+            callbacks=[KillAfter(4)],
+        )
+    resumed = tiny_vae()
+    history = vae.train(
+        resumed,
+        data,
+        model_dir=str(tmp_path / "run"),
+        epochs=2,
+        steps_per_epoch=3,
+        save_every=1,
+        verbose=0,
+    )
+    assert int(resumed.optimizer.iterations) == 6
+    assert history.epoch == [1]  # only the unfinished epoch ran again, from its 5th step
+    # Same weights (Polyak averages, which `fit` swaps in at the end) as the uninterrupted run.
+    pairs = zip(reference.trainable_variables, resumed.trainable_variables, strict=True)
+    assert len(reference.trainable_variables) == 6
+    for a, b in pairs:
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_larger_budget_continues_and_the_same_budget_trains_no_more(tmp_path):
+    data = tf.data.Dataset.from_tensors(X).repeat()
+    kwargs = dict(model_dir=str(tmp_path), steps_per_epoch=2, save_every=5, verbose=0)
+    model = tiny_vae()
+    vae.train(model, data, epochs=1, **kwargs)
+    model = tiny_vae()
+    history = vae.train(model, data, epochs=1, **kwargs)
+    assert history.epoch == [] and int(model.optimizer.iterations) == 2
+    model = tiny_vae()
+    history = vae.train(model, data, epochs=3, **kwargs)
+    assert history.epoch == [1, 2] and int(model.optimizer.iterations) == 6
+
+
+def test_tensorboard_scalars_written(tmp_path):
+    pytest.importorskip("tensorboard")
+    model = tiny_vae()
+    vae.train(
+        model,
+        tf.data.Dataset.from_tensors(X).repeat(),
+        model_dir=str(tmp_path),
+        epochs=1,
+        steps_per_epoch=2,
+        verbose=0,
+        tensorboard_every=1,
+    )
+    assert os.listdir(tmp_path / "tensorboard" / "train")
+    assert vae.write_scalars(str(tmp_path / "tb_test"), 3, {"elbo": -1.0})
+    assert os.listdir(tmp_path / "tb_test")
+
+
+def test_optimizer_is_adamax_with_weight_averaging():
+    opt = vae.make_optimizer(2e-3, ema_momentum=0.99)
+    assert isinstance(opt, tf_keras.optimizers.Adamax)
+    assert opt.use_ema and opt.ema_momentum == pytest.approx(0.99)
+    assert not vae.make_optimizer(ema_momentum=None).use_ema
+
+
+def test_non_finite_loss_counter():
+    counter = vae.NonFiniteLossCounter()
+    for loss in (1.0, float("nan"), float("inf"), 2.0):
+        counter.on_train_batch_end(0, {"loss": loss})
+    assert counter.count == 2
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ((50_000, 100, 3, None), (3, 500)),
+        ((50_000, 100, None, 2), (1, 2)),
+        ((50_000, 100, None, 1200), (3, 400)),
+        ((1_000, 100, None, 25), (5, 5)),
+        ((10, 100, 2, None), (2, 1)),
+    ],
+)
+def test_fit_schedule(args, expected):
+    assert vae.fit_schedule(*args) == expected
+    epochs, steps = expected
+    if args[3] is not None:
+        assert epochs * steps == args[3]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"epochs": None, "num_steps": None}, r"exactly one of `epochs` and `num_steps`"),
+        ({"epochs": 1, "num_steps": 2}, r"exactly one of .*got epochs=1, num_steps=2"),
+        ({"epochs": 0}, r"`epochs` must be a positive integer; got 0"),
+        ({"num_steps": -1}, r"`num_steps` must be a positive integer; got -1"),
+        ({"epochs": 1, "batch_size": 0}, r"`batch_size` must be a positive integer; got 0"),
+        ({"epochs": 1, "num_examples": 0}, r"`num_examples` must be a positive integer; got 0"),
+    ],
+)
+def test_fit_schedule_errors(kwargs, match):
+    args = {"num_examples": 100, "batch_size": 10, "epochs": None, "num_steps": None, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        vae.fit_schedule(**args)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"learning_rate": 0.0}, r"`learning_rate` must be positive; got 0.0"),
+        ({"ema_momentum": 1.0}, r"`ema_momentum` must be in \[0, 1\) or None; got 1.0"),
+    ],
+)
+def test_make_optimizer_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        vae.make_optimizer(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["save_every", "tensorboard_every"])
+def test_train_errors(name, tmp_path):
+    with pytest.raises(ValueError, match=rf"`{name}` must be a positive integer; got 0"):
+        vae.train(
+            tiny_vae(), None, model_dir=str(tmp_path), epochs=1, steps_per_epoch=1, **{name: 0}
+        )
+
+
+def test_save_image_grid(tmp_path):
+    path = vae.save_image_grid(np.random.rand(7, 5, 4, 1), str(tmp_path / "a" / "g.png"), 3)
+    import matplotlib.image
+
+    assert matplotlib.image.imread(path).shape[:2] == (3 * 6 + 1, 3 * 5 + 1)
+    json.dumps(path)
+
+
+@pytest.mark.parametrize(
+    "images, cols, match",
+    [
+        (np.zeros((2, 5, 5)), 3, r"`images` must have shape \[N, H, W, 1 or 3\]; got \(2, 5, 5\)"),
+        (np.zeros((2, 5, 5, 1)), 0, r"`num_cols` must be a positive integer; got 0"),
+    ],
+)
+def test_save_image_grid_errors(images, cols, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        vae.save_image_grid(images, str(tmp_path / "g.png"), cols)
