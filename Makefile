@@ -12,7 +12,7 @@ $(BIN)/activate: setup.cfg pyproject.toml
 	touch $(BIN)/activate
 
 demo: $(BIN)/activate
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/python examples/toy_posteriors.py --output_dir=out
 
 test: $(BIN)/activate
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,123 @@
+"""examples/mnist_vae.py end to end on tfds mock data: smoke runs, flags, resume."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from absl import flags
+from absl.testing import flagsaver
+
+from tests.examples_util import loaded_example
+from tfp_iaf import vae
+from tfp_iaf._keras import tf_keras
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_vae.py"
+TINY = dict(batch_size=4, num_importance_samples=3, importance_chunk=2, eval_batch_size=5)
+
+
+@pytest.fixture(scope="module")
+def mnist_vae():
+    with loaded_example("mnist_vae") as module:
+        yield module
+
+
+def _check_outputs(model_dir: Path, results: dict, steps: int):
+    on_disk = json.loads((model_dir / "results.json").read_text())
+    assert on_disk["steps"] == results["steps"] == steps
+    for key in ("test_elbo", "test_log_px", "test_bits_per_dim"):
+        assert math.isfinite(on_disk[key]), key
+    assert on_disk["test_elbo"] <= on_disk["test_log_px"] + 1e-3  # IWAE bound >= ELBO
+    assert on_disk["non_finite_loss_steps"] == 0
+    assert (model_dir / "samples.png").stat().st_size > 0
+    if importlib.util.find_spec("tensorboard") is not None:  # scalars need the package
+        assert list((model_dir / "tensorboard" / "train").iterdir())
+
+
+def test_static_mnist_diag_posterior_two_steps(mnist_vae, tmp_path):
+    config = mnist_vae.Config(
+        posterior="diag",
+        dataset="binarized_mnist",
+        num_steps=2,
+        model_dir=str(tmp_path),
+        num_eval_examples=5,
+        **TINY,
+    )
+    with tfds.testing.mock_data(num_examples=10):
+        results = mnist_vae.train_and_evaluate(config)
+    _check_outputs(tmp_path, results, steps=2)
+    assert results["num_test_examples"] > 0  # mock data ignore the "test[:5]" slice
+
+
+class WeightRecorder(tf_keras.callbacks.Callback):
+    """Raw weights when training starts (after the restore) and ends (before the averages)."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not hasattr(self, "start"):
+            self.start = [v.numpy() for v in self.model.trainable_variables]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.end = [v.numpy() for v in self.model.trainable_variables]
+        self.steps = int(self.model.optimizer.iterations)
+
+
+def test_dynamic_mnist_gated_iaf_from_flags_resumes(mnist_vae, tmp_path, monkeypatch):
+    """Runs main() with flags, then again with a larger budget: it continues where it stopped."""
+    recorders = []
+    train = vae.train
+
+    def recording_train(*args, callbacks=(), **kwargs):
+        recorders.append(WeightRecorder())
+        return train(*args, callbacks=[*callbacks, recorders[-1]], **kwargs)
+
+    monkeypatch.setattr(vae, "train", recording_train)
+    argv = [
+        "mnist_vae.py",
+        "--posterior=iaf",
+        "--dataset=mnist",
+        "--gated",
+        "--free_bits=0.1",
+        "--iaf_depth=2",
+        "--iaf_width=40",
+        "--context_size=8",
+        "--save_every=1",
+        f"--model_dir={tmp_path}",
+        "--num_eval_examples=5",
+        "--data_dir=/nonexistent",
+        *(f"--{k}={v}" for k, v in TINY.items()),
+    ]
+
+    def run(num_steps):
+        with flagsaver.flagsaver(), tfds.testing.mock_data(num_examples=10):
+            flags.FLAGS(argv + [f"--num_steps={num_steps}"])
+            mnist_vae.main(["mnist_vae.py"])
+        return json.loads((tmp_path / "results.json").read_text())
+
+    first = run(2)
+    _check_outputs(tmp_path, first, steps=2)
+    assert first["config"]["gated"] and first["config"]["free_bits"] == 0.1
+    second = run(4)
+    _check_outputs(tmp_path, second, steps=4)  # the step counter continued from 2 ...
+    assert second["epochs_this_run"] == 1 and recorders[1].steps == 4
+    # ... and the weights from where the first run left them, not from a new initialization.
+    for before, after in zip(recorders[0].end, recorders[1].start, strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(recorders[0].start, recorders[1].start, strict=True)
+    )
+
+
+def test_unknown_posterior(mnist_vae):
+    with pytest.raises(ValueError, match=r"`posterior` must be 'diag' or 'iaf'; got 'flow'"):
+        mnist_vae.make_model(mnist_vae.Config(posterior="flow"))
+
+
+def test_main_rejects_positional_arguments(mnist_vae):
+    from absl import app
+
+    with pytest.raises(app.UsageError, match=r"Unexpected arguments: \['extra'\]"):
+        mnist_vae.main(["mnist_vae.py", "extra"])
