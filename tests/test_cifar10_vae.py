@@ -1,0 +1,246 @@
+"""examples/cifar10_vae.py and tfp_iaf.vae.resnet_vae on tfds mock data: runs, shapes, resume."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tests.examples_util import loaded_example
+from tfp_iaf import vae
+from tfp_iaf._keras import tf_keras
+from tfp_iaf.vae.resnet_vae import ResNetIAFLayer, ResNetVAE
+from tfp_iaf.vae.weight_norm import WeightNormConv2D, data_dependent_init
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "cifar10_vae.py"
+TINY = dict(
+    depth=1, num_blocks=1, hidden_size=4, z_size=2, batch_size=4, num_importance_samples=3,
+    importance_chunk=2, eval_batch_size=4, num_eval_examples=4,
+)  # fmt: skip
+PIXELS = np.random.RandomState(0).randint(0, 256, size=(3, 32, 32, 3)).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def cifar10_vae():
+    with loaded_example("cifar10_vae") as module:
+        yield module
+
+
+def _check_outputs(model_dir: Path, steps: int):
+    results = json.loads((model_dir / "results.json").read_text())
+    assert results["steps"] == steps
+    for key in ("test_bits_per_dim", "test_elbo_bits_per_dim", "test_log_px", "test_elbo"):
+        assert math.isfinite(results[key]), key
+    assert results["test_elbo"] <= results["test_log_px"] + 1e-3  # IWAE bound >= ELBO
+    np.testing.assert_allclose(
+        results["test_bits_per_dim"], -results["test_log_px"] / (3072 * math.log(2)), rtol=1e-9
+    )
+    assert results["non_finite_loss_steps"] == 0
+    for png in ("samples.png", "reconstructions.png"):
+        assert (model_dir / png).stat().st_size > 0
+    assert list((model_dir / "tensorboard" / "train").iterdir())
+    return results
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAt(tf_keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.first = step, None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.first is None:
+            self.first = int(self.model.optimizer.iterations)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.step is not None and int(self.model.optimizer.iterations) == self.step:
+            raise Killed()
+
+
+def test_two_steps_then_killed_run_resumes(cifar10_vae, tmp_path, monkeypatch):
+    """Default strategy: killed after step 2 of 3, the same command continues from step 2."""
+    kills = [KillAt(2), KillAt(None)]
+    train = vae.train
+
+    def killing_train(*args, callbacks=(), **kwargs):
+        return train(*args, callbacks=[*callbacks, kills.pop(0)], **kwargs)
+
+    monkeypatch.setattr(vae, "train", killing_train)
+    config = cifar10_vae.Config(num_steps=3, save_every=1, model_dir=str(tmp_path), **TINY)
+    with tfds.testing.mock_data(num_examples=8):
+        with pytest.raises(Killed):
+            cifar10_vae.train_and_evaluate(config)
+        resumed = KillAt(None)
+        kills.append(resumed)
+        kills.pop(0)
+        cifar10_vae.train_and_evaluate(config)
+    assert resumed.first == 2  # restored step counter, not a fresh start
+    assert _check_outputs(tmp_path, steps=3)["num_replicas"] == 1
+
+
+MIRRORED = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import tensorflow_datasets as tfds
+sys.argv = ["cifar10_vae"]
+sys.path.insert(0, {examples!r})
+import cifar10_vae
+config = cifar10_vae.Config(strategy="mirrored", num_steps=2, model_dir={model_dir!r}, **{tiny!r})
+with tfds.testing.mock_data(num_examples=8):
+    cifar10_vae.train_and_evaluate(config)
+"""
+
+
+def test_two_steps_mirrored_on_two_logical_cpus(tmp_path):
+    # Logical devices must be set before TensorFlow initialises: a fresh process.
+    code = MIRRORED.format(examples=str(EXAMPLE.parent), model_dir=str(tmp_path), tiny=TINY)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _check_outputs(tmp_path, steps=2)["num_replicas"] == 2
+
+
+@pytest.fixture(scope="module")
+def model():
+    tf_keras.utils.set_random_seed(1)
+    m = ResNetVAE(hidden_size=4, z_size=2, depth=2, num_blocks=1, iaf_steps=2, order="channel")
+    m.initialize(PIXELS)
+    return m
+
+
+def test_every_layer_prior_and_posterior_shapes(model):
+    _, outputs = model.forward(PIXELS, tf.constant([0, 1]))
+    assert [b.latent_shape for b in model.blocks] == [(16, 16, 2), (8, 8, 2)]
+    for block, out in zip(model.blocks, outputs, strict=True):
+        for t in out:
+            assert t.shape == (3, *block.latent_shape) and t.dtype == tf.float32
+            assert np.all(np.isfinite(t))
+    assert [len(b.flow.steps) for b in model.blocks] == [2, 2]
+
+
+def test_sampling_mode_draws_every_layer_from_its_prior(model):
+    seed = tf.constant([4, 5])
+    x_mean, outputs = model.forward(None, seed, batch_size=6)
+    noise = model._noise(6, seed)
+    for out, eps in zip(outputs, noise, strict=True):
+        assert out.posterior_loc is None and out.kl is None
+        np.testing.assert_allclose(
+            (out.z - out.prior_loc) * tf.exp(-out.prior_log_scale), eps, atol=1e-4
+        )
+    images = model.sample(6, seed=3).numpy()
+    assert images.shape == (6, 32, 32, 3)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    recon = model.reconstruct(PIXELS).numpy()
+    assert recon.min() >= 0.0 and recon.max() <= 1.0
+
+
+def test_every_variable_gets_a_gradient(model):
+    with tf.GradientTape() as tape:
+        loss, values = model._step(PIXELS, tf.constant([0, 2]))
+    grads = tape.gradient(loss, model.trainable_variables)
+    missing = [v.name for v, g in zip(model.trainable_variables, grads, strict=True) if g is None]
+    assert not missing
+    assert set(values) >= {"bits_per_dim", "kl_layer_0_0", "kl_layer_1_0"}
+
+
+def test_free_bits_floor_per_layer_and_channel():
+    tf_keras.utils.set_random_seed(2)
+    loose = ResNetVAE(hidden_size=4, z_size=2, depth=1, num_blocks=1, free_bits=0.0)
+    loose.initialize(PIXELS)
+    floored = ResNetVAE(hidden_size=4, z_size=2, depth=1, num_blocks=1, free_bits=1e4)
+    floored.initialize(PIXELS)
+    floored.set_weights(loose.get_weights())
+    seed = tf.constant([0, 3])
+    loss0, v0 = loose._step(PIXELS, seed)
+    loss1, v1 = floored._step(PIXELS, seed)
+    # 1 layer x 2 channels floored at 1e4 nats each; the reported bits/dim are unchanged.
+    nats = 2 * 1e4 + v0["nll"]
+    np.testing.assert_allclose(loss1, nats / (3072 * math.log(2)), rtol=1e-5)
+    np.testing.assert_allclose(v1["bits_per_dim"], v0["bits_per_dim"], rtol=1e-6)
+
+
+def test_log_weights_shape_and_importance_bound(model):
+    log_w = model.log_weights(PIXELS, 4, tf.constant([0, 7]))
+    assert log_w.shape == (4, 3)
+    est = vae.importance_sampled_log_likelihood(model.log_weights, PIXELS, 4, seed=1)
+    assert np.all(est.log_px.numpy() >= est.elbo.numpy() - 1e-3)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_weight_norm_data_dependent_init_normalises_each_channel(transpose):
+    layer = WeightNormConv2D(5, 3, strides=2, transpose=transpose, init_scale=0.1)
+    x = tf.random.stateless_normal([4, 8, 8, 3], [0, 1]) * 3.0 + 1.0
+    wrapper = tf_keras.Sequential([layer])
+    data_dependent_init(wrapper, x)
+    y = layer(x)
+    mean, var = tf.nn.moments(y, axes=[0, 1, 2])
+    np.testing.assert_allclose(mean, 0.0, atol=1e-5)
+    np.testing.assert_allclose(tf.sqrt(var), 0.1, rtol=1e-3)
+    axes = [0, 1, 3] if transpose else [0, 1, 2]
+    kernel = layer._direction() * (layer.g[:, None] if transpose else layer.g)
+    norms = tf.sqrt(tf.reduce_sum(tf.square(kernel), axis=axes))
+    np.testing.assert_allclose(norms, layer.g, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: ResNetVAE(hidden_size=0), "`hidden_size` must be a positive integer; got 0"),
+        (lambda: ResNetVAE(image_shape=(30, 30, 3), depth=2), r"2\*\*depth=4; got \(30, 30, 3\)"),
+        (lambda: ResNetVAE(free_bits=-1.0), "`free_bits` must be >= 0; got -1.0"),
+        (lambda: ResNetIAFLayer((4, 4, 2), 4, iaf_steps=-1), "`iaf_steps` must be a non-negative"),
+        (lambda: WeightNormConv2D(0), "`filters` must be a positive integer; got 0"),
+        (lambda: WeightNormConv2D(2, init_scale=0.0), "`init_scale` must be positive; got 0.0"),
+    ],
+)
+def test_bad_configuration_raises(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_data_dependent_init_errors():
+    with pytest.raises(ValueError, match="has no WeightNormConv2D"):
+        data_dependent_init(tf_keras.Sequential([tf_keras.layers.Dense(2)]), tf.zeros([1, 2]))
+    unused = WeightNormConv2D(2, name="unused")
+    used = WeightNormConv2D(2, name="used")
+
+    class Partial(tf_keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = used, unused
+
+        def call(self, x):
+            return self.a(x)
+
+    with pytest.raises(ValueError, match=r"did not reach the layers \['unused'\]"):
+        data_dependent_init(Partial(), tf.ones([2, 4, 4, 1]))
+    layer = WeightNormConv2D(2, name="graph")
+    layer.build((None, 4, 4, 1))
+    layer.initializing = True
+    with pytest.raises(
+        ValueError, match="`graph`: data-dependent initialisation must run eagerly"
+    ):
+        tf.function(layer.call)(tf.ones([2, 4, 4, 1]))
+
+
+def test_example_errors(cifar10_vae, tmp_path):
+    with pytest.raises(ValueError, match="`strategy` must be .*; got 'tpu'"):
+        cifar10_vae.make_strategy("tpu")
+    config = cifar10_vae.Config(data_dir=str(tmp_path), **TINY)
+    with pytest.raises(vae.DatasetUnavailableError, match="`cifar10` is not available under"):
+        cifar10_vae.load_cifar10("train", 4, config)

@@ -1,0 +1,392 @@
+"""The IAF paper's ResNet VAE with bidirectional inference (section 6.2, figure 3).
+
+Kingma et al. 2016, https://arxiv.org/abs/1606.04934, following the authors' code. For images
+`x` (pixels scaled by `pixels_to_unit`), with `L` stochastic layers, each a ResNet block holding a
+3-D latent `z_l: [H_l, W_l, z_size]`:
+
+- bottom-up: `h = conv5x5/2(x)`; layer `l` (first to last): `elu -> conv` gives the posterior's
+  bottom-up mean and log-std `(mu_q, log s_q)`, a context `c_up` and a branch `r`;
+  `h <- h + 0.1 * conv(elu(r))` (downsampled when the layer is strided);
+- top-down, from a learned input `h_top` (last layer to first): `elu -> conv` of the state gives
+  the prior `p(z_l | z_>l) = N(mu_p, exp(log s_p))`, top-down posterior terms `(mu_r, log s_r)`, a
+  context `c_down` and a deterministic branch `d`; the posterior samples
+  `z_0 = (mu_q + mu_r) + exp(log s_q + log s_r) * eps` and applies `iaf_steps` conv IAF steps
+  (`tfp_iaf.conv_iaf_stack`) conditioned on `c_up + c_down`; then
+  `h <- h + 0.1 * conv(elu([z, d]))` (upsampled when strided);
+- `x_mean = clip(deconv5x5/2(elu(h)))`, `p(x | z) = discretized logistic(x_mean, s_x)` with a
+  learned scalar `log s_x`;
+- KL of layer `l` by one sample, per unit: `log q(z_l | x, z_>l) - log p(z_l | z_>l)`;
+- sampling mode: every layer draws `z_l` from its prior (no posterior, no IAF).
+
+All convolutions but the IAF's masked ones are `WeightNormConv2D` with data-dependent
+initialisation (`initialize`). Under a mixed-precision policy the convolutions run in float16;
+the Gaussian and IAF log-densities, the log-dets and the loss are float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from tfp_iaf._keras import tf_keras
+from tfp_iaf.conv_networks import conv_iaf_stack
+from tfp_iaf.vae.discretized_logistic import discretized_logistic_log_prob, pixels_to_unit
+from tfp_iaf.vae.free_bits import free_bits_kl
+from tfp_iaf.vae.weight_norm import WeightNormConv2D, data_dependent_init
+
+__all__ = ["LayerOutput", "ResNetIAFLayer", "ResNetVAE"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+_RESIDUAL_SCALE = 0.1
+
+
+def _normal_log_prob(x, loc, log_scale):
+    return -0.5 * tf.square((x - loc) * tf.exp(-log_scale)) - log_scale - _HALF_LOG_2PI
+
+
+def _f32(t):
+    return tf.cast(t, tf.float32)
+
+
+class LayerOutput(NamedTuple):
+    """What one stochastic layer's top-down pass produced (float32, `[batch, H_l, W_l, z]`).
+
+    `posterior_*` and `kl` are None in sampling mode.
+    """
+
+    prior_loc: tf.Tensor
+    prior_log_scale: tf.Tensor
+    posterior_loc: tf.Tensor | None
+    posterior_log_scale: tf.Tensor | None
+    z: tf.Tensor
+    kl: tf.Tensor | None
+
+
+class ResNetIAFLayer(tf_keras.layers.Layer):
+    """One stochastic ResNet layer: its bottom-up (`up`) and top-down (`down`) passes.
+
+    Args:
+      latent_shape: `(H, W, z_size)` of this layer's latent (the resolution after `up`).
+      hidden_size: channels of the ResNet state and of the contexts.
+      downsample: stride 2 (`up` halves the resolution, `down` doubles it).
+      iaf_steps: conv IAF steps of the posterior (0: a diagonal Gaussian).
+      order: order of the first IAF step (see `tfp_iaf.conv_iaf_stack`).
+      iaf_weight_norm: weight-normalised masked convolutions in the IAF networks.
+      top: the last layer of the bottom-up pass, whose output state nothing reads (it has no
+        bottom-up residual branch, so that every weight gets a gradient).
+      **kwargs: passed to `tf_keras.layers.Layer`.
+
+    Raises:
+      ValueError: a negative `iaf_steps`, or what `tfp_iaf.conv_iaf_stack` raises (e.g.
+        `hidden_size` not a multiple of `z_size`).
+    """
+
+    def __init__(
+        self,
+        latent_shape: Sequence[int],
+        hidden_size: int,
+        downsample: bool = False,
+        iaf_steps: int = 1,
+        order: str = "raster",
+        iaf_weight_norm: bool = False,
+        top: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(iaf_steps, bool) or not isinstance(iaf_steps, int) or iaf_steps < 0:
+            raise ValueError(f"`iaf_steps` must be a non-negative integer; got {iaf_steps!r}")
+        self.latent_shape = tuple(int(n) for n in latent_shape)
+        z, h = self.latent_shape[2], hidden_size
+        self.z_size, self.hidden_size, self.downsample, self.top = z, h, downsample, top
+        stride = 2 if downsample else 1
+        up_channels = 2 * z + h if top else 2 * z + 2 * h
+        self.up_conv1 = WeightNormConv2D(up_channels, 3, strides=stride, name="up_conv1")
+        self.up_conv2 = None if top else WeightNormConv2D(h, 3, name="up_conv2")
+        self.down_conv1 = WeightNormConv2D(4 * z + 2 * h, 3, name="down_conv1")
+        self.down_conv2 = WeightNormConv2D(
+            h, 3, strides=stride, transpose=downsample, name="down_conv2"
+        )
+        self.flow = None
+        self.iaf_networks = []
+        if iaf_steps:
+            self.flow = conv_iaf_stack(
+                self.latent_shape,
+                iaf_steps,
+                [h, h],
+                context_channels=h,
+                order=order,
+                weight_norm=iaf_weight_norm,
+                name=f"{self.name}_iaf",
+            )
+            # Keras tracks the networks' variables through this list.
+            self.iaf_networks = [step.network for step in self.flow.steps]
+
+    def up(self, h):
+        """Bottom-up: `h -> (h', (mu_q, log s_q, c_up))`; `h'` is None for the top layer."""
+        z, hs = self.z_size, self.hidden_size
+        out = self.up_conv1(tf.nn.elu(h))
+        if self.top:
+            q_loc, q_log_scale, context = tf.split(out, [z, z, hs], axis=-1)
+            return None, (q_loc, q_log_scale, context)
+        q_loc, q_log_scale, context, branch = tf.split(out, [z, z, hs, hs], axis=-1)
+        branch = self.up_conv2(tf.nn.elu(branch))
+        if self.downsample:
+            h = h[:, ::2, ::2, :]  # nearest-neighbour downsampling
+        return h + _RESIDUAL_SCALE * branch, (q_loc, q_log_scale, context)
+
+    def down(self, h, up_terms, eps) -> tuple[tf.Tensor, LayerOutput]:
+        """Top-down: `h -> h'`, `z` from the posterior, or from the prior if `up_terms` is None.
+
+        Args:
+          h: the top-down state `[batch, H, W, hidden_size]`.
+          up_terms: `up`'s `(mu_q, log s_q, c_up)`, or None (sampling mode).
+          eps: standard normal noise `[batch, H, W, z_size]`, float32.
+        """
+        z_size, hs = self.z_size, self.hidden_size
+        out = self.down_conv1(tf.nn.elu(h))
+        p_loc, p_log_scale, r_loc, r_log_scale, context, det = tf.split(
+            out, [z_size] * 4 + [hs] * 2, axis=-1
+        )
+        p_loc, p_log_scale = _f32(p_loc), _f32(p_log_scale)
+        if up_terms is None:
+            z = p_loc + tf.exp(p_log_scale) * eps
+            result = LayerOutput(p_loc, p_log_scale, None, None, z, None)
+        else:
+            q_loc, q_log_scale, up_context = up_terms
+            loc = _f32(q_loc) + _f32(r_loc)
+            log_scale = _f32(q_log_scale) + _f32(r_log_scale)
+            z = loc + tf.exp(log_scale) * eps
+            log_q = _normal_log_prob(eps, 0.0, 0.0) - log_scale
+            if self.flow is not None:
+                # The IAF networks are float32 even under mixed precision: the log-dets stay
+                # exact and the sampled z needs no cast.
+                context = _f32(up_context) + _f32(context)
+                for step in self.flow.steps:
+                    shift, step_log_scale = step.shift_and_log_scale(z, context=context)
+                    z = shift + tf.exp(step_log_scale) * z
+                    log_q = log_q - step_log_scale
+            kl = log_q - _normal_log_prob(z, p_loc, p_log_scale)
+            result = LayerOutput(p_loc, p_log_scale, loc, log_scale, z, kl)
+        branch = tf.concat([tf.cast(z, det.dtype), det], axis=-1)
+        branch = self.down_conv2(tf.nn.elu(branch))
+        if self.downsample:
+            h = tf.repeat(tf.repeat(h, 2, axis=1), 2, axis=2)  # nearest-neighbour upsampling
+        return h + _RESIDUAL_SCALE * branch, result
+
+
+_METRICS = ("loss", "bits_per_dim", "elbo", "nll", "kl", "dec_log_scale")
+
+
+class ResNetVAE(tf_keras.Model):
+    """The ResNet VAE of the IAF paper, trained with `fit` on integer pixel batches.
+
+    `depth` stages of `num_blocks` stochastic layers; the first layer of every stage after the
+    first halves the resolution. Latents: `[H / 2^(1 + i), W / 2^(1 + i), z_size]` in stage `i`.
+
+    Shapes: `x: [batch, H, W, C]` integer pixels in `[0, 255]` (any dtype), `H` and `W` divisible
+    by `2^depth`.
+
+    Args:
+      image_shape: `(H, W, C)`.
+      hidden_size: ResNet channels (a multiple of `z_size`: the IAF networks' widths).
+      z_size: latent channels per layer.
+      depth: number of resolution stages.
+      num_blocks: stochastic layers per stage.
+      iaf_steps: conv IAF steps per layer (0: diagonal Gaussian posteriors).
+      order: IAF order, `"raster"` or `"channel"` (reversed between steps).
+      free_bits: KL floor `lambda` per (layer, channel), nats, averaged over the minibatch.
+      iaf_weight_norm: weight-normalised masked convolutions in the IAF networks.
+      seed: base of the stateless training seeds.
+      name: model name.
+
+    Raises:
+      ValueError: bad sizes (non-positive, `H` or `W` not divisible by `2^depth`), a negative
+        `free_bits`, or what `ResNetIAFLayer` raises.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (32, 32, 3),
+        hidden_size: int = 160,
+        z_size: int = 32,
+        depth: int = 2,
+        num_blocks: int = 2,
+        iaf_steps: int = 1,
+        order: str = "raster",
+        free_bits: float = 0.25,
+        iaf_weight_norm: bool = False,
+        seed: int = 0,
+        name: str = "resnet_vae",
+    ):
+        super().__init__(name=name)
+        for arg, value in (
+            ("hidden_size", hidden_size),
+            ("z_size", z_size),
+            ("depth", depth),
+            ("num_blocks", num_blocks),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{arg}` must be a positive integer; got {value!r}")
+        image_shape = tuple(int(n) for n in image_shape)
+        if len(image_shape) != 3 or any(n % 2**depth for n in image_shape[:2]):
+            raise ValueError(
+                f"`image_shape` must be (H, W, C) with H and W divisible by 2**depth={2**depth}; "
+                f"got {image_shape}"
+            )
+        if not free_bits >= 0:
+            raise ValueError(f"`free_bits` must be >= 0; got {free_bits!r}")
+        self.image_shape, self.hidden_size, self.z_size = image_shape, hidden_size, z_size
+        self.free_bits, self.seed = float(free_bits), int(seed)
+        self.num_dims = int(math.prod(image_shape))
+        height, width = image_shape[0] // 2, image_shape[1] // 2
+        self.blocks: list[ResNetIAFLayer] = []
+        for i in range(depth):
+            for j in range(num_blocks):
+                downsample = i > 0 and j == 0
+                self.blocks.append(
+                    ResNetIAFLayer(
+                        (height >> i, width >> i, z_size),
+                        hidden_size,
+                        downsample=downsample,
+                        iaf_steps=iaf_steps,
+                        order=order,
+                        iaf_weight_norm=iaf_weight_norm,
+                        top=i == depth - 1 and j == num_blocks - 1,
+                        name=f"layer_{i}_{j}",
+                    )
+                )
+        self.top_shape = (height >> (depth - 1), width >> (depth - 1), hidden_size)
+        self.x_enc = WeightNormConv2D(hidden_size, 5, strides=2, name="x_enc")
+        self.x_dec = WeightNormConv2D(image_shape[2], 5, strides=2, transpose=True, name="x_dec")
+        self.h_top = self.add_weight("h_top", shape=(hidden_size,), initializer="zeros")
+        self.dec_log_scale = self.add_weight("dec_log_scale", shape=(), initializer="zeros")
+        names = [*_METRICS, *(f"kl_{b.name}" for b in self.blocks)]
+        self._trackers = {m: tf_keras.metrics.Mean(name=m) for m in names}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def _noise(self, batch, seed):
+        return [
+            tf.random.stateless_normal(
+                [batch, *b.latent_shape], tf.random.experimental.stateless_fold_in(seed, i)
+            )
+            for i, b in enumerate(self.blocks)
+        ]
+
+    def forward(
+        self, x: tf.Tensor | None, seed: tf.Tensor, batch_size: int | tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, list[LayerOutput]]:
+        """One pass: `x_mean` of `p(x | z)` in `[-0.5, 0.5]` and every layer's `LayerOutput`.
+
+        Args:
+          x: integer pixels `[batch, H, W, C]`, or None for sampling mode (every `z` from its
+            prior, no bottom-up pass, no IAF).
+          seed: int32 `[2]` stateless seed of the latent noise.
+          batch_size: the batch in sampling mode.
+
+        Returns:
+          `(x_mean: [batch, H, W, C] float32, outputs)`; `outputs[i]` belongs to
+          `self.blocks[i]` (bottom-up order).
+        """
+        up_terms = [None] * len(self.blocks)
+        if x is not None:
+            h = self.x_enc(tf.cast(pixels_to_unit(x), self.compute_dtype))
+            for i, block in enumerate(self.blocks):
+                h, up_terms[i] = block.up(h)
+            batch_size = tf.shape(x)[0]
+        noise = self._noise(batch_size, seed)
+        h_top = tf.cast(self.h_top, self.compute_dtype)
+        h = tf.broadcast_to(h_top, tf.concat([[batch_size], self.top_shape], axis=0))
+        outputs = [None] * len(self.blocks)
+        for i in reversed(range(len(self.blocks))):
+            h, outputs[i] = self.blocks[i].down(h, up_terms[i], noise[i])
+        x_mean = _f32(self.x_dec(tf.nn.elu(h)))
+        half = 0.5 - 1.0 / 512.0  # the authors keep the mean inside the outer bin centres
+        return tf.clip_by_value(x_mean, -half, half), outputs
+
+    def call(self, x, training=None):
+        """Single-sample ELBO of every example in nats, `[batch]` (fixed seed)."""
+        log_px_z, kls = self._terms(x, tf.constant([self.seed, 0]))
+        return log_px_z - tf.add_n([tf.reduce_sum(k, axis=[1, 2, 3]) for k in kls])
+
+    def initialize(self, x: tf.Tensor) -> None:
+        """Data-dependent initialisation of every weight-normalised convolution on batch `x`."""
+        data_dependent_init(self, x)
+
+    def _terms(self, x, seed):
+        x_mean, outputs = self.forward(x, seed)
+        log_px = discretized_logistic_log_prob(pixels_to_unit(x), x_mean, self.dec_log_scale)
+        return tf.reduce_sum(log_px, axis=[1, 2, 3]), [o.kl for o in outputs]
+
+    def log_weights(self, x: tf.Tensor, num_samples: int, seed: tf.Tensor) -> tf.Tensor:
+        """`log p(x, z) - log q(z | x)`: `[num_samples, batch]`; `x` is tiled `num_samples` times.
+
+        The `log_weights_fn` of `tfp_iaf.vae.importance_sampled_log_likelihood`.
+        """
+        batch = tf.shape(x)[0]
+        tiled = tf.tile(x, [num_samples, 1, 1, 1])
+        log_px_z, kls = self._terms(tiled, seed)
+        log_w = log_px_z - tf.add_n([tf.reduce_sum(k, axis=[1, 2, 3]) for k in kls])
+        return tf.reshape(log_w, [num_samples, batch])
+
+    def _step(self, x, seed):
+        log_px_z, kls = self._terms(x, seed)
+        kl_layers = [tf.reduce_sum(k, axis=[1, 2, 3]) for k in kls]
+        kl = tf.add_n(kl_layers)
+        # Free bits per (layer, channel): spatial axes summed, channels are the groups.
+        kl_obj = tf.add_n([free_bits_kl(k, self.free_bits, sum_axes=(1, 2)) for k in kls])
+        nats_to_bpd = 1.0 / (self.num_dims * math.log(2.0))
+        loss = (kl_obj - tf.reduce_mean(log_px_z)) * nats_to_bpd
+        values = {
+            "loss": loss,
+            "bits_per_dim": tf.reduce_mean(kl - log_px_z) * nats_to_bpd,
+            "elbo": tf.reduce_mean(log_px_z - kl),
+            "nll": -tf.reduce_mean(log_px_z),
+            "kl": tf.reduce_mean(kl),
+            "dec_log_scale": tf.identity(self.dec_log_scale),
+            **{
+                f"kl_{b.name}": tf.reduce_mean(k)
+                for b, k in zip(self.blocks, kl_layers, strict=True)
+            },
+        }
+        return loss, values
+
+    def _report(self, values):
+        for name, value in values.items():
+            self._trackers[name].update_state(value)
+        return {name: t.result() for name, t in self._trackers.items()}
+
+    def _replica_seed(self, step):
+        ctx = tf.distribute.get_replica_context()
+        replica = 0 if ctx is None else ctx.replica_id_in_sync_group
+        seed = tf.stack([tf.constant(self.seed, tf.int32), step])
+        return tf.random.experimental.stateless_fold_in(seed, replica)
+
+    def train_step(self, x):
+        seed = self._replica_seed(tf.cast(self.optimizer.iterations, tf.int32))
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            loss, values = self._step(x, seed)
+            # Gradients are summed over replicas: scale so that they average.
+            scaled = loss / replicas
+        self.optimizer.minimize(scaled, self.trainable_variables, tape=tape)
+        return self._report(values)
+
+    def test_step(self, x):
+        return self._report(self._step(x, self._replica_seed(tf.constant(-1)))[1])
+
+    def sample(self, num_samples: int, seed: int | tf.Tensor = 0) -> tf.Tensor:
+        """Images from the prior (sampling mode): the means of `p(x | z)`, in `[0, 1]`."""
+        seed = tf.constant([0, seed]) if isinstance(seed, int) else seed
+        x_mean, _ = self.forward(None, seed, batch_size=num_samples)
+        return x_mean + 0.5
+
+    def reconstruct(self, x: tf.Tensor, seed: int | tf.Tensor = 0) -> tf.Tensor:
+        """Means of `p(x | z)`, `z ~ q(z | x)`, in `[0, 1]`: `[batch, H, W, C]`."""
+        seed = tf.constant([0, seed]) if isinstance(seed, int) else seed
+        return self.forward(x, seed)[0] + 0.5
