@@ -89,6 +89,17 @@ def test_two_steps_then_killed_run_resumes(cifar10_vae, tmp_path, monkeypatch):
     assert _check_outputs(tmp_path, steps=3)["num_replicas"] == 1
 
 
+@pytest.mark.parametrize(
+    "option", ["mixed_precision", "jit_compile"], ids=["mixed-precision", "xla"]
+)
+def test_two_steps_with_mixed_precision_or_xla(cifar10_vae, tmp_path, option):
+    config = cifar10_vae.Config(num_steps=2, model_dir=str(tmp_path), **{option: True}, **TINY)
+    with tfds.testing.mock_data(num_examples=8):
+        cifar10_vae.train_and_evaluate(config)
+    _check_outputs(tmp_path, steps=2)
+    assert tf_keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+
+
 MIRRORED = """
 import json, sys
 import tensorflow as tf
