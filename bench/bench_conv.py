@@ -35,7 +35,7 @@ from absl import app, flags
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.conv_networks import ConvMADE
 from tfp_iaf.iaf import InverseAutoregressiveFlow
-from tfp_iaf.networks import AutoregressiveNetwork, _small_init
+from tfp_iaf.networks import AutoregressiveNetwork, small_init
 
 tfd = tfp.distributions
 
@@ -77,7 +77,7 @@ class UnmaskedConvNet(AutoregressiveNetwork):
                 channels * 2,
                 kernel_size,
                 padding="same",
-                kernel_initializer=_small_init(),
+                kernel_initializer=small_init(),
                 dtype=self.dtype,
                 name="output",
             )

@@ -10,8 +10,8 @@ import tensorflow as tf
 from tfp_iaf import conv_masks
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.conv_layers import MaskedConv2D
-from tfp_iaf.iaf import IAFStack, InverseAutoregressiveFlow
-from tfp_iaf.networks import _OUTPUT_INIT_SCALE, AutoregressiveNetwork, _as_tensor, _small_init
+from tfp_iaf.iaf import IAFStack
+from tfp_iaf.networks import OUTPUT_INIT_SCALE, AutoregressiveNetwork, as_tensor, small_init
 
 __all__ = ["ConvMADE", "conv_iaf_stack"]
 
@@ -153,14 +153,14 @@ class ConvMADE(AutoregressiveNetwork):
         self.masked_layers = [
             MaskedConv2D(
                 mask,
-                kernel_initializer=kernel_initializer if i < last else _small_init(),
+                kernel_initializer=kernel_initializer if i < last else small_init(),
                 weight_norm=weight_norm,
                 # Under weight normalisation `g` is the kernel's norm: the output layer starts
                 # with about the norm the small initializer gives it without.
                 scale_initializer=(
                     "ones"
                     if i < last
-                    else tf_keras.initializers.Constant(float(np.sqrt(_OUTPUT_INIT_SCALE)))
+                    else tf_keras.initializers.Constant(float(np.sqrt(OUTPUT_INIT_SCALE)))
                 ),
                 dtype=self.dtype,
                 name=f"masked_conv_{i}",
@@ -188,7 +188,7 @@ class ConvMADE(AutoregressiveNetwork):
 
     def call(self, x, context=None):
         x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
-        context = _as_tensor(context, self.dtype)
+        context = as_tensor(context, self.dtype)
         self.check_inputs(x, context)
         event = list(self.event_shape)
         batch_shape = tf.shape(x)[:-3]
@@ -203,16 +203,10 @@ class ConvMADE(AutoregressiveNetwork):
             )
             context = tf.reshape(context, [-1, *self.context_shape])
         h = tf.reshape(x, [-1, *event])
-        for i, layer in enumerate(self.masked_layers):
-            pre = layer(h)
-            if i == 0 and context is not None:
-                pre = pre + self.context_layer(context)
-            if i == len(self.masked_layers) - 1:
-                h = pre
-            elif self.residual and i > 0:
-                h = h + self.activation(pre)
-            else:
-                h = self.activation(pre)
+        terms = [None] * len(self.masked_layers)
+        if context is not None:
+            terms[0] = self.context_layer(context)  # the context joins after the first conv
+        h = self.apply_masked_layers(h, terms)
         out = tf.reshape(h, tf.concat([batch_shape, [*event, self.num_params]], axis=0))
         out.set_shape(static_batch.concatenate([*event, self.num_params]))
         return out
@@ -277,7 +271,7 @@ def conv_iaf_stack(
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"`num_steps` must be a positive integer; got {num_steps!r}")
     order = conv_masks.check_order(order)
-    steps = []
+    networks = []
     for t in range(num_steps):
         network = ConvMADE(
             event_shape,
@@ -291,13 +285,7 @@ def conv_iaf_stack(
             dtype=dtype,
             name=f"conv_made_{t}",
         )
-        steps.append(
-            InverseAutoregressiveFlow(
-                network,
-                gated=gated,
-                forget_bias=forget_bias,
-                validate_args=validate_args,
-                name=f"conv_iaf_{t}",
-            )
-        )
-    return IAFStack(steps, validate_args=validate_args, name=name)
+        networks.append(network)
+    return IAFStack.from_networks(
+        networks, gated=gated, forget_bias=forget_bias, validate_args=validate_args, name=name
+    )

@@ -242,6 +242,29 @@ class IAFStack(_FlowBijector):
     def steps(self) -> list[InverseAutoregressiveFlow]:
         return self._steps
 
+    @classmethod
+    def from_networks(
+        cls,
+        networks: Sequence[AutoregressiveNetwork],
+        *,
+        gated: bool = False,
+        forget_bias: float = 2.0,
+        validate_args: bool = False,
+        name: str = "iaf_stack",
+    ) -> IAFStack:
+        """One `InverseAutoregressiveFlow` per network, `networks[0]` applied first."""
+        steps = [
+            InverseAutoregressiveFlow(
+                network,
+                gated=gated,
+                forget_bias=forget_bias,
+                validate_args=validate_args,
+                name=f"iaf_{t}",
+            )
+            for t, network in enumerate(networks)
+        ]
+        return cls(steps, validate_args=validate_args, name=name)
+
     def _forward_and_ildj(self, x, context=None):
         ildj = 0.0
         for step in self._steps:
@@ -294,9 +317,8 @@ def dense_iaf_stack(
     """
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"`num_steps` must be a positive integer; got {num_steps!r}")
-    steps = []
-    for t in range(num_steps):
-        network = MADE(
+    networks = [
+        MADE(
             event_size,
             hidden_units,
             context_size=context_size,
@@ -306,13 +328,8 @@ def dense_iaf_stack(
             dtype=dtype,
             name=f"made_{t}",
         )
-        steps.append(
-            InverseAutoregressiveFlow(
-                network,
-                gated=gated,
-                forget_bias=forget_bias,
-                validate_args=validate_args,
-                name=f"iaf_{t}",
-            )
-        )
-    return IAFStack(steps, validate_args=validate_args, name=name)
+        for t in range(num_steps)
+    ]
+    return IAFStack.from_networks(
+        networks, gated=gated, forget_bias=forget_bias, validate_args=validate_args, name=name
+    )

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tfp_iaf import masks as masks_lib
 from tfp_iaf.layers import MaskedDense
-from tfp_iaf.networks import AutoregressiveNetwork, _as_tensor, _small_init
+from tfp_iaf.networks import AutoregressiveNetwork, as_tensor, small_init
 
 __all__ = ["LinearAutoregressive"]
 
@@ -61,7 +61,7 @@ class LinearAutoregressive(AutoregressiveNetwork):
         else:
             self.coefficients = MaskedDense(
                 np.ones([context_size, width], np.float32),
-                kernel_initializer=_small_init(),
+                kernel_initializer=small_init(),
                 dtype=self.dtype,
                 name="coefficients",
             )
@@ -71,7 +71,7 @@ class LinearAutoregressive(AutoregressiveNetwork):
             self.constants = self.add_weight(
                 "constants",
                 shape=(self.event_size * (self.event_size + 1),),
-                initializer=_small_init(),
+                initializer=small_init(),
             )
         else:
             self.coefficients.build((None, self.context_size))
@@ -79,7 +79,7 @@ class LinearAutoregressive(AutoregressiveNetwork):
 
     def call(self, x, context=None):
         x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
-        context = _as_tensor(context, self.dtype)
+        context = as_tensor(context, self.dtype)
         self.check_inputs(x, context)
         d = self.event_size
         flat = self.constants if context is None else self.coefficients(context)

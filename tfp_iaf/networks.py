@@ -14,11 +14,11 @@ from tfp_iaf.layers import MaskedDense
 __all__ = ["AutoregressiveNetwork", "MADE"]
 
 # Output layers start this close to zero, so an untrained flow is close to the identity.
-_OUTPUT_INIT_SCALE = 1e-4
+OUTPUT_INIT_SCALE = 1e-4
 
 
-def _small_init():
-    return tf_keras.initializers.VarianceScaling(_OUTPUT_INIT_SCALE, "fan_avg", "uniform")
+def small_init():
+    return tf_keras.initializers.VarianceScaling(OUTPUT_INIT_SCALE, "fan_avg", "uniform")
 
 
 class AutoregressiveNetwork(tf_keras.layers.Layer):
@@ -49,6 +49,25 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
     @property
     def event_ndims(self) -> int:
         return len(self.event_shape)
+
+    def apply_masked_layers(self, h, terms):
+        """Runs `self.masked_layers` with `self.activation` and `self.residual`.
+
+        `terms[i]` (or None) is added to layer `i`'s pre-activation, e.g. the context's term.
+        The last layer is linear; hidden layers after the first add their input when residual.
+        """
+        last = len(self.masked_layers) - 1
+        for i, (layer, term) in enumerate(zip(self.masked_layers, terms, strict=True)):
+            pre = layer(h)
+            if term is not None:
+                pre = pre + term
+            if i == last:
+                h = pre
+            elif self.residual and i > 0:
+                h = h + self.activation(pre)
+            else:
+                h = self.activation(pre)
+        return h
 
     def sequential_solve(self, y, context, solve_fn):
         """Solves `x = solve_fn(y, self(x, context))` for `x`, in `num_inverse_passes` passes.
@@ -123,7 +142,7 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
             )
 
 
-def _as_tensor(value, dtype):
+def as_tensor(value, dtype):
     return None if value is None else tf.convert_to_tensor(value, dtype_hint=dtype)
 
 
@@ -231,7 +250,7 @@ class MADE(AutoregressiveNetwork):
         self.masked_layers = [
             MaskedDense(
                 mask,
-                kernel_initializer=kernel_initializer if i < len(hidden_units) else _small_init(),
+                kernel_initializer=kernel_initializer if i < len(hidden_units) else small_init(),
                 dtype=self.dtype,
                 name=f"masked_{i}",
             )
@@ -244,9 +263,7 @@ class MADE(AutoregressiveNetwork):
                 MaskedDense(
                     np.ones([context_size, mask.shape[1]], np.float32),
                     use_bias=False,
-                    kernel_initializer="glorot_uniform"
-                    if i < len(hidden_units)
-                    else _small_init(),
+                    kernel_initializer="glorot_uniform" if i < len(hidden_units) else small_init(),
                     dtype=self.dtype,
                     name=f"context_{i}",
                 )
@@ -280,7 +297,7 @@ class MADE(AutoregressiveNetwork):
         which keeps shapes static for `tf.while_loop` and XLA.
         """
         y = tf.convert_to_tensor(y, dtype_hint=self.dtype)
-        context = _as_tensor(context, self.dtype)
+        context = as_tensor(context, self.dtype)
         self.check_inputs(y, context)
         if not self.built:
             self.build(y.shape)
@@ -350,20 +367,9 @@ class MADE(AutoregressiveNetwork):
 
     def call(self, x, context=None):
         x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
-        context = _as_tensor(context, self.dtype)
+        context = as_tensor(context, self.dtype)
         self.check_inputs(x, context)
-        terms = self.context_terms(context)
-        h = x
-        for i, (layer, term) in enumerate(zip(self.masked_layers, terms, strict=True)):
-            pre = layer(h)
-            if term is not None:
-                pre = pre + term
-            if i == len(self.masked_layers) - 1:
-                h = pre
-            elif self.residual and i > 0:
-                h = h + self.activation(pre)
-            else:
-                h = self.activation(pre)
+        h = self.apply_masked_layers(x, self.context_terms(context))
         out_shape = tf.concat([tf.shape(h)[:-1], [self.event_size, self.num_params]], axis=0)
         out = tf.reshape(h, out_shape)
         out.set_shape(h.shape[:-1].concatenate([self.event_size, self.num_params]))
