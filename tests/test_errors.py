@@ -22,7 +22,7 @@ def made(**kwargs):
             r"output for event_size=4: .* at least 3 units",
         ),
         ({"event_size": 0}, "`event_size` must be a positive integer; got 0"),
-        ({"context_size": 0}, "`context_size` must be a positive integer; got 0"),
+        ({"context_size": 0}, "`context_size` must be a positive integer or None; got 0"),
         ({"num_params": 0}, "`num_params` must be a positive integer; got 0"),
         (
             {"order": [0, 1, 1, 2]},
@@ -45,7 +45,9 @@ def test_bad_made_configuration(kwargs, match):
 def test_bad_linear_configuration():
     with pytest.raises(ValueError, match="`event_size` must be a positive integer; got -2"):
         tfp_iaf.LinearAutoregressive(-2)
-    with pytest.raises(ValueError, match="`context_size` must be a positive integer; got 0"):
+    with pytest.raises(
+        ValueError, match="`context_size` must be a positive integer or None; got 0"
+    ):
         tfp_iaf.LinearAutoregressive(3, context_size=0)
 
 
@@ -101,7 +103,9 @@ def test_bad_bijector_arguments():
         tfp_iaf.InverseAutoregressiveFlow(tf.keras.layers.Dense(3))
     with pytest.raises(ValueError, match="`network` must output num_params=2 .*got 3"):
         tfp_iaf.InverseAutoregressiveFlow(made(num_params=3))
-    with pytest.raises(ValueError, match="`log_scale_bound` must be positive; got 0.0"):
+    with pytest.raises(
+        ValueError, match="`log_scale_bound` must be a finite positive number; got 0.0"
+    ):
         tfp_iaf.InverseAutoregressiveFlow(made(), log_scale_bound=0.0)
 
 
@@ -127,3 +131,186 @@ def test_bad_masked_dense():
         tfp_iaf.MaskedDense(np.ones(3))
     with pytest.raises(ValueError, match=r"expects 3 input features .*got input shape \(2, 4\)"):
         tfp_iaf.MaskedDense(np.ones([3, 2]))(tf.zeros([2, 4]))
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (
+            {"log_scale_bound": float("inf")},
+            ValueError,
+            "`log_scale_bound` must be a finite positive number; got inf",
+        ),
+        (
+            {"log_scale_bound": "5"},
+            TypeError,
+            r"`log_scale_bound` must be a finite positive number; got '5' \(str\)",
+        ),
+        (
+            {"forget_bias": float("nan")},
+            ValueError,
+            "`forget_bias` must be a finite number; got nan",
+        ),
+        (
+            {"forget_bias": True},
+            TypeError,
+            r"`forget_bias` must be a finite number; got True \(bool\)",
+        ),
+        ({"gated": 1}, TypeError, r"`gated` must be a bool; got 1 \(int\)"),
+    ],
+)
+def test_bad_update_parameters(kwargs, error, match):
+    """Before: `log_scale_bound=inf` and `forget_bias=nan` were accepted, every output NaN."""
+    with pytest.raises(error, match=match):
+        tfp_iaf.InverseAutoregressiveFlow(made(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "build,error,match",
+    [
+        (
+            lambda: made(event_size=True),
+            TypeError,
+            r"`event_size` must be a positive integer; got True \(bool\)",
+        ),
+        (lambda: made(event_size=4.0), TypeError, r"`event_size` .*got 4.0 \(float\)"),
+        (
+            lambda: made(hidden_units=8),
+            TypeError,
+            r"`hidden_units` must be a non-empty list .*got 8 \(int\)",
+        ),
+        (lambda: made(hidden_units=None), TypeError, r"`hidden_units` .*got None \(NoneType\)"),
+        (lambda: made(hidden_units=[8, True]), TypeError, r"`hidden_units` .*got \[8, True\]"),
+        (
+            lambda: made(context_size=False),
+            TypeError,
+            r"`context_size` .*or None; got False \(bool\)",
+        ),
+        (lambda: made(num_params=2.0), TypeError, r"`num_params` .*got 2.0 \(float\)"),
+        (
+            lambda: tfp_iaf.dense_iaf_stack(4, True, [8]),
+            TypeError,
+            r"`num_steps` .*got True \(bool\)",
+        ),
+        (lambda: tfp_iaf.dense_iaf_stack(4, 2, 8), TypeError, r"`hidden_units` .*got 8 \(int\)"),
+        (
+            lambda: tfp_iaf.LinearAutoregressive(True),
+            TypeError,
+            r"`event_size` .*got True \(bool\)",
+        ),
+        (lambda: tfp_iaf.ConvMADE((4, 4, 2), 8), TypeError, r"`filters` .*got 8 \(int\)"),
+        (
+            lambda: tfp_iaf.ConvMADE((4, 4, 2), [4], context_channels=True),
+            TypeError,
+            r"`context_channels` .*got True",
+        ),
+        (
+            lambda: tfp_iaf.conv_iaf_stack((4, 4, 2), 2.0, [4]),
+            TypeError,
+            r"`num_steps` .*got 2.0 \(float\)",
+        ),
+    ],
+)
+def test_bad_sizes_are_rejected_consistently(build, error, match):
+    """Before: bools were accepted as sizes in some places, and ints or None for lists gave
+    `TypeError: 'int' object is not iterable`."""
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_steps_of_a_stack_share_one_context_shape():
+    steps = [
+        tfp_iaf.InverseAutoregressiveFlow(made(context_size=3)),
+        tfp_iaf.InverseAutoregressiveFlow(made(context_size=2)),
+    ]
+    with pytest.raises(ValueError, match=r"`steps` must share one context shape .*\(3,\), \(2,\)"):
+        tfp_iaf.IAFStack(steps)
+
+
+DENSE_CTX = lambda: tfp_iaf.InverseAutoregressiveFlow(made(context_size=3))  # noqa: E731
+CONTEXT_MISMATCH = [
+    (DENSE_CTX, [3, 4], [5, 3]),
+    (
+        lambda: tfp_iaf.InverseAutoregressiveFlow(tfp_iaf.LinearAutoregressive(4, context_size=3)),
+        [3, 4],
+        [5, 3],
+    ),
+    (
+        lambda: tfp_iaf.conv_iaf_stack((2, 2, 2), 2, [4], context_channels=1),
+        [3, 2, 2, 2],
+        [5, 2, 2, 1],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "build,x_shape,context_shape", CONTEXT_MISMATCH, ids=["made", "linear", "conv"]
+)
+def test_context_batch_that_does_not_broadcast(build, x_shape, context_shape):
+    """Before: `Incompatible shapes [Op:AddV2]`, `BroadcastArgs`, `BatchMatMulV2`."""
+    flow = build()
+    match = (
+        r"`context` batch shape \(5,\) does not broadcast against the batch shape \(3,\) of `x`"
+    )
+    for method in (flow.forward, flow.inverse):
+        with pytest.raises(ValueError, match=match):
+            method(tf.zeros(x_shape), context=tf.zeros(context_shape))
+
+
+def test_sample_n_of_an_unbatched_base_with_a_batched_context():
+    q = tfp_iaf.iaf.tfp.distributions.TransformedDistribution(
+        tfp_iaf.iaf.tfp.distributions.MultivariateNormalDiag(tf.zeros(4)),
+        tfp_iaf.dense_iaf_stack(4, 2, [8], context_size=3),
+    )
+    with pytest.raises(ValueError, match=r"`context` batch shape \(5,\) .*\(7,\) of `x`.*base"):
+        q.sample(7, bijector_kwargs={"context": tf.zeros([5, 3])})
+
+
+def test_validate_args_checks_the_context():
+    """Before: a NaN context gave NaN output, and in a stack the error blamed `x` at step 2."""
+    nan_context = tf.fill([2, 3], np.nan)
+    step = tfp_iaf.InverseAutoregressiveFlow(made(context_size=3), validate_args=True)
+    stack = tfp_iaf.dense_iaf_stack(4, 2, [8], context_size=3, validate_args=True)
+    for flow in (step, stack):
+        for method in (flow.forward, flow.inverse):
+            with pytest.raises(
+                tf.errors.InvalidArgumentError,
+                match=f"`context` must be finite \\(bijector `{flow.name}`\\)",
+            ):
+                method(tf.zeros([2, 4]), context=nan_context)
+
+
+def test_validate_args_checks_context_broadcasting_at_run_time():
+    """Shapes unknown until run time: the check runs inside the graph under `validate_args`."""
+    stack = tfp_iaf.dense_iaf_stack(4, 2, [8], context_size=3, validate_args=True)
+    spec = [tf.TensorSpec([None, 4]), tf.TensorSpec([None, 3])]
+    forward = tf.function(lambda x, c: stack.forward(x, context=c), input_signature=spec)
+    assert forward(tf.zeros([3, 4]), tf.zeros([1, 3])).shape == (3, 4)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="`context` batch shape does not broadcast"
+    ):
+        forward(tf.zeros([3, 4]), tf.zeros([5, 3]))
+
+
+def test_numpy_inputs_take_the_flow_dtype_and_tensors_must_match():
+    """TFP's convention, on both paths: a NumPy (or Python) value is converted to the flow's dtype
+    like a Python float, by the bijector and by the network alike; a tensor of another dtype is an
+    error naming the argument. Before: the network raised on NumPy float64 where the bijector cast.
+    """
+    flow = tfp_iaf.InverseAutoregressiveFlow(made(context_size=3))
+    x = np.random.default_rng(0).standard_normal([2, 4])
+    h = np.ones([2, 3])
+    expected = flow.forward(tf.constant(x, tf.float32), context=tf.ones([2, 3]))
+    np.testing.assert_allclose(flow.forward(x, context=h), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        flow.inverse(flow.forward(x, context=h), context=h), x, rtol=1e-4, atol=1e-5
+    )
+    net_out = flow.network(tf.constant(x, tf.float32), context=tf.ones([2, 3]))
+    np.testing.assert_allclose(flow.network(x, context=h), net_out, rtol=1e-6)
+    assert flow.network(x.tolist(), context=h).dtype == tf.float32
+    with pytest.raises(ValueError, match="x: Tensor conversion requested dtype float32 .*float64"):
+        flow.forward(tf.constant(x))
+    with pytest.raises(TypeError, match="`x` has dtype float64 but network .* is float32"):
+        flow.network(tf.constant(x), context=h)
+    with pytest.raises(TypeError, match="`context` has dtype float64 but network .* is float32"):
+        flow.forward(x, context=tf.constant(h))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfp_iaf import conv_masks
+from tfp_iaf import _checks, conv_masks
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.conv_layers import MaskedConv2D
 from tfp_iaf.iaf import IAFStack
@@ -98,18 +98,7 @@ class ConvMADE(AutoregressiveNetwork):
         channels = event_shape[2]
         kernel_size = conv_masks.check_kernel_size(kernel_size)
         order = conv_masks.check_order(order)
-        filters = list(filters) if isinstance(filters, Sequence | np.ndarray) else filters
-        if (
-            not isinstance(filters, list)
-            or not filters
-            or any(
-                isinstance(f, bool) or not isinstance(f, int | np.integer) or f < 1
-                for f in filters
-            )
-        ):
-            raise ValueError(
-                f"`filters` must be a non-empty list of positive integers; got {filters!r}"
-            )
+        filters = _checks.positive_int_list("filters", filters)
         if any(f % channels for f in filters):
             raise ValueError(
                 f"`filters` must all be multiples of the event's C={channels} channels (hidden "
@@ -117,20 +106,10 @@ class ConvMADE(AutoregressiveNetwork):
             )
         if residual and len(set(filters)) != 1:
             raise ValueError(f"`residual=True` needs equal hidden widths; got filters={filters}")
-        if (
-            isinstance(num_params, bool)
-            or not isinstance(num_params, int | np.integer)
-            or (num_params < 1)
-        ):
-            raise ValueError(f"`num_params` must be a positive integer; got {num_params!r}")
-        if context_channels is not None and (
-            isinstance(context_channels, bool)
-            or not isinstance(context_channels, int | np.integer)
-            or context_channels < 1
-        ):
-            raise ValueError(
-                f"`context_channels` must be a positive integer or None; got {context_channels!r}"
-            )
+        num_params = _checks.positive_int("num_params", num_params)
+        context_channels = _checks.positive_int(
+            "context_channels", context_channels, optional=True
+        )
         degrees, masks = conv_masks.conv_made_masks(
             event_shape, filters, kernel_size, num_params, order
         )
@@ -181,9 +160,9 @@ class ConvMADE(AutoregressiveNetwork):
     def build(self, input_shape):
         height, width, channels = self.event_shape
         for layer, fan_in in zip(self.masked_layers, [channels, *self.filters], strict=True):
-            layer.build((None, height, width, fan_in))
+            self.build_sublayer(layer, (None, height, width, fan_in))
         if self.context_layer is not None:
-            self.context_layer.build((None, height, width, self.context_channels))
+            self.build_sublayer(self.context_layer, (None, height, width, self.context_channels))
         super().build(input_shape)
 
     def call(self, x, context=None):
@@ -268,8 +247,7 @@ def conv_iaf_stack(
     >>> stack.forward(tf.zeros([3, 4, 4, 2])).shape
     TensorShape([3, 4, 4, 2])
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"`num_steps` must be a positive integer; got {num_steps!r}")
+    num_steps = _checks.positive_int("num_steps", num_steps)
     order = conv_masks.check_order(order)
     networks = []
     for t in range(num_steps):

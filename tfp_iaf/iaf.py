@@ -8,7 +8,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
-from tfp_iaf.networks import MADE, AutoregressiveNetwork
+from tfp_iaf import _checks
+from tfp_iaf._keras import show_layers_to_calling_model
+from tfp_iaf.networks import MADE, AutoregressiveNetwork, as_input
 
 tfb = tfp.bijectors
 
@@ -45,6 +47,77 @@ class _FlowBijector(tfb.Bijector):
     def _parameter_properties(cls, dtype, num_classes=None):
         return dict()
 
+    @property
+    def _reference_network(self) -> AutoregressiveNetwork:
+        """A network with the flow's event and context shapes (the first step's for a stack)."""
+        raise NotImplementedError
+
+    @property
+    def _networks(self) -> list[AutoregressiveNetwork]:
+        """Every network of the flow, in the order its steps run when sampling."""
+        raise NotImplementedError
+
+    def with_context(self, context) -> tfb.Bijector:
+        """This flow with its `context` fixed: a bijector that takes no keyword arguments.
+
+        For the places where TFP passes no `bijector_kwargs`: a `tfd.JointDistribution*`
+        posterior, `tfd.Sample`, or a `tfb.Chain` used without routing by name. Variables stay
+        those of this flow; the bound bijector caches its own samples.
+
+        Args:
+          context: the network's context, e.g. the encoder output `h`.
+
+        Returns:
+          A bijector with this flow's event shape and dtype, and `forward(x) ==
+          self.forward(x, context=context)` (likewise every other method).
+
+        Examples:
+
+        >>> flow = dense_iaf_stack(2, num_steps=2, hidden_units=[8], context_size=3)
+        >>> h = tf.ones([4, 3])
+        >>> posterior = tfp.distributions.JointDistributionNamed({
+        ...     "z": tfp.distributions.TransformedDistribution(
+        ...         tfp.distributions.MultivariateNormalDiag(tf.zeros([4, 2])),
+        ...         flow.with_context(h))})
+        >>> posterior.log_prob(posterior.sample(seed=1)).shape
+        TensorShape([4])
+        """
+        return _WithContext(self, context)
+
+    def _validated(self, x, arg: str, context):
+        """`(x, context)` as tensors, checked at run time under `validate_args`."""
+        show_layers_to_calling_model(self, self._networks)
+        x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
+        context = as_input(context, self.dtype)
+        if context is not None:
+            context = tf.convert_to_tensor(context, dtype_hint=self.dtype)
+        if not self.validate_args:
+            return x, context
+        x = tf.debugging.assert_all_finite(x, f"`{arg}` must be finite (bijector `{self.name}`)")
+        if context is None:
+            return x, context
+        context = tf.debugging.assert_all_finite(
+            context, f"`context` must be finite (bijector `{self.name}`)"
+        )
+        network = self._reference_network
+        x_batch = tf.shape(x)[: tf.rank(x) - network.event_ndims]
+        c_batch = tf.shape(context)[: tf.rank(context) - len(network.context_shape)]
+        rank = tf.maximum(tf.size(x_batch), tf.size(c_batch))
+        x_batch = tf.concat([tf.ones([rank - tf.size(x_batch)], tf.int32), x_batch], 0)
+        c_batch = tf.concat([tf.ones([rank - tf.size(c_batch)], tf.int32), c_batch], 0)
+        broadcasts = tf.reduce_all((x_batch == c_batch) | (x_batch == 1) | (c_batch == 1))
+        check = tf.debugging.Assert(
+            broadcasts,
+            [
+                f"`context` batch shape does not broadcast against the batch shape of `{arg}` "
+                f"(bijector `{self.name}`); batch shapes of `{arg}` and `context`:",
+                x_batch,
+                c_batch,
+            ],
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(x), context
+
 
 class InverseAutoregressiveFlow(_FlowBijector):
     """One Inverse Autoregressive Flow step (Kingma et al. 2016).
@@ -79,8 +152,15 @@ class InverseAutoregressiveFlow(_FlowBijector):
       name: name of the bijector.
 
     Raises:
-      TypeError: `network` is not an `AutoregressiveNetwork`.
-      ValueError: `network.num_params != 2`, or a non-positive `log_scale_bound`.
+      TypeError: `network` is not an `AutoregressiveNetwork`, `gated` is not a bool, or
+        `forget_bias` / `log_scale_bound` is not a number.
+      ValueError: `network.num_params != 2`, a non-finite `forget_bias`, or a `log_scale_bound`
+        that is not finite and positive. At call time: an input or context that does not fit
+        the network (event shape, dtype, or a context batch that does not broadcast).
+
+    Inputs follow TFP's convention: Python and NumPy values are converted to the flow's dtype, a
+    tensor of another dtype is an error. Under `validate_args=True`, `x` (or `y`) and `context`
+    must be finite and their batch shapes must broadcast, checked at run time.
 
     Examples:
 
@@ -117,19 +197,22 @@ class InverseAutoregressiveFlow(_FlowBijector):
             raise ValueError(
                 f"`network` must output num_params=2 (shift and scale); got {network.num_params}"
             )
-        if not log_scale_bound > 0:
-            raise ValueError(f"`log_scale_bound` must be positive; got {log_scale_bound!r}")
+        if not isinstance(gated, bool):
+            raise TypeError(f"`gated` must be a bool; got {gated!r} ({type(gated).__name__})")
+        forget_bias = _checks.finite_float("forget_bias", forget_bias)
+        log_scale_bound = _checks.finite_float("log_scale_bound", log_scale_bound, positive=True)
         name = name or ("gated_iaf" if gated else "iaf")
         with tf.name_scope(name) as name:
             self._network = network
-            self._gated = bool(gated)
-            self._forget_bias = float(forget_bias)
-            self._log_scale_bound = float(log_scale_bound)
+            self._gated = gated
+            self._forget_bias = forget_bias
+            self._log_scale_bound = log_scale_bound
             super().__init__(
                 forward_min_event_ndims=network.event_ndims,
                 is_constant_jacobian=False,
                 validate_args=validate_args,
-                dtype=network.dtype,
+                # Keras layers report dtypes as strings; TFP's contract is a tf.DType.
+                dtype=tf.as_dtype(network.dtype),
                 parameters=parameters,
                 name=name,
             )
@@ -137,6 +220,14 @@ class InverseAutoregressiveFlow(_FlowBijector):
     @property
     def network(self) -> AutoregressiveNetwork:
         return self._network
+
+    @property
+    def _reference_network(self) -> AutoregressiveNetwork:
+        return self._network
+
+    @property
+    def _networks(self) -> list[AutoregressiveNetwork]:
+        return [self._network]
 
     @property
     def gated(self) -> bool:
@@ -155,24 +246,18 @@ class InverseAutoregressiveFlow(_FlowBijector):
     def _reduce_event(self, log_scale):
         return tf.reduce_sum(log_scale, axis=list(range(-self._network.event_ndims, 0)))
 
-    def _check(self, value, arg):
-        value = tf.convert_to_tensor(value, dtype_hint=self.dtype)
-        if self.validate_args:
-            value = tf.debugging.assert_all_finite(value, f"`{arg}` must be finite")
-        return value
-
     def shift_and_log_scale(self, x, context=None):
         """The affine map of the forward step at `x`: `y = shift + exp(log_scale) * x`."""
         return self._scale(self._network(x, context=context))
 
     def _forward_and_ildj(self, x, context=None):
-        x = self._check(x, "x")
+        x, context = self._validated(x, "x", context)
         shift, log_scale = self.shift_and_log_scale(x, context)
         y = shift + tf.exp(log_scale) * x
         return y, {"ildj": -self._reduce_event(log_scale)}
 
     def _inverse_and_ildj(self, y, context=None):
-        y = self._check(y, "y")
+        y, context = self._validated(y, "y", context)
 
         def solve(y, params):
             shift, log_scale = self._scale(params)
@@ -200,7 +285,7 @@ class IAFStack(_FlowBijector):
       name: name of the bijector.
 
     Raises:
-      ValueError: no steps, or steps with different event shapes or dtypes.
+      ValueError: no steps, or steps with different event shapes, dtypes or context shapes.
       TypeError: a step that is not an `InverseAutoregressiveFlow`.
     """
 
@@ -227,6 +312,12 @@ class IAFStack(_FlowBijector):
                 "`steps` must share one event shape and dtype; got event shapes "
                 f"{sorted(shapes)} and dtypes {sorted(str(d) for d in dtypes)}"
             )
+        contexts = {s.network.context_shape for s in steps}
+        if len(contexts) > 1:  # one `context=` reaches every step
+            raise ValueError(
+                "`steps` must share one context shape (or all take none); got "
+                f"{[s.network.context_shape for s in steps]}"
+            )
         with tf.name_scope(name) as name:
             self._steps = steps
             super().__init__(
@@ -241,6 +332,14 @@ class IAFStack(_FlowBijector):
     @property
     def steps(self) -> list[InverseAutoregressiveFlow]:
         return self._steps
+
+    @property
+    def _reference_network(self) -> AutoregressiveNetwork:
+        return self._steps[0].network
+
+    @property
+    def _networks(self) -> list[AutoregressiveNetwork]:
+        return [step.network for step in self._steps]
 
     @classmethod
     def from_networks(
@@ -266,6 +365,8 @@ class IAFStack(_FlowBijector):
         return cls(steps, validate_args=validate_args, name=name)
 
     def _forward_and_ildj(self, x, context=None):
+        # Checked here once, so a bad context is named as such, not as a bad `x` at step 2.
+        x, context = self._validated(x, "x", context)
         ildj = 0.0
         for step in self._steps:
             x, attrs = step._forward_and_ildj(x, context=context)
@@ -273,11 +374,44 @@ class IAFStack(_FlowBijector):
         return x, {"ildj": ildj}
 
     def _inverse_and_ildj(self, y, context=None):
+        y, context = self._validated(y, "y", context)
         ildj = 0.0
         for step in reversed(self._steps):
             y, attrs = step._inverse_and_ildj(y, context=context)
             ildj = ildj + attrs["ildj"]
         return y, {"ildj": ildj}
+
+
+class _WithContext(_FlowBijector):
+    """A tfp_iaf flow with its context fixed (see `with_context`)."""
+
+    def __init__(self, flow: _FlowBijector, context):
+        parameters = dict(locals())
+        with tf.name_scope(f"{flow.name}_with_context") as name:
+            self._flow = flow
+            self._context = tf.convert_to_tensor(as_input(context, flow.dtype), flow.dtype)
+            super().__init__(
+                forward_min_event_ndims=flow.forward_min_event_ndims,
+                is_constant_jacobian=False,
+                validate_args=flow.validate_args,
+                dtype=flow.dtype,
+                parameters=parameters,
+                name=name,
+            )
+
+    @property
+    def _reference_network(self) -> AutoregressiveNetwork:
+        return self._flow._reference_network
+
+    @property
+    def _networks(self) -> list[AutoregressiveNetwork]:
+        return self._flow._networks
+
+    def _forward_and_ildj(self, x):
+        return self._flow._forward_and_ildj(x, context=self._context)
+
+    def _inverse_and_ildj(self, y):
+        return self._flow._inverse_and_ildj(y, context=self._context)
 
 
 def dense_iaf_stack(
@@ -313,10 +447,10 @@ def dense_iaf_stack(
       An `IAFStack`; pass `context=` through `bijector_kwargs`.
 
     Raises:
+      TypeError: a `num_steps` that is not an int (bools included), or what `MADE` raises.
       ValueError: `num_steps < 1`, or what `MADE` raises.
     """
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"`num_steps` must be a positive integer; got {num_steps!r}")
+    num_steps = _checks.positive_int("num_steps", num_steps)
     networks = [
         MADE(
             event_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfp_iaf import _checks
 from tfp_iaf import masks as masks_lib
 from tfp_iaf.layers import MaskedDense
 from tfp_iaf.networks import AutoregressiveNetwork, as_tensor, small_init
@@ -41,12 +42,8 @@ class LinearAutoregressive(AutoregressiveNetwork):
         seed: int | None = None,
         **kwargs,
     ):
-        if not isinstance(event_size, int | np.integer) or event_size < 1:
-            raise ValueError(f"`event_size` must be a positive integer; got {event_size!r}")
-        if context_size is not None and (
-            not isinstance(context_size, int | np.integer) or context_size < 1
-        ):
-            raise ValueError(f"`context_size` must be a positive integer; got {context_size!r}")
+        event_size = _checks.positive_int("event_size", event_size)
+        context_size = _checks.positive_int("context_size", context_size, optional=True)
         degrees = masks_lib.input_degrees(event_size, order, seed)
         super().__init__(
             (event_size,), 2, None if context_size is None else (context_size,), degrees, **kwargs
@@ -74,7 +71,7 @@ class LinearAutoregressive(AutoregressiveNetwork):
                 initializer=small_init(),
             )
         else:
-            self.coefficients.build((None, self.context_size))
+            self.build_sublayer(self.coefficients, (None, self.context_size))
         super().build(input_shape)
 
     def call(self, x, context=None):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from tfp_iaf import _checks
 from tfp_iaf import masks as masks_lib
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.layers import MaskedDense
@@ -50,6 +52,21 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
     def event_ndims(self) -> int:
         return len(self.event_shape)
 
+    def __call__(self, x, context=None, **kwargs):
+        # TFP's convention (`Bijector.forward` converts its input the same way): Python and
+        # NumPy values take the network's dtype, while a tensor must already have it. Converting
+        # here, before Keras does, makes a direct call agree with the bijector.
+        x, context = as_input(x, self.dtype), as_input(context, self.dtype)
+        if tf.is_tensor(x) and (context is None or tf.is_tensor(context)):
+            self.check_inputs(x, context)  # here, so Keras does not wrap the error's message
+        return super().__call__(x, context=context, **kwargs)
+
+    def build_sublayer(self, layer: tf_keras.layers.Layer, input_shape) -> None:
+        """Builds `layer` under its own name scope, so every variable of the network has a
+        distinct name (`made_0/masked_1/kernel_0`): Keras' `.h5` format keys weights by name."""
+        with tf.name_scope(layer.name):
+            layer.build(input_shape)
+
     def apply_masked_layers(self, h, terms):
         """Runs `self.masked_layers` with `self.activation` and `self.residual`.
 
@@ -72,9 +89,12 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
     def sequential_solve(self, y, context, solve_fn):
         """Solves `x = solve_fn(y, self(x, context))` for `x`, in `num_inverse_passes` passes.
 
-        `solve_fn(y, params) -> (x, log_scale)` acts position by position. After pass `k`, every
-        position among the `k` lowest degrees is exact (its parameters depend only on lower
-        degrees), so the log-scales of the last pass are those of the solution.
+        `solve_fn(y, params) -> (x, log_scale)` acts position by position. Pass `k` keeps the
+        positions among the `k + 1` lowest degrees, whose parameters depend only on positions
+        already exact, and sets the rest to zero: an unsolved position is never fed back with
+        an arbitrary value (which could overflow and, times a masked-out zero weight, turn the
+        solved positions into NaN). The last pass keeps every position, so its log-scales are
+        those of the solution.
 
         Args:
           y: `[..., *event_shape]`.
@@ -85,15 +105,24 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
           `(x, log_scale)`, both shaped like `y`.
         """
 
-        def body(x, _):
-            return solve_fn(y, self(x, context=context))
+        levels = np.unique(self.degrees)
+        ndims = self.event_ndims
+        # solved[k]: the positions exact after pass k.
+        solved = tf.constant(self.degrees[None] <= levels.reshape((-1,) + (1,) * ndims))
 
-        return tf.while_loop(
+        def body(k, x, log_scale):
+            x, log_scale = solve_fn(y, self(x, context=context))
+            keep = solved[k]
+            zeros = tf.zeros_like(x)
+            return k + 1, tf.where(keep, x, zeros), tf.where(keep, log_scale, zeros)
+
+        _, x, log_scale = tf.while_loop(
             lambda *_: True,
             body,
-            (tf.zeros_like(y), tf.zeros_like(y)),
+            (tf.constant(0), tf.zeros_like(y), tf.zeros_like(y)),
             maximum_iterations=self.num_inverse_passes,
         )
+        return x, log_scale
 
     def check_inputs(self, x: tf.Tensor, context: tf.Tensor | None) -> None:
         """Raises on an input or context that does not fit this network (static checks)."""
@@ -140,10 +169,30 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
                 f"`context` has dtype {context.dtype.name} but network `{self.name}` is "
                 f"{self.dtype}"
             )
+        x_batch = x.shape[: x.shape.rank - self.event_ndims] if x.shape.rank is not None else None
+        c_batch = context.shape[: context.shape.rank - ndims] if trailing is not None else None
+        if x_batch is not None and c_batch is not None:
+            try:
+                tf.broadcast_static_shape(x_batch, c_batch)
+            except ValueError:
+                raise ValueError(
+                    f"`context` batch shape {tuple(c_batch)} does not broadcast against the "
+                    f"batch shape {tuple(x_batch)} of `x` (network `{self.name}`; context shape "
+                    f"{tuple(context.shape)}, x shape {tuple(x.shape)}). For `sample(n)` of a "
+                    "distribution whose batch shape is not the context's, give the base "
+                    "distribution the context's batch shape"
+                ) from None
 
 
 def as_tensor(value, dtype):
     return None if value is None else tf.convert_to_tensor(value, dtype_hint=dtype)
+
+
+def as_input(value, dtype):
+    """Python and NumPy values as tensors of `dtype`; tensors (and Keras inputs) unchanged."""
+    if isinstance(value, np.ndarray | np.generic | numbers.Number | list | tuple):
+        return tf.convert_to_tensor(value, dtype=dtype)
+    return value
 
 
 class MADE(AutoregressiveNetwork):
@@ -177,6 +226,7 @@ class MADE(AutoregressiveNetwork):
       **kwargs: passed to `tf_keras.layers.Layer` (`name`, `dtype`, ...).
 
     Raises:
+      TypeError: a size that is not an int (bools included), or `hidden_units` not a list.
       ValueError: empty or non-positive `hidden_units`, a layer too narrow to connect every
         output, a bad `order`/`hidden_degrees`, or `residual` with unequal widths.
 
@@ -205,15 +255,8 @@ class MADE(AutoregressiveNetwork):
         seed: int | None = None,
         **kwargs,
     ):
-        if not isinstance(event_size, int | np.integer) or event_size < 1:
-            raise ValueError(f"`event_size` must be a positive integer; got {event_size!r}")
-        hidden_units = list(hidden_units)
-        if not hidden_units or any(
-            not isinstance(u, int | np.integer) or u < 1 for u in hidden_units
-        ):
-            raise ValueError(
-                f"`hidden_units` must be a non-empty list of positive integers; got {hidden_units}"
-            )
+        event_size = _checks.positive_int("event_size", event_size)
+        hidden_units = _checks.positive_int_list("hidden_units", hidden_units)
         if event_size > 1 and min(hidden_units) < event_size - 1:
             raise ValueError(
                 f"`hidden_units` = {hidden_units} is too small to connect every output for "
@@ -226,12 +269,8 @@ class MADE(AutoregressiveNetwork):
             raise ValueError(
                 f"`residual=True` needs hidden_degrees='equal'; got {hidden_degrees!r}"
             )
-        if context_size is not None and (
-            not isinstance(context_size, int | np.integer) or context_size < 1
-        ):
-            raise ValueError(f"`context_size` must be a positive integer; got {context_size!r}")
-        if not isinstance(num_params, int | np.integer) or num_params < 1:
-            raise ValueError(f"`num_params` must be a positive integer; got {num_params!r}")
+        context_size = _checks.positive_int("context_size", context_size, optional=True)
+        num_params = _checks.positive_int("num_params", num_params)
         degrees, self.layer_degrees, masks = masks_lib.made_masks(
             event_size, hidden_units, num_params, order, hidden_degrees, seed
         )
@@ -275,9 +314,9 @@ class MADE(AutoregressiveNetwork):
         for layer, fan_in in zip(
             self.masked_layers, [self.event_size, *self.hidden_units], strict=True
         ):
-            layer.build((None, fan_in))
+            self.build_sublayer(layer, (None, fan_in))
         for layer in self.context_layers:
-            layer.build((None, self.context_size))
+            self.build_sublayer(layer, (None, self.context_size))
         super().build(input_shape)
 
     def context_terms(self, context: tf.Tensor | None) -> list[tf.Tensor | None]:
@@ -306,17 +345,21 @@ class MADE(AutoregressiveNetwork):
         terms = self.context_terms(context)
         if context is not None:
             batch = tf.broadcast_dynamic_shape(batch, tf.shape(context)[:-1])
-        n = tf.reduce_prod(batch)
-        y_t = tf.transpose(tf.reshape(tf.broadcast_to(y, tf.concat([batch, [d]], 0)), [n, d]))
+        # The batch is flattened to `n` columns, at least one: a scatter into an empty tensor
+        # is an error, so an empty batch is solved as one padding column, then dropped.
+        count = tf.reduce_prod(batch)
+        n = tf.maximum(count, 1)
+
+        def columns(t, width):  # [..., width] broadcast to the batch -> [width, n]
+            flat = tf.reshape(tf.broadcast_to(t, tf.concat([batch, [width]], 0)), [count, width])
+            return tf.transpose(tf.pad(flat, [[0, n - count], [0, 0]]))
+
+        y_t = columns(y, d)
 
         def constant_t(layer, term):  # bias + context term, transposed: [units, n]
             c = tf.zeros([layer.units], self.dtype) if layer.bias is None else layer.bias
             if term is not None:
-                c = tf.reshape(
-                    tf.broadcast_to(term + c, tf.concat([batch, [layer.units]], 0)),
-                    [n, layer.units],
-                )
-                return tf.transpose(c)
+                return columns(term + c, layer.units)
             return tf.broadcast_to(c[:, None], [layer.units, n])
 
         hidden = []  # (kernel^T, constant^T, window starts, window size) per hidden layer
@@ -359,11 +402,16 @@ class MADE(AutoregressiveNetwork):
 
         zeros = tf.zeros_like(y_t)
         h0 = [tf.zeros([w_t.shape[0], n], self.dtype) for w_t, *_ in hidden]
+        # maximum_iterations: XLA needs a static trip count to differentiate through the loop.
         _, x_t, log_scale_t, _ = tf.while_loop(
-            lambda r, *_: r < d, body, (tf.constant(0), zeros, zeros, h0)
+            lambda r, *_: r < d, body, (tf.constant(0), zeros, zeros, h0), maximum_iterations=d
         )
         shape = tf.concat([batch, [d]], 0)
-        return tf.reshape(tf.transpose(x_t), shape), tf.reshape(tf.transpose(log_scale_t), shape)
+
+        def unflatten(t):
+            return tf.reshape(tf.transpose(t[:, :count]), shape)
+
+        return unflatten(x_t), unflatten(log_scale_t)
 
     def call(self, x, context=None):
         x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
