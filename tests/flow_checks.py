@@ -94,3 +94,28 @@ def assert_iaf_jacobian_triangular(bijector, x, context):
     same_degree = degrees[perm][:, None] == degrees[perm][None, :]
     forbidden = upper | (same_degree & ~np.eye(len(degrees), dtype=bool))
     assert np.all(ordered[:, forbidden] == 0.0)
+
+
+def assert_bijective_and_finite(bijector, x, y, kwargs, event_ndims: int, dtype):
+    """TFP's `bijector_test_util.assert_bijective_and_finite` contract (a test-only module that
+    TFP's wheel does not ship): both compositions are the identity, the log-dets of a pair are
+    opposite, and everything is finite, for `x` in the domain and `y` in the range."""
+    f_x = bijector.forward(fresh(x), **kwargs)
+    g_y = bijector.inverse(fresh(y), **kwargs)
+    values = {
+        "inverse(forward(x))": bijector.inverse(fresh(f_x), **kwargs),
+        "forward(inverse(y))": bijector.forward(fresh(g_y), **kwargs),
+        "ildj(f(x))": bijector.inverse_log_det_jacobian(fresh(f_x), event_ndims, **kwargs),
+        "fldj(x)": bijector.forward_log_det_jacobian(fresh(x), event_ndims, **kwargs),
+        "ildj(y)": bijector.inverse_log_det_jacobian(fresh(y), event_ndims, **kwargs),
+        "fldj(g(y))": bijector.forward_log_det_jacobian(fresh(g_y), event_ndims, **kwargs),
+        "f(x)": f_x,
+        "g(y)": g_y,
+    }
+    for name, value in values.items():
+        assert np.all(np.isfinite(value)), f"{name} is not finite"
+    tol = tolerance(dtype)
+    np.testing.assert_allclose(values["inverse(forward(x))"], x, **tol)
+    np.testing.assert_allclose(values["forward(inverse(y))"], y, **tol)
+    np.testing.assert_allclose(-values["ildj(f(x))"], values["fldj(x)"], **tol)
+    np.testing.assert_allclose(-values["ildj(y)"], values["fldj(g(y))"], **tol)
