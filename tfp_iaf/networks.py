@@ -105,14 +105,12 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
           `(x, log_scale)`, both shaped like `y`.
         """
 
-        levels = np.unique(self.degrees)
-        ndims = self.event_ndims
-        # solved[k]: the positions exact after pass k.
-        solved = tf.constant(self.degrees[None] <= levels.reshape((-1,) + (1,) * ndims))
+        degrees = tf.constant(self.degrees, tf.int32)
+        levels = tf.constant(np.unique(self.degrees), tf.int32)
 
         def body(k, x, log_scale):
             x, log_scale = solve_fn(y, self(x, context=context))
-            keep = solved[k]
+            keep = degrees <= levels[k]  # the positions exact after pass k
             zeros = tf.zeros_like(x)
             return k + 1, tf.where(keep, x, zeros), tf.where(keep, log_scale, zeros)
 
