@@ -24,18 +24,15 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import statistics
-import time
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from absl import app, flags
+from timing import time_fns  # bench/timing.py
 
-from tfp_iaf._keras import tf_keras
-from tfp_iaf.conv_networks import ConvMADE
-from tfp_iaf.iaf import InverseAutoregressiveFlow
-from tfp_iaf.networks import AutoregressiveNetwork, small_init
+from tfp_iaf import AutoregressiveNetwork, ConvMADE, InverseAutoregressiveFlow, tf_keras
+from tfp_iaf.autoregressive import output_initializer
 
 tfd = tfp.distributions
 
@@ -77,7 +74,7 @@ class UnmaskedConvNet(AutoregressiveNetwork):
                 channels * 2,
                 kernel_size,
                 padding="same",
-                kernel_initializer=small_init(),
+                kernel_initializer=output_initializer(),
                 dtype=self.dtype,
                 name="output",
             )
@@ -91,19 +88,9 @@ class UnmaskedConvNet(AutoregressiveNetwork):
         return tf.reshape(h, [-1, *self.event_shape, 2])
 
 
-def time_fns(fns, repeats):
-    """(median, min) milliseconds per call of each fn; the repeats are interleaved across the
-    fns, so a change in machine load (the cores are shared) hits every case alike."""
-    for fn in fns:
-        fn()  # trace and warm up
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, record in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            tf.nest.map_structure(lambda t: t.numpy(), fn())
-            record.append(1e3 * (time.perf_counter() - start))
-    return [(statistics.median(record), min(record)) for record in times]
+def time_ms(fns, repeats):
+    """(median, min) milliseconds per call of each fn, the repeats interleaved (`time_fns`)."""
+    return [(1e3 * median, 1e3 * least) for median, least in time_fns(fns, repeats)]
 
 
 def make_step(masked, order="raster"):
@@ -167,12 +154,12 @@ def main(argv):
     h = tf.random.normal([FLAGS.batch, FLAGS.height, FLAGS.width, FLAGS.context])
     unmasked_forward, unmasked_train = step_cases(False, h)
     masked_forward, masked_train = step_cases(True, h)
-    (uf, uf_min), (mf, mf_min), (ut, ut_min), (mt, mt_min) = time_fns(
+    (uf, uf_min), (mf, mf_min), (ut, ut_min), (mt, mt_min) = time_ms(
         [unmasked_forward, masked_forward, unmasked_train, masked_train], FLAGS.repeats
     )
     channel_inverse, channel_passes = inverse_case("channel", h)
     raster_inverse, raster_passes = inverse_case("raster", h, FLAGS.raster_passes)
-    (channel_ms, _), (part_ms, _) = time_fns(
+    (channel_ms, _), (part_ms, _) = time_ms(
         [channel_inverse, raster_inverse], max(3, FLAGS.repeats // 2)
     )
     part = FLAGS.raster_passes

@@ -1,10 +1,16 @@
-"""Bad input gets a clear error naming the argument and the value."""
+"""Bad input gets a clear error naming the argument and the value.
+
+Every `pytest.raises(..., match=...)` test of tfp_iaf's core errors (networks, masks, layers,
+bijectors, stacks) lives here; the VAE helpers' and the examples' errors stay with their tests.
+"""
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 import tfp_iaf
+from tfp_iaf import masks
 
 
 def made(**kwargs):
@@ -113,7 +119,7 @@ def test_bad_stack_arguments():
     with pytest.raises(ValueError, match=r"`steps` must contain at least one .*got \[\]"):
         tfp_iaf.IAFStack([])
     with pytest.raises(TypeError, match="`steps` must be InverseAutoregressiveFlow .*got Exp"):
-        tfp_iaf.IAFStack([tfp_iaf.InverseAutoregressiveFlow(made()), tfp_iaf.iaf.tfb.Exp()])
+        tfp_iaf.IAFStack([tfp_iaf.InverseAutoregressiveFlow(made()), tfp.bijectors.Exp()])
     steps = [
         tfp_iaf.InverseAutoregressiveFlow(made()),
         tfp_iaf.InverseAutoregressiveFlow(made(event_size=5)),
@@ -131,6 +137,99 @@ def test_bad_masked_dense():
         tfp_iaf.MaskedDense(np.ones(3))
     with pytest.raises(ValueError, match=r"expects 3 input features .*got input shape \(2, 4\)"):
         tfp_iaf.MaskedDense(np.ones([3, 2]))(tf.zeros([2, 4]))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(kernel_size=4), r"`kernel_size`.*got 4"),
+        (dict(event_shape=(4, 4)), r"`event_shape`.*\(4, 4\)"),
+        (dict(event_shape=(4, 4, 3, 1)), r"`event_shape`.*\(4, 4, 3, 1\)"),
+        (dict(filters=[6, 5]), r"`filters`.*multiples.*C=3.*\[6, 5\]"),
+        (dict(filters=[]), r"`filters`.*non-empty.*\[\]"),
+        (dict(order="diagonal"), r"`order`.*'diagonal'"),
+        (dict(residual=True, filters=[6, 3]), r"`residual=True`.*\[6, 3\]"),
+        (dict(context_channels=0), r"`context_channels`.*got 0"),
+        (dict(num_params=0), r"`num_params`.*got 0"),
+    ],
+)
+def test_bad_conv_made_configuration(kwargs, match):
+    args = dict(event_shape=(4, 4, 3), filters=[6, 6]) | kwargs
+    with pytest.raises(ValueError, match=match):
+        tfp_iaf.ConvMADE(**args)
+
+
+@pytest.mark.parametrize(
+    "context_shape,match",
+    [
+        ((2, 4, 4, 5), r"`context`.*\(4, 4, 2\).*\(2, 4, 4, 5\)"),
+        ((2, 3, 4, 2), r"`context`.*\(4, 4, 2\).*\(2, 3, 4, 2\)"),
+    ],
+    ids=["channels", "spatial"],
+)
+def test_bad_conv_context(context_shape, match):
+    net = tfp_iaf.ConvMADE((4, 4, 3), [6], context_channels=2)
+    with pytest.raises(ValueError, match=match):
+        net(tf.zeros([2, 4, 4, 3]), context=tf.zeros(context_shape))
+    iaf = tfp_iaf.InverseAutoregressiveFlow(net)
+    with pytest.raises(ValueError, match=match):
+        iaf.inverse(tf.zeros([2, 4, 4, 3]), context=tf.zeros(context_shape))
+
+
+def test_wrong_conv_event_shape():
+    net = tfp_iaf.ConvMADE((4, 4, 3), [6])
+    with pytest.raises(ValueError, match=r"`x` must have event shape \(4, 4, 3\).*\(2, 4, 3, 3\)"):
+        net(tf.zeros([2, 4, 3, 3]))
+    with pytest.raises(ValueError, match=r"`x` must have event shape \(1, 4, 3\).*\(4, 3\)"):
+        tfp_iaf.ConvMADE((1, 4, 3), [6])(tf.zeros([4, 3]))
+    with pytest.raises(ValueError, match=r"`num_steps`.*got 0"):
+        tfp_iaf.conv_iaf_stack((4, 4, 3), 0, [6])
+
+
+def test_bad_masked_conv2d():
+    with pytest.raises(ValueError, match=r"`mask`.*odd k.*\(2, 2, 1, 1\)"):
+        tfp_iaf.MaskedConv2D(np.ones((2, 2, 1, 1)))
+    layer = tfp_iaf.MaskedConv2D(np.ones((3, 3, 2, 1)), name="mc")
+    with pytest.raises(ValueError, match=r"`mc` expects 2 input channels.*\(1, 4, 4, 3\)"):
+        layer(tf.zeros([1, 4, 4, 3]))
+    with pytest.raises(ValueError, match=r"MaskedConv2D `mc2` needs input .*\(4, 3\)"):
+        tfp_iaf.MaskedConv2D(np.ones((3, 3, 3, 1)), name="mc2")(tf.zeros([4, 3]))
+
+
+@pytest.mark.parametrize(
+    "order,match",
+    [
+        ("zigzag", "`order` must be"),
+        ([0, 0, 1], "permutation of range"),
+        ([0, 1], "permutation of range"),
+        ([0.0, 1.0, 2.0], "permutation of range"),
+    ],
+)
+def test_bad_dense_order(order, match):
+    with pytest.raises(ValueError, match=match):
+        masks.resolve_order(3, order)
+
+
+def test_bad_hidden_degrees_method():
+    with pytest.raises(ValueError, match="`hidden_degrees` must be 'equal' or 'random'; got 'x'"):
+        masks.hidden_degrees(4, 3, method="x")
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: masks.conv_input_degrees((4, 4), "raster"), r"`event_shape`.*\(4, 4\)"),
+        (lambda: masks.conv_input_degrees((4, 0, 2), "raster"), r"`event_shape`.*\(4, 0, 2\)"),
+        (lambda: masks.conv_input_degrees((4, 4, 2), "zigzag"), r"`order`.*'zigzag'"),
+        (lambda: masks.conv_kernel_mask(4, [0], [0]), r"`kernel_size`.*got 4"),
+        (lambda: masks.conv_made_masks((4, 4, 2), [5], 3), r"`filters`.*multiples.*got \[5\]"),
+        (lambda: masks.conv_made_masks((4, 4, 2), [], 3), r"`filters`.*non-empty.*\[\]"),
+        (lambda: masks.reversed_order("backwards"), r"`order`.*'backwards'"),
+    ],
+)
+def test_bad_conv_mask_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
 
 
 @pytest.mark.parametrize(
@@ -258,8 +357,8 @@ def test_context_batch_that_does_not_broadcast(build, x_shape, context_shape):
 
 
 def test_sample_n_of_an_unbatched_base_with_a_batched_context():
-    q = tfp_iaf.iaf.tfp.distributions.TransformedDistribution(
-        tfp_iaf.iaf.tfp.distributions.MultivariateNormalDiag(tf.zeros(4)),
+    q = tfp.distributions.TransformedDistribution(
+        tfp.distributions.MultivariateNormalDiag(tf.zeros(4)),
         tfp_iaf.dense_iaf_stack(4, 2, [8], context_size=3),
     )
     with pytest.raises(ValueError, match=r"`context` batch shape \(5,\) .*\(7,\) of `x`.*base"):

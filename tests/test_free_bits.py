@@ -42,9 +42,15 @@ def test_groups_by_summing_axes():
     np.testing.assert_allclose(vae.free_bits_kl(kl, 0.7, sum_axes=(1, -2)), 0.7 + 0.8)
 
 
-@pytest.mark.parametrize("bad", [-1.0, float("nan")])
-def test_rejects_negative_or_nan_floor(bad):
-    with pytest.raises(ValueError, match=r"`free_bits` must be >= 0; got"):
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_rejects_negative_or_non_finite_floor(bad):
+    with pytest.raises(ValueError, match=r"`free_bits` must be a finite number >= 0; got"):
+        vae.free_bits_kl(KL, bad)
+
+
+@pytest.mark.parametrize("bad", ["0.5", True, None])
+def test_rejects_a_floor_that_is_not_a_number(bad):
+    with pytest.raises(TypeError, match=r"`free_bits` must be a finite number >= 0; got"):
         vae.free_bits_kl(KL, bad)
 
 
@@ -59,3 +65,13 @@ def test_rejects_sum_axes_on_batch_or_out_of_range(axes):
         ValueError, match=r"`sum_axes` must name non-batch axes of `kl` \(1\.\.1\); got"
     ):
         vae.group_kl(KL, sum_axes=axes)
+
+
+def test_zero_free_bits_is_the_plain_kl_even_with_negative_group_means():
+    # Single-sample KL estimates can have a negative minibatch mean; lambda = 0 must not floor it.
+    kl = tf.constant([[-1.0, 0.5], [-2.0, 0.25]])
+    np.testing.assert_allclose(vae.free_bits_kl(kl, 0.0), -1.5 + 0.375)
+    with tf.GradientTape() as tape:
+        tape.watch(kl)
+        loss = vae.free_bits_kl(kl, 0.0)
+    np.testing.assert_allclose(tape.gradient(loss, kl), np.full([2, 2], 0.5))

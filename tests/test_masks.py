@@ -65,22 +65,3 @@ def test_composed_masks_are_autoregressive(order, method):
     assert not np.any(reach & ~allowed)
     if method == "equal":
         np.testing.assert_array_equal(reach, allowed)  # and every allowed path exists
-
-
-@pytest.mark.parametrize(
-    "order,match",
-    [
-        ("zigzag", "`order` must be"),
-        ([0, 0, 1], "permutation of range"),
-        ([0, 1], "permutation of range"),
-        ([0.0, 1.0, 2.0], "permutation of range"),
-    ],
-)
-def test_bad_order(order, match):
-    with pytest.raises(ValueError, match=match):
-        masks.resolve_order(3, order)
-
-
-def test_bad_hidden_degrees_method():
-    with pytest.raises(ValueError, match="`hidden_degrees` must be 'equal' or 'random'; got 'x'"):
-        masks.hidden_degrees(4, 3, method="x")

@@ -197,17 +197,21 @@ def test_bits_per_dim():
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, error, match",
     [
-        ({"num_samples": 0}, r"`num_samples` must be a positive integer; got 0"),
-        ({"num_samples": 2.5}, r"`num_samples` must be a positive integer; got 2.5"),
-        ({"chunk_size": 0}, r"`chunk_size` must be a positive integer; got 0"),
-        ({"seed": tf.constant([1, 2, 3])}, r"`seed` must be an int or an integer tensor of shape"),
+        ({"num_samples": 0}, ValueError, r"`num_samples` must be a positive integer; got 0"),
+        ({"num_samples": 2.5}, TypeError, r"`num_samples` must be a positive integer; got 2.5"),
+        ({"chunk_size": 0}, ValueError, r"`chunk_size` must be a positive integer; got 0"),
+        (
+            {"seed": tf.constant([1, 2, 3])},
+            ValueError,
+            r"`seed` must be an int or an integer tensor of shape",
+        ),
     ],
 )
-def test_estimator_argument_errors(kwargs, match):
+def test_estimator_argument_errors(kwargs, error, match):
     args = {"num_samples": 4, "chunk_size": None, "seed": 0, **kwargs}
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         vae.importance_sampled_log_likelihood(
             lambda x, n, s: tf.zeros([n, 2]), tf.zeros([2, 1]), **args
         )

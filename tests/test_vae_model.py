@@ -6,8 +6,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_iaf
-from tfp_iaf import vae
-from tfp_iaf._keras import tf_keras
+from tfp_iaf import tf_keras, vae
+from tfp_iaf.vae import ResNetVAE
 
 tfd = tfp.distributions
 LATENT, CONTEXT = 3, 5
@@ -100,7 +100,7 @@ def _parts():
     "kwargs, error, match",
     [
         ({"latent_size": 0}, ValueError, r"`latent_size` must be a positive integer; got 0"),
-        ({"free_bits": -1.0}, ValueError, r"`free_bits` must be >= 0; got -1.0"),
+        ({"free_bits": -1.0}, ValueError, r"`free_bits` must be a finite number >= 0; got -1.0"),
         ({"flow": "iaf"}, TypeError, r"`flow` must be a tfp_iaf.IAFStack; got str"),
         (
             {"flow": tfp_iaf.dense_iaf_stack(2, 1, [4], context_size=5), "context_size": 5},
@@ -119,3 +119,46 @@ def test_configuration_errors(kwargs, error, match):
     args = {"latent_size": LATENT, **kwargs}
     with pytest.raises(error, match=match):
         vae.VAE(*_parts(), **args)
+
+
+def test_samples_come_from_the_public_transformed_distribution():
+    model = make_vae()
+    model(X)
+    q, kwargs = model.posterior(X)
+    assert q.bijector is model.flow
+    seed = tf.constant([4, 5])
+    z, _ = model.sample_posterior(X, 2, seed)
+    np.testing.assert_allclose(z, q.sample(2, seed=seed, bijector_kwargs=kwargs), rtol=1e-6)
+
+
+@pytest.mark.parametrize("iaf_steps", [0, 2])
+def test_resnet_vae_kl_units_are_the_public_posterior_log_prob_minus_the_prior(iaf_steps):
+    model = ResNetVAE(
+        (8, 8, 3), hidden_size=4, z_size=2, depth=1, num_blocks=2, iaf_steps=iaf_steps
+    )
+    x = tf.random.stateless_uniform([3, 8, 8, 3], seed=[1, 2], maxval=256, dtype=tf.int32)
+    model.initialize(x)
+    _, outputs = model.forward(x, tf.constant([7, 8]))
+    for block, out in zip(model.blocks, outputs, strict=True):
+        q, kwargs = block.posterior(
+            out.posterior_loc, out.posterior_log_scale, out.posterior_context
+        )
+        log_q = q.log_prob(tf.identity(out.z), **({"bijector_kwargs": kwargs} if kwargs else {}))
+        prior = tfd.Independent(tfd.Normal(out.prior_loc, tf.exp(out.prior_log_scale)), 3)
+        assert out.kl.shape == out.z.shape
+        np.testing.assert_allclose(
+            tf.reduce_sum(out.kl, [1, 2, 3]), log_q - prior.log_prob(out.z), rtol=1e-4, atol=1e-3
+        )
+
+
+@pytest.mark.parametrize("order", ["raster", "channel"])
+def test_data_dependent_init_reaches_weight_normalised_masked_convs(order):
+    net = tfp_iaf.ConvMADE((4, 4, 2), [4, 4], context_channels=3, order=order, weight_norm=True)
+    x = tf.random.stateless_normal([8, 4, 4, 2], seed=[1, 2]) * 3.0
+    context = tf.random.stateless_normal([8, 4, 4, 3], seed=[3, 4]) * 2.0
+    tfp_iaf.data_dependent_init(net, x, context=context)
+    out = net(x, context=context)
+    # The output layer is initialised to standard deviation 1e-2 per channel (near identity).
+    _, var = tf.nn.moments(tf.reshape(out, [-1, 4]), axes=[0])
+    np.testing.assert_allclose(tf.sqrt(var), 1e-2, rtol=1e-3)
+    assert not any(layer.initializing for layer in net.masked_layers)

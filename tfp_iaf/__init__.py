@@ -1,16 +1,21 @@
 """tfp_iaf: Inverse Autoregressive Flow posteriors as TensorFlow Probability bijectors."""
 
 from tfp_iaf._keras import tf_keras
-from tfp_iaf.conv_layers import MaskedConv2D
-from tfp_iaf.conv_networks import ConvMADE, conv_iaf_stack
-from tfp_iaf.iaf import IAFStack, InverseAutoregressiveFlow, dense_iaf_stack
-from tfp_iaf.layers import MaskedDense
+from tfp_iaf.autoregressive import AutoregressiveNetwork
+from tfp_iaf.conv_made import ConvMADE
+from tfp_iaf.flow import AutoregressiveFlow
+from tfp_iaf.iaf import IAFStack, InverseAutoregressiveFlow
+from tfp_iaf.layers import MaskedConv2D, MaskedDense, WeightNormConv2D
 from tfp_iaf.linear import LinearAutoregressive
-from tfp_iaf.networks import MADE, AutoregressiveNetwork
+from tfp_iaf.made import MADE
+from tfp_iaf.posterior import unit_log_prob
+from tfp_iaf.stacks import conv_iaf_stack, dense_iaf_stack
+from tfp_iaf.weight_norm import data_dependent_init
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
+    "AutoregressiveFlow",
     "AutoregressiveNetwork",
     "ConvMADE",
     "IAFStack",
@@ -19,7 +24,10 @@ __all__ = [
     "MADE",
     "MaskedConv2D",
     "MaskedDense",
+    "WeightNormConv2D",
     "conv_iaf_stack",
+    "data_dependent_init",
     "dense_iaf_stack",
     "tf_keras",
+    "unit_log_prob",
 ]

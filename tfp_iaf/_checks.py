@@ -11,11 +11,23 @@ import numbers
 from collections.abc import Sequence
 
 import numpy as np
+import tensorflow as tf
 
-__all__ = ["finite_float", "positive_int", "positive_int_list"]
+__all__ = [
+    "as_input",
+    "as_tensor",
+    "event_shape_hwc",
+    "is_int",
+    "non_negative_float",
+    "non_negative_int",
+    "odd_kernel_size",
+    "finite_float",
+    "positive_int",
+    "positive_int_list",
+]
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
     # bool is an int subclass, but `MADE(event_size=True)` is a mistake, not a size of 1.
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
@@ -25,10 +37,21 @@ def positive_int(name: str, value, *, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
     expected = "a positive integer" + (" or None" if optional else "")
-    if not _is_int(value):
+    if not is_int(value):
         raise TypeError(f"`{name}` must be {expected}; got {value!r} ({type(value).__name__})")
     if value < 1:
         raise ValueError(f"`{name}` must be {expected}; got {value!r}")
+    return int(value)
+
+
+def non_negative_int(name: str, value) -> int:
+    """Returns `value` as an int >= 0."""
+    if not is_int(value):
+        raise TypeError(
+            f"`{name}` must be a non-negative integer; got {value!r} ({type(value).__name__})"
+        )
+    if value < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer; got {value!r}")
     return int(value)
 
 
@@ -42,11 +65,44 @@ def positive_int_list(name: str, value) -> list[int]:
     value = list(value)
     if not value:
         raise ValueError(f"`{name}` must be a non-empty list of positive integers; got []")
-    if not all(_is_int(v) for v in value):
+    if not all(is_int(v) for v in value):
         raise TypeError(f"`{name}` must be a non-empty list of positive integers; got {value!r}")
     if any(v < 1 for v in value):
         raise ValueError(f"`{name}` must be a non-empty list of positive integers; got {value!r}")
     return [int(v) for v in value]
+
+
+def non_negative_float(name: str, value) -> float:
+    """Returns `value` as a finite Python float >= 0 (NaN and inf rejected)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`{name}` must be a finite number >= 0; got {value!r} ({type(value).__name__})"
+        )
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0; got {value!r}")
+    return value
+
+
+def event_shape_hwc(name: str, value) -> tuple[int, int, int]:
+    """Returns `value` as `(H, W, C)`, three ints >= 1 (a shape: any bad value is a ValueError)."""
+    try:
+        shape = tuple(value)
+    except TypeError:
+        shape = None
+    if shape is None or len(shape) != 3 or any(not is_int(n) or n < 1 for n in shape):
+        raise ValueError(f"`{name}` must be (H, W, C), three positive integers; got {value!r}")
+    return tuple(int(n) for n in shape)
+
+
+def odd_kernel_size(name: str, value) -> int:
+    """Returns `value` as an odd int >= 1 (the centre tap is the current position)."""
+    if not is_int(value) or value < 1 or value % 2 == 0:
+        raise ValueError(
+            f"`{name}` must be a positive odd integer (the centre tap is the current position); "
+            f"got {value!r}"
+        )
+    return int(value)
 
 
 def finite_float(name: str, value, *, positive: bool = False) -> float:
@@ -58,3 +114,19 @@ def finite_float(name: str, value, *, positive: bool = False) -> float:
     if not math.isfinite(value) or (positive and value <= 0):
         raise ValueError(f"`{name}` must be {expected}; got {value!r}")
     return value
+
+
+def as_input(value, dtype):
+    """Python and NumPy values as tensors of `dtype`; tensors (and Keras inputs) unchanged.
+
+    TFP's convention (`Bijector.forward` converts its input the same way): a tensor must already
+    have the flow's dtype, and a mismatch is reported by the caller, not cast silently.
+    """
+    if isinstance(value, np.ndarray | np.generic | numbers.Number | list | tuple):
+        return tf.convert_to_tensor(value, dtype=dtype)
+    return value
+
+
+def as_tensor(value, dtype) -> tf.Tensor | None:
+    """`value` as a tensor (None stays None), with `dtype` as a hint."""
+    return None if value is None else tf.convert_to_tensor(value, dtype_hint=dtype)

@@ -5,121 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import tensorflow as tf
-import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import cache_util
 
 from tfp_iaf import _checks
-from tfp_iaf._keras import show_layers_to_calling_model
-from tfp_iaf.networks import MADE, AutoregressiveNetwork, as_input
+from tfp_iaf._deprecated import moved
+from tfp_iaf.autoregressive import AutoregressiveNetwork
+from tfp_iaf.flow import AutoregressiveFlow
 
-tfb = tfp.bijectors
-
-__all__ = ["IAFStack", "InverseAutoregressiveFlow", "dense_iaf_stack"]
-
-
-class _FlowBijector(tfb.Bijector):
-    """Shared plumbing: the log-det is computed alongside each direction and cached greedily.
-
-    `_forward_and_ildj` / `_inverse_and_ildj` return `(output, {"ildj": ...})`. TFP's greedy cache
-    stores the attributes with the `(x, y)` pair, so `log_prob` of a sample reuses the network
-    pass of `sample`, and `log_prob` of a fresh point reuses the scales of the inverse's last pass.
-    """
-
-    _cache = cache_util.BijectorCacheWithGreedyAttrs(
-        forward_name="_forward_and_ildj", inverse_name="_inverse_and_ildj"
-    )
-
-    def _forward(self, x, **kwargs):
-        return self._forward_and_ildj(x, **kwargs)[0]
-
-    def _inverse(self, y, **kwargs):
-        return self._inverse_and_ildj(y, **kwargs)[0]
-
-    def _forward_log_det_jacobian(self, x, **kwargs):
-        self.forward(x, **kwargs)  # fills the cached attributes of (x, forward(x))
-        return -self._cache.forward_attributes(x, **kwargs)["ildj"]
-
-    def _inverse_log_det_jacobian(self, y, **kwargs):
-        self.inverse(y, **kwargs)
-        return self._cache.inverse_attributes(y, **kwargs)["ildj"]
-
-    @classmethod
-    def _parameter_properties(cls, dtype, num_classes=None):
-        return dict()
-
-    @property
-    def _reference_network(self) -> AutoregressiveNetwork:
-        """A network with the flow's event and context shapes (the first step's for a stack)."""
-        raise NotImplementedError
-
-    @property
-    def _networks(self) -> list[AutoregressiveNetwork]:
-        """Every network of the flow, in the order its steps run when sampling."""
-        raise NotImplementedError
-
-    def with_context(self, context) -> tfb.Bijector:
-        """This flow with its `context` fixed: a bijector that takes no keyword arguments.
-
-        For the places where TFP passes no `bijector_kwargs`: a `tfd.JointDistribution*`
-        posterior, `tfd.Sample`, or a `tfb.Chain` used without routing by name. Variables stay
-        those of this flow; the bound bijector caches its own samples.
-
-        Args:
-          context: the network's context, e.g. the encoder output `h`.
-
-        Returns:
-          A bijector with this flow's event shape and dtype, and `forward(x) ==
-          self.forward(x, context=context)` (likewise every other method).
-
-        Examples:
-
-        >>> flow = dense_iaf_stack(2, num_steps=2, hidden_units=[8], context_size=3)
-        >>> h = tf.ones([4, 3])
-        >>> posterior = tfp.distributions.JointDistributionNamed({
-        ...     "z": tfp.distributions.TransformedDistribution(
-        ...         tfp.distributions.MultivariateNormalDiag(tf.zeros([4, 2])),
-        ...         flow.with_context(h))})
-        >>> posterior.log_prob(posterior.sample(seed=1)).shape
-        TensorShape([4])
-        """
-        return _WithContext(self, context)
-
-    def _validated(self, x, arg: str, context):
-        """`(x, context)` as tensors, checked at run time under `validate_args`."""
-        show_layers_to_calling_model(self, self._networks)
-        x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
-        context = as_input(context, self.dtype)
-        if context is not None:
-            context = tf.convert_to_tensor(context, dtype_hint=self.dtype)
-        if not self.validate_args:
-            return x, context
-        x = tf.debugging.assert_all_finite(x, f"`{arg}` must be finite (bijector `{self.name}`)")
-        if context is None:
-            return x, context
-        context = tf.debugging.assert_all_finite(
-            context, f"`context` must be finite (bijector `{self.name}`)"
-        )
-        network = self._reference_network
-        x_batch = tf.shape(x)[: tf.rank(x) - network.event_ndims]
-        c_batch = tf.shape(context)[: tf.rank(context) - len(network.context_shape)]
-        rank = tf.maximum(tf.size(x_batch), tf.size(c_batch))
-        x_batch = tf.concat([tf.ones([rank - tf.size(x_batch)], tf.int32), x_batch], 0)
-        c_batch = tf.concat([tf.ones([rank - tf.size(c_batch)], tf.int32), c_batch], 0)
-        broadcasts = tf.reduce_all((x_batch == c_batch) | (x_batch == 1) | (c_batch == 1))
-        check = tf.debugging.Assert(
-            broadcasts,
-            [
-                f"`context` batch shape does not broadcast against the batch shape of `{arg}` "
-                f"(bijector `{self.name}`); batch shapes of `{arg}` and `context`:",
-                x_batch,
-                c_batch,
-            ],
-        )
-        with tf.control_dependencies([check]):
-            return tf.identity(x), context
+__all__ = ["IAFStack", "InverseAutoregressiveFlow"]
 
 
-class InverseAutoregressiveFlow(_FlowBijector):
+class InverseAutoregressiveFlow(AutoregressiveFlow):
     """One Inverse Autoregressive Flow step (Kingma et al. 2016).
 
     With `(a, b) = network(x, context)`, autoregressive in the network's order:
@@ -164,7 +59,9 @@ class InverseAutoregressiveFlow(_FlowBijector):
 
     Examples:
 
-    >>> made = MADE(event_size=2, hidden_units=[8], context_size=3)
+    >>> import tensorflow_probability as tfp
+    >>> import tfp_iaf
+    >>> made = tfp_iaf.MADE(event_size=2, hidden_units=[8], context_size=3)
     >>> iaf = InverseAutoregressiveFlow(made)
     >>> q = tfp.distributions.TransformedDistribution(
     ...     tfp.distributions.MultivariateNormalDiag(tf.zeros(2)), iaf)
@@ -222,11 +119,7 @@ class InverseAutoregressiveFlow(_FlowBijector):
         return self._network
 
     @property
-    def _reference_network(self) -> AutoregressiveNetwork:
-        return self._network
-
-    @property
-    def _networks(self) -> list[AutoregressiveNetwork]:
+    def networks(self) -> list[AutoregressiveNetwork]:
         return [self._network]
 
     @property
@@ -243,9 +136,6 @@ class InverseAutoregressiveFlow(_FlowBijector):
         bound = tf.cast(self._log_scale_bound, b.dtype)
         return a, bound * tf.math.tanh(b / bound)
 
-    def _reduce_event(self, log_scale):
-        return tf.reduce_sum(log_scale, axis=list(range(-self._network.event_ndims, 0)))
-
     def shift_and_log_scale(self, x, context=None):
         """The affine map of the forward step at `x`: `y = shift + exp(log_scale) * x`."""
         return self._scale(self._network(x, context=context))
@@ -254,7 +144,7 @@ class InverseAutoregressiveFlow(_FlowBijector):
         x, context = self._validated(x, "x", context)
         shift, log_scale = self.shift_and_log_scale(x, context)
         y = shift + tf.exp(log_scale) * x
-        return y, {"ildj": -self._reduce_event(log_scale)}
+        return y, {"unit_ildj": -log_scale}
 
     def _inverse_and_ildj(self, y, context=None):
         y, context = self._validated(y, "y", context)
@@ -264,10 +154,10 @@ class InverseAutoregressiveFlow(_FlowBijector):
             return (y - shift) * tf.exp(-log_scale), log_scale
 
         x, log_scale = self._network.sequential_solve(y, context, solve)
-        return x, {"ildj": -self._reduce_event(log_scale)}
+        return x, {"unit_ildj": -log_scale}
 
 
-class IAFStack(_FlowBijector):
+class IAFStack(AutoregressiveFlow):
     """A stack of IAF steps, applied in order when sampling, sharing one `context`.
 
     - forward `y = f_T(... f_1(x; c) ...; c)`, log-det the sum of the steps' log-dets;
@@ -334,11 +224,7 @@ class IAFStack(_FlowBijector):
         return self._steps
 
     @property
-    def _reference_network(self) -> AutoregressiveNetwork:
-        return self._steps[0].network
-
-    @property
-    def _networks(self) -> list[AutoregressiveNetwork]:
+    def networks(self) -> list[AutoregressiveNetwork]:
         return [step.network for step in self._steps]
 
     @classmethod
@@ -367,103 +253,19 @@ class IAFStack(_FlowBijector):
     def _forward_and_ildj(self, x, context=None):
         # Checked here once, so a bad context is named as such, not as a bad `x` at step 2.
         x, context = self._validated(x, "x", context)
-        ildj = 0.0
+        unit_ildj = 0.0
         for step in self._steps:
             x, attrs = step._forward_and_ildj(x, context=context)
-            ildj = ildj + attrs["ildj"]
-        return x, {"ildj": ildj}
+            unit_ildj = unit_ildj + attrs["unit_ildj"]
+        return x, {"unit_ildj": unit_ildj}
 
     def _inverse_and_ildj(self, y, context=None):
         y, context = self._validated(y, "y", context)
-        ildj = 0.0
+        unit_ildj = 0.0
         for step in reversed(self._steps):
             y, attrs = step._inverse_and_ildj(y, context=context)
-            ildj = ildj + attrs["ildj"]
-        return y, {"ildj": ildj}
+            unit_ildj = unit_ildj + attrs["unit_ildj"]
+        return y, {"unit_ildj": unit_ildj}
 
 
-class _WithContext(_FlowBijector):
-    """A tfp_iaf flow with its context fixed (see `with_context`)."""
-
-    def __init__(self, flow: _FlowBijector, context):
-        parameters = dict(locals())
-        with tf.name_scope(f"{flow.name}_with_context") as name:
-            self._flow = flow
-            self._context = tf.convert_to_tensor(as_input(context, flow.dtype), flow.dtype)
-            super().__init__(
-                forward_min_event_ndims=flow.forward_min_event_ndims,
-                is_constant_jacobian=False,
-                validate_args=flow.validate_args,
-                dtype=flow.dtype,
-                parameters=parameters,
-                name=name,
-            )
-
-    @property
-    def _reference_network(self) -> AutoregressiveNetwork:
-        return self._flow._reference_network
-
-    @property
-    def _networks(self) -> list[AutoregressiveNetwork]:
-        return self._flow._networks
-
-    def _forward_and_ildj(self, x):
-        return self._flow._forward_and_ildj(x, context=self._context)
-
-    def _inverse_and_ildj(self, y):
-        return self._flow._inverse_and_ildj(y, context=self._context)
-
-
-def dense_iaf_stack(
-    event_size: int,
-    num_steps: int,
-    hidden_units: Sequence[int],
-    *,
-    context_size: int | None = None,
-    gated: bool = False,
-    forget_bias: float = 2.0,
-    activation="elu",
-    residual: bool = False,
-    dtype="float32",
-    validate_args: bool = False,
-    name: str = "iaf_stack",
-) -> IAFStack:
-    """`num_steps` IAF steps on MADE networks, the order reversed between consecutive steps.
-
-    Args:
-      event_size: latent dimension.
-      num_steps: number of IAF steps `T`.
-      hidden_units: MADE hidden widths (each at least `event_size - 1`).
-      context_size: size of the encoder's context `h`, or None.
-      gated: gated or affine updates.
-      forget_bias: gate bias for gated updates.
-      activation: MADE activation.
-      residual: residual hidden layers in the MADEs.
-      dtype: float dtype of the networks.
-      validate_args: checks on the steps' inputs.
-      name: name of the stack.
-
-    Returns:
-      An `IAFStack`; pass `context=` through `bijector_kwargs`.
-
-    Raises:
-      TypeError: a `num_steps` that is not an int (bools included), or what `MADE` raises.
-      ValueError: `num_steps < 1`, or what `MADE` raises.
-    """
-    num_steps = _checks.positive_int("num_steps", num_steps)
-    networks = [
-        MADE(
-            event_size,
-            hidden_units,
-            context_size=context_size,
-            order="left-to-right" if t % 2 == 0 else "right-to-left",
-            activation=activation,
-            residual=residual,
-            dtype=dtype,
-            name=f"made_{t}",
-        )
-        for t in range(num_steps)
-    ]
-    return IAFStack.from_networks(
-        networks, gated=gated, forget_bias=forget_bias, validate_args=validate_args, name=name
-    )
+__getattr__ = moved(__name__, {"dense_iaf_stack": "tfp_iaf.stacks"})

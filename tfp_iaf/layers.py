@@ -1,24 +1,27 @@
-"""Masked layers: the building blocks of autoregressive networks."""
+"""The layers networks are built of: masked dense and conv layers, weight-normalised convolution.
+
+Masks are applied in the computation, not through a kernel constraint, so a masked layer stays
+autoregressive for any kernel values: restored checkpoints, hand-written updates or weights
+assigned directly. (TFP's `AutoregressiveNetwork` masks through a constraint, and its flow stops
+being invertible once the kernel changes outside an optimizer step.)
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
+from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
+from tfp_iaf.weight_norm import initialize_from_output, weight_normalize
 
-__all__ = ["MaskedDense"]
+__all__ = ["MaskedConv2D", "MaskedDense", "WeightNormConv2D"]
 
 
 class MaskedDense(tf_keras.layers.Layer):
     """A dense layer whose kernel is multiplied by a fixed 0/1 mask on every call.
 
     - `y = x @ (kernel * mask) + bias`
-
-    The mask is applied in the computation, not through a kernel constraint, so the layer stays
-    autoregressive for any kernel values: restored checkpoints, hand-written updates or weights
-    assigned directly. (TFP's `AutoregressiveNetwork` masks through a constraint, and its flow
-    stops being invertible once the kernel changes outside an optimizer step.)
 
     MADE masks with sorted degrees are block triangular: about half their entries are zero. The
     kernel is stored as `num_blocks` column blocks, each only as tall as the rows its mask uses,
@@ -141,3 +144,206 @@ def _column_blocks(mask: np.ndarray, num_blocks: int) -> list[tuple[int, int, in
     if work > 0.85 * fan_in * fan_out:
         return [(0, fan_in, 0, fan_out)]
     return blocks
+
+
+class MaskedConv2D(tf_keras.layers.Layer):
+    """A 2-D convolution (SAME padding, stride 1) whose kernel is multiplied by a fixed 0/1 mask.
+
+    - `y = conv2d(x, kernel * mask) + bias`;
+    - with `weight_norm=True` (Salimans & Kingma 2016), per output channel `o`:
+      `w[..., o] = g[o] * (v * mask)[..., o] / ||(v * mask)[..., o]||`, the norm taken over the
+      masked kernel (what the computation uses), so `||w[..., o]|| = g[o]` exactly; a channel
+      whose mask is all zero stays zero.
+
+    Masks come from `tfp_iaf.masks.conv_kernel_mask`; `tfp_iaf.data_dependent_init` initialises
+    `g` and the bias from a batch (output standard deviation `init_scale`).
+
+    Shapes: `x: [..., H, W, fan_in] -> y: [..., H, W, fan_out]` with `mask: [k, k, fan_in,
+    fan_out]`; any number of leading batch dimensions (flattened for the convolution).
+
+    Args:
+      mask: `[k, k, fan_in, fan_out]` array of 0/1, `k` odd.
+      kernel_initializer: initializer of the unmasked kernel (`v` under weight normalisation);
+        masked entries are zeroed at initialisation too.
+      use_bias: whether to add a bias.
+      weight_norm: reparametrise the kernel by direction and per-channel norm `g`.
+      scale_initializer: initializer of `g` (weight normalisation only); the default, ones,
+        keeps unit-variance inputs at unit variance.
+      init_scale: output standard deviation after `tfp_iaf.data_dependent_init`.
+      **kwargs: passed to `tf_keras.layers.Layer`.
+
+    Raises:
+      ValueError: `mask` is not `[k, k, fan_in, fan_out]` with odd `k`, or the input's channels
+        do not match `fan_in`.
+
+    Examples:
+
+    >>> import numpy as np, tensorflow as tf
+    >>> from tfp_iaf.masks import conv_kernel_mask
+    >>> mask = conv_kernel_mask(3, [1, 2], [0, 1], "raster")
+    >>> MaskedConv2D(mask)(tf.zeros([5, 4, 4, 2])).shape
+    TensorShape([5, 4, 4, 2])
+    """
+
+    def __init__(
+        self,
+        mask: np.ndarray,
+        kernel_initializer="glorot_uniform",
+        use_bias: bool = True,
+        weight_norm: bool = False,
+        scale_initializer="ones",
+        init_scale: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        mask = np.asarray(mask, dtype=np.float32)
+        if mask.ndim != 4 or mask.shape[0] != mask.shape[1] or mask.shape[0] % 2 == 0:
+            raise ValueError(
+                "`mask` must be a [k, k, fan_in, fan_out] array with odd k; got shape "
+                f"{mask.shape}"
+            )
+        self._mask_np = mask
+        self._unmasked = bool(mask.all())  # an all-ones mask: a plain convolution, no multiply
+        self.kernel_size = mask.shape[0]
+        self.filters = mask.shape[3]
+        self.kernel_initializer = tf_keras.initializers.get(kernel_initializer)
+        self.scale_initializer = tf_keras.initializers.get(scale_initializer)
+        self.use_bias = use_bias
+        self.weight_norm = weight_norm
+        self.init_scale = _checks.finite_float("init_scale", init_scale, positive=True)
+        self.initializing = False  # set by `tfp_iaf.data_dependent_init`
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self._mask_np
+
+    def build(self, input_shape):
+        fan_in = tf.TensorShape(input_shape)[-1]
+        if fan_in is not None and fan_in != self._mask_np.shape[2]:
+            raise ValueError(
+                f"MaskedConv2D `{self.name}` expects {self._mask_np.shape[2]} input channels "
+                f"(mask shape {self._mask_np.shape}); got input shape {tuple(input_shape)}"
+            )
+        init = self.kernel_initializer
+        mask = self._mask_np
+
+        def masked_init(shape, dtype=None):
+            return init(shape, dtype=dtype) * tf.constant(mask, dtype=dtype)
+
+        self.kernel = self.add_weight(
+            "kernel", shape=mask.shape, initializer=init if self._unmasked else masked_init
+        )
+        self.scale = (
+            self.add_weight("scale", shape=(self.filters,), initializer=self.scale_initializer)
+            if self.weight_norm
+            else None
+        )
+        self.bias = (
+            self.add_weight("bias", shape=(self.filters,), initializer="zeros")
+            if self.use_bias
+            else None
+        )
+        super().build(input_shape)
+
+    def masked_kernel(self) -> tf.Tensor:
+        """The kernel as used in the computation: `kernel * mask`, weight-normalised if asked."""
+        kernel = self.kernel
+        if not self._unmasked:
+            kernel = kernel * tf.constant(self._mask_np, dtype=kernel.dtype)
+        if self.scale is None:
+            return kernel
+        scale = tf.ones_like(self.scale) if self.initializing else self.scale
+        return weight_normalize(kernel, scale, axes=[0, 1, 2])
+
+    def call(self, x):
+        x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
+        if x.shape.rank is not None and x.shape.rank < 3:
+            raise ValueError(
+                f"MaskedConv2D `{self.name}` needs input [..., H, W, C]; got shape {x.shape}"
+            )
+        shape = tf.shape(x)
+        batch_shape, spatial = shape[:-3], shape[-3:-1]
+        x4 = tf.reshape(x, tf.concat([[-1], shape[-3:]], axis=0))
+        y = tf.nn.conv2d(x4, self.masked_kernel(), strides=1, padding="SAME")
+        if self.initializing and self.scale is not None:
+            y = initialize_from_output(self, y, self.scale, self.bias, self.init_scale)
+        elif self.bias is not None:
+            y = tf.nn.bias_add(y, self.bias)
+        y = tf.reshape(y, tf.concat([batch_shape, spatial, [self.filters]], axis=0))
+        y.set_shape(x.shape[:-1].concatenate([self.filters]))
+        return y
+
+
+class WeightNormConv2D(tf_keras.layers.Layer):
+    """A weight-normalised convolution (`transpose=True`: transposed), SAME padding.
+
+    - `y = conv(x, g * v / ||v||) + b` (see `tfp_iaf.weight_norm`), the norm over the kernel's
+      spatial and input-channel axes, for transposed convolutions too.
+
+    Shapes: `x: [batch, H, W, C_in] -> [batch, H / s, W / s, filters]` (`H * s` transposed).
+
+    Args:
+      filters: output channels.
+      kernel_size: kernel size (square).
+      strides: stride.
+      transpose: a transposed convolution (upsampling by `strides`).
+      init_scale: output standard deviation after `data_dependent_init` (0.1, the authors'
+        default, keeps the initial log-scales and residual branches small).
+      **kwargs: passed to `tf_keras.layers.Layer`.
+
+    Raises:
+      ValueError: a non-positive `filters`, `kernel_size` or `strides`, or a non-positive
+        `init_scale`; at call time, initialisation mode inside a `tf.function`.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int = 3,
+        strides: int = 1,
+        transpose: bool = False,
+        init_scale: float = 0.1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = _checks.positive_int("filters", filters)
+        self.kernel_size = _checks.positive_int("kernel_size", kernel_size)
+        self.strides = _checks.positive_int("strides", strides)
+        self.transpose = transpose
+        self.init_scale = _checks.finite_float("init_scale", init_scale, positive=True)
+        self.weight_norm = True  # what `tfp_iaf.data_dependent_init` looks for
+        self.initializing = False
+
+    def build(self, input_shape):
+        fan_in = int(input_shape[-1])
+        k = self.kernel_size
+        # conv2d kernels are [k, k, in, out]; conv2d_transpose kernels [k, k, out, in].
+        shape = (k, k, self.filters, fan_in) if self.transpose else (k, k, fan_in, self.filters)
+        init = tf_keras.initializers.RandomNormal(stddev=0.05)
+        self.v = self.add_weight("v", shape=shape, initializer=init)
+        self.g = self.add_weight("g", shape=(self.filters,), initializer="ones")
+        self.b = self.add_weight("b", shape=(self.filters,), initializer="zeros")
+        super().build(input_shape)
+
+    def _kernel(self, g) -> tf.Tensor:
+        """`g * v / ||v||` per output channel."""
+        if self.transpose:  # conv2d_transpose kernels are [k, k, out, in]
+            return weight_normalize(self.v, g[:, None], axes=[0, 1, 3])
+        return weight_normalize(self.v, g, axes=[0, 1, 2])
+
+    def _conv(self, x, kernel):
+        kernel = tf.cast(kernel, x.dtype)
+        if not self.transpose:
+            return tf.nn.conv2d(x, kernel, self.strides, "SAME")
+        shape = tf.shape(x)
+        out_shape = tf.stack(
+            [shape[0], shape[1] * self.strides, shape[2] * self.strides, self.filters]
+        )
+        return tf.nn.conv2d_transpose(x, kernel, out_shape, self.strides, "SAME")
+
+    def call(self, x):
+        if self.initializing:
+            t = self._conv(x, self._kernel(tf.ones_like(self.g)))
+            return initialize_from_output(self, t, self.g, self.b, self.init_scale)
+        y = self._conv(x, self._kernel(self.g))
+        return tf.nn.bias_add(y, tf.cast(self.b, y.dtype))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 
 from tfp_iaf import _checks
 from tfp_iaf import masks as masks_lib
-from tfp_iaf.layers import MaskedDense
-from tfp_iaf.networks import AutoregressiveNetwork, as_tensor, small_init
+from tfp_iaf._checks import as_tensor
+from tfp_iaf.autoregressive import AutoregressiveNetwork, output_initializer
 
 __all__ = ["LinearAutoregressive"]
 
@@ -51,24 +50,21 @@ class LinearAutoregressive(AutoregressiveNetwork):
         self.event_size = event_size
         self.context_size = context_size
         # mask[i, j] = 1 where input j comes before output i in the order.
-        self.mask = (degrees[None, :] < degrees[:, None]).astype(np.float32)
-        width = event_size * event_size + event_size
-        if context_size is None:
-            self.coefficients = None
-        else:
-            self.coefficients = MaskedDense(
-                np.ones([context_size, width], np.float32),
-                kernel_initializer=small_init(),
-                dtype=self.dtype,
-                name="coefficients",
-            )
+        self.mask = masks_lib.connect(degrees, degrees, strict=True).T
+        # Every coefficient is a function of the context alone: its projection is the network.
+        self.coefficients = self.context_projection(
+            event_size * (event_size + 1),
+            name="coefficients",
+            kernel_initializer=output_initializer(),
+            use_bias=True,
+        )
 
     def build(self, input_shape):
         if self.coefficients is None:
             self.constants = self.add_weight(
                 "constants",
                 shape=(self.event_size * (self.event_size + 1),),
-                initializer=small_init(),
+                initializer=output_initializer(),
             )
         else:
             self.build_sublayer(self.coefficients, (None, self.context_size))

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from tfp_iaf import _checks
+
 __all__ = ["free_bits_kl", "group_kl"]
 
 
@@ -54,16 +56,19 @@ def free_bits_kl(kl: tf.Tensor, free_bits: float, sum_axes: Sequence[int] = ()) 
 
     Args:
       kl: `[batch, *unit_shape]` per-example, per-unit KL.
-      free_bits: `lambda` >= 0, in nats per group. `0` gives the plain minibatch-mean KL.
+      free_bits: `lambda` >= 0, in nats per group. `0` gives the plain minibatch-mean KL,
+        `sum_j E_M[KL_j]`, with no floor at all: single-sample KLs can have a negative mean.
       sum_axes: axes summed into one group (see `group_kl`).
 
     Returns:
       A scalar: the floored KL per example, to add to the negative reconstruction term.
 
     Raises:
-      ValueError: a negative `free_bits`, or any error of `group_kl`.
+      TypeError: a `free_bits` that is not a number.
+      ValueError: a negative or non-finite `free_bits`, or any error of `group_kl`.
     """
-    if not free_bits >= 0:  # also rejects NaN
-        raise ValueError(f"`free_bits` must be >= 0; got {free_bits!r}")
+    free_bits = _checks.non_negative_float("free_bits", free_bits)
     per_group = group_kl(kl, sum_axes)
+    if free_bits == 0:  # the plain KL, as the authors' `kl_min = 0`
+        return tf.reduce_sum(per_group)
     return tf.reduce_sum(tf.maximum(per_group, tf.cast(free_bits, per_group.dtype)))

@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from tfp_iaf import _checks
+
 __all__ = ["save_image_grid"]
 
 
@@ -21,6 +23,7 @@ def save_image_grid(images, path: str, num_cols: int = 10) -> str:
       `path`.
 
     Raises:
+      TypeError: a `num_cols` that is not an int.
       ValueError: `images` not of shape `[N, H, W, 1 or 3]`, or a non-positive `num_cols`.
     """
     import matplotlib
@@ -31,8 +34,7 @@ def save_image_grid(images, path: str, num_cols: int = 10) -> str:
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.shape[0] < 1:
         raise ValueError(f"`images` must have shape [N, H, W, 1 or 3]; got {images.shape}")
-    if not isinstance(num_cols, int) or num_cols < 1:
-        raise ValueError(f"`num_cols` must be a positive integer; got {num_cols!r}")
+    num_cols = _checks.positive_int("num_cols", num_cols)
     n, h, w, c = images.shape
     cols = min(num_cols, n)
     rows = -(-n // cols)

@@ -22,6 +22,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from tfp_iaf import _checks
+
 __all__ = [
     "ImportanceEstimate",
     "LogWeightsFn",
@@ -52,12 +54,6 @@ def log_mean_exp(log_w: tf.Tensor, axis: int = 0) -> tf.Tensor:
     log_w = tf.convert_to_tensor(log_w)
     n = tf.cast(tf.shape(log_w)[axis], log_w.dtype)
     return tf.reduce_logsumexp(log_w, axis=axis) - tf.math.log(n)
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
-    return int(value)
 
 
 def _as_seed(seed) -> tf.Tensor:
@@ -98,10 +94,10 @@ def importance_sampled_log_likelihood(
       ValueError: `num_samples` or `chunk_size` not a positive integer, a malformed `seed`, or
         `log_weights_fn` returning a shape other than `[n, batch]`.
     """
-    num_samples = _check_positive_int("num_samples", num_samples)
+    num_samples = _checks.positive_int("num_samples", num_samples)
     if chunk_size is None:
         chunk_size = num_samples
-    chunk_size = min(_check_positive_int("chunk_size", chunk_size), num_samples)
+    chunk_size = min(_checks.positive_int("chunk_size", chunk_size), num_samples)
     seed = _as_seed(seed)
     batch = x.shape[0]
     lse_chunks, sum_log_w = [], 0.0
@@ -172,5 +168,5 @@ def bits_per_dim(log_px_nats, num_dims: int):
     Raises:
       ValueError: `num_dims` not a positive integer.
     """
-    num_dims = _check_positive_int("num_dims", num_dims)
+    num_dims = _checks.positive_int("num_dims", num_dims)
     return -log_px_nats / (num_dims * math.log(2.0))

@@ -8,29 +8,27 @@
 - training objective: `E_M[log p(x | z)] - free_bits_kl(...)` (single-sample KL per latent unit,
   floored per group, paper eq. 15); the reported `elbo` always uses the true KL.
 
-The posterior is the `tfd.TransformedDistribution(MultivariateNormalDiag(mu, sigma), flow)` of
-the core API; it is sampled here step by step (through each step's public `shift_and_log_scale`)
-because free bits need the KL of every latent unit, which the summed log-det does not give.
+The posterior is `tfd.TransformedDistribution(Independent(Normal(mu, sigma)), flow)` (`posterior`),
+sampled and scored through TFP; free bits take the KL of every latent unit from
+`tfp_iaf.unit_log_prob`, which reads the flow's cached per-unit log-dets of the sample.
 """
 
 from __future__ import annotations
 
-import math
-
 import tensorflow as tf
+import tensorflow_probability as tfp
 
+from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.iaf import IAFStack
+from tfp_iaf.posterior import unit_log_prob
 from tfp_iaf.vae.free_bits import free_bits_kl
+
+tfd = tfp.distributions
 
 __all__ = ["VAE"]
 
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _METRICS = ("loss", "elbo", "kl", "nll", "log_sigma0", "flow_log_det")
-
-
-def _std_normal_log_prob(x: tf.Tensor) -> tf.Tensor:
-    return -0.5 * tf.square(x) - _HALF_LOG_2PI
 
 
 class VAE(tf_keras.Model):
@@ -69,10 +67,8 @@ class VAE(tf_keras.Model):
         name: str = "vae",
     ):
         super().__init__(name=name)
-        if not isinstance(latent_size, int) or latent_size < 1:
-            raise ValueError(f"`latent_size` must be a positive integer; got {latent_size!r}")
-        if not free_bits >= 0:
-            raise ValueError(f"`free_bits` must be >= 0; got {free_bits!r}")
+        latent_size = _checks.positive_int("latent_size", latent_size)
+        free_bits = _checks.non_negative_float("free_bits", free_bits)
         if flow is not None:
             if not isinstance(flow, IAFStack):
                 raise TypeError(f"`flow` must be a tfp_iaf.IAFStack; got {type(flow).__name__}")
@@ -113,23 +109,36 @@ class VAE(tf_keras.Model):
         context = out[..., 2 * d :] if self.context_size else None
         return loc, scale, context
 
-    def _sample(self, x, num_samples, seed):
+    def posterior(self, x: tf.Tensor) -> tuple[tfd.Distribution, dict]:
+        """`q(z | x)` and the `bijector_kwargs` to sample and score it with.
+
+        Returns:
+          `(q, bijector_kwargs)`: `q` has batch shape `[batch]` and event shape `[latent]`:
+          `tfd.TransformedDistribution(Independent(Normal(mu, sigma), 1), flow)` with an IAF,
+          the `Independent` base alone without one.
+        """
         loc, scale, context = self.posterior_parameters(x)
-        shape = tf.concat([[num_samples], tf.shape(loc)], axis=0)
-        eps = tf.random.stateless_normal(shape, seed=seed, dtype=loc.dtype)
-        z = loc + scale * eps
-        log_q = _std_normal_log_prob(eps) - tf.math.log(scale)
-        flow_log_det = tf.zeros_like(log_q)
+        base = tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
+        if self.flow is None:
+            return base, {}
+        return tfd.TransformedDistribution(base, self.flow), {"context": context}
+
+    def _sample(self, x, num_samples, seed):
+        q, kwargs = self.posterior(x)
+        z = q.sample(num_samples, seed=seed, **({"bijector_kwargs": kwargs} if kwargs else {}))
+        log_q = unit_log_prob(q, z, kwargs)
+        stats = {"log_sigma0": tf.reduce_mean(tf.math.log(self._base_scale(q)))}
         if self.flow is not None:
-            for step in self.flow.steps:
-                shift, log_scale = step.shift_and_log_scale(z, context=context)
-                z = shift + tf.exp(log_scale) * z
-                flow_log_det = flow_log_det + log_scale
-        stats = {
-            "log_sigma0": tf.reduce_mean(tf.math.log(scale)),
-            "flow_log_det": tf.reduce_mean(tf.reduce_sum(flow_log_det, axis=-1)),
-        }
-        return z, log_q - flow_log_det, stats
+            # Cached with the sample: no network pass.
+            log_det = -self.flow.inverse_log_det_jacobian(z, event_ndims=1, **kwargs)
+            stats["flow_log_det"] = tf.reduce_mean(log_det)
+        else:
+            stats["flow_log_det"] = tf.zeros([])
+        return z, log_q, stats
+
+    def _base_scale(self, q):
+        base = q.distribution if self.flow is not None else q
+        return base.distribution.scale
 
     def sample_posterior(
         self, x: tf.Tensor, num_samples: int, seed: tf.Tensor
@@ -156,7 +165,7 @@ class VAE(tf_keras.Model):
         labels = tf.broadcast_to(tf.cast(x, logits.dtype), tf.shape(logits))
         ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
         log_px_z = -tf.reduce_sum(ce, axis=list(range(2, logits.shape.rank)))
-        return log_px_z, log_q - _std_normal_log_prob(z), stats
+        return log_px_z, log_q - tfd.Normal(0.0, 1.0).log_prob(z), stats
 
     def log_weights(self, x: tf.Tensor, num_samples: int, seed: tf.Tensor) -> tf.Tensor:
         """Log importance weights `log p(x, z) - log q(z | x)`: `[num_samples, batch]`.

@@ -10,12 +10,13 @@ Kingma et al. 2016, https://arxiv.org/abs/1606.04934, following the authors' cod
 - top-down, from a learned input `h_top` (last layer to first): `elu -> conv` of the state gives
   the prior `p(z_l | z_>l) = N(mu_p, exp(log s_p))`, top-down posterior terms `(mu_r, log s_r)`, a
   context `c_down` and a deterministic branch `d`; the posterior samples
-  `z_0 = (mu_q + mu_r) + exp(log s_q + log s_r) * eps` and applies `iaf_steps` conv IAF steps
-  (`tfp_iaf.conv_iaf_stack`) conditioned on `c_up + c_down`; then
+  `z ~ q = tfd.TransformedDistribution(N(mu_q + mu_r, exp(log s_q + log s_r)), flow)`, the flow
+  `iaf_steps` conv IAF steps (`tfp_iaf.conv_iaf_stack`) conditioned on `c_up + c_down`; then
   `h <- h + 0.1 * conv(elu([z, d]))` (upsampled when strided);
 - `x_mean = clip(deconv5x5/2(elu(h)))`, `p(x | z) = discretized logistic(x_mean, s_x)` with a
   learned scalar `log s_x`;
-- KL of layer `l` by one sample, per unit: `log q(z_l | x, z_>l) - log p(z_l | z_>l)`;
+- KL of layer `l` by one sample, per unit: `log q(z_l | x, z_>l) - log p(z_l | z_>l)`, the
+  posterior's per-unit terms from `tfp_iaf.unit_log_prob` (cached with the sample);
 - sampling mode: every layer draws `z_l` from its prior (no posterior, no IAF).
 
 All convolutions but the IAF's masked ones are `WeightNormConv2D` with data-dependent
@@ -30,12 +31,18 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import tensorflow as tf
+import tensorflow_probability as tfp
 
+from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
-from tfp_iaf.conv_networks import conv_iaf_stack
+from tfp_iaf.layers import WeightNormConv2D
+from tfp_iaf.posterior import unit_log_prob
+from tfp_iaf.stacks import conv_iaf_stack
 from tfp_iaf.vae.discretized_logistic import discretized_logistic_log_prob, pixels_to_unit
 from tfp_iaf.vae.free_bits import free_bits_kl
-from tfp_iaf.vae.weight_norm import WeightNormConv2D, data_dependent_init
+from tfp_iaf.weight_norm import data_dependent_init
+
+tfd = tfp.distributions
 
 __all__ = ["LayerOutput", "ResNetIAFLayer", "ResNetVAE"]
 
@@ -54,7 +61,8 @@ def _f32(t):
 class LayerOutput(NamedTuple):
     """What one stochastic layer's top-down pass produced (float32, `[batch, H_l, W_l, z]`).
 
-    `posterior_*` and `kl` are None in sampling mode.
+    `posterior_*` and `kl` are None in sampling mode. The posterior is
+    `ResNetIAFLayer.posterior(posterior_loc, posterior_log_scale, posterior_context)`.
     """
 
     prior_loc: tf.Tensor
@@ -63,6 +71,7 @@ class LayerOutput(NamedTuple):
     posterior_log_scale: tf.Tensor | None
     z: tf.Tensor
     kl: tf.Tensor | None
+    posterior_context: tf.Tensor | None = None
 
 
 class ResNetIAFLayer(tf_keras.layers.Layer):
@@ -96,8 +105,7 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(iaf_steps, bool) or not isinstance(iaf_steps, int) or iaf_steps < 0:
-            raise ValueError(f"`iaf_steps` must be a non-negative integer; got {iaf_steps!r}")
+        iaf_steps = _checks.non_negative_int("iaf_steps", iaf_steps)  # 0: diagonal Gaussian
         self.latent_shape = tuple(int(n) for n in latent_shape)
         z, h = self.latent_shape[2], hidden_size
         self.z_size, self.hidden_size, self.downsample, self.top = z, h, downsample, top
@@ -137,13 +145,25 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
             h = h[:, ::2, ::2, :]  # nearest-neighbour downsampling
         return h + _RESIDUAL_SCALE * branch, (q_loc, q_log_scale, context)
 
-    def down(self, h, up_terms, eps) -> tuple[tf.Tensor, LayerOutput]:
+    def posterior(self, loc, log_scale, context) -> tuple[tfd.Distribution, dict]:
+        """`q(z | x, z_>l)` over `[batch, H, W, z_size]` and its `bijector_kwargs`.
+
+        `tfd.TransformedDistribution(Independent(Normal(loc, exp(log_scale)), 3), flow)`, or the
+        `Independent` base alone without IAF steps. The IAF networks are float32 even under
+        mixed precision: the log-dets stay exact and the sample needs no cast.
+        """
+        base = tfd.Independent(tfd.Normal(loc, tf.exp(log_scale)), reinterpreted_batch_ndims=3)
+        if self.flow is None:
+            return base, {}
+        return tfd.TransformedDistribution(base, self.flow), {"context": context}
+
+    def down(self, h, up_terms, seed) -> tuple[tf.Tensor, LayerOutput]:
         """Top-down: `h -> h'`, `z` from the posterior, or from the prior if `up_terms` is None.
 
         Args:
           h: the top-down state `[batch, H, W, hidden_size]`.
           up_terms: `up`'s `(mu_q, log s_q, c_up)`, or None (sampling mode).
-          eps: standard normal noise `[batch, H, W, z_size]`, float32.
+          seed: int32 `[2]` stateless seed of this layer's sample.
         """
         z_size, hs = self.z_size, self.hidden_size
         out = self.down_conv1(tf.nn.elu(h))
@@ -152,24 +172,17 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
         )
         p_loc, p_log_scale = _f32(p_loc), _f32(p_log_scale)
         if up_terms is None:
-            z = p_loc + tf.exp(p_log_scale) * eps
+            z = p_loc + tf.exp(p_log_scale) * tf.random.stateless_normal(tf.shape(p_loc), seed)
             result = LayerOutput(p_loc, p_log_scale, None, None, z, None)
         else:
             q_loc, q_log_scale, up_context = up_terms
             loc = _f32(q_loc) + _f32(r_loc)
             log_scale = _f32(q_log_scale) + _f32(r_log_scale)
-            z = loc + tf.exp(log_scale) * eps
-            log_q = _normal_log_prob(eps, 0.0, 0.0) - log_scale
-            if self.flow is not None:
-                # The IAF networks are float32 even under mixed precision: the log-dets stay
-                # exact and the sampled z needs no cast.
-                context = _f32(up_context) + _f32(context)
-                for step in self.flow.steps:
-                    shift, step_log_scale = step.shift_and_log_scale(z, context=context)
-                    z = shift + tf.exp(step_log_scale) * z
-                    log_q = log_q - step_log_scale
-            kl = log_q - _normal_log_prob(z, p_loc, p_log_scale)
-            result = LayerOutput(p_loc, p_log_scale, loc, log_scale, z, kl)
+            context = _f32(up_context) + _f32(context)
+            q, kwargs = self.posterior(loc, log_scale, context)
+            z = q.sample(seed=seed, **({"bijector_kwargs": kwargs} if kwargs else {}))
+            kl = unit_log_prob(q, z, kwargs) - _normal_log_prob(z, p_loc, p_log_scale)
+            result = LayerOutput(p_loc, p_log_scale, loc, log_scale, z, kl, context)
         branch = tf.concat([tf.cast(z, det.dtype), det], axis=-1)
         branch = self.down_conv2(tf.nn.elu(branch))
         if self.downsample:
@@ -228,16 +241,14 @@ class ResNetVAE(tf_keras.Model):
             ("depth", depth),
             ("num_blocks", num_blocks),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{arg}` must be a positive integer; got {value!r}")
+            _checks.positive_int(arg, value)
         image_shape = tuple(int(n) for n in image_shape)
         if len(image_shape) != 3 or any(n % 2**depth for n in image_shape[:2]):
             raise ValueError(
                 f"`image_shape` must be (H, W, C) with H and W divisible by 2**depth={2**depth}; "
                 f"got {image_shape}"
             )
-        if not free_bits >= 0:
-            raise ValueError(f"`free_bits` must be >= 0; got {free_bits!r}")
+        free_bits = _checks.non_negative_float("free_bits", free_bits)
         self.image_shape, self.hidden_size, self.z_size = image_shape, hidden_size, z_size
         self.free_bits, self.seed = float(free_bits), int(seed)
         self.num_dims = int(math.prod(image_shape))
@@ -270,13 +281,8 @@ class ResNetVAE(tf_keras.Model):
     def metrics(self):
         return list(self._trackers.values())
 
-    def _noise(self, batch, seed):
-        return [
-            tf.random.stateless_normal(
-                [batch, *b.latent_shape], tf.random.experimental.stateless_fold_in(seed, i)
-            )
-            for i, b in enumerate(self.blocks)
-        ]
+    def _seeds(self, seed):
+        return [tf.random.experimental.stateless_fold_in(seed, i) for i in range(len(self.blocks))]
 
     def forward(
         self, x: tf.Tensor | None, seed: tf.Tensor, batch_size: int | tf.Tensor | None = None
@@ -299,12 +305,12 @@ class ResNetVAE(tf_keras.Model):
             for i, block in enumerate(self.blocks):
                 h, up_terms[i] = block.up(h)
             batch_size = tf.shape(x)[0]
-        noise = self._noise(batch_size, seed)
+        seeds = self._seeds(seed)
         h_top = tf.cast(self.h_top, self.compute_dtype)
         h = tf.broadcast_to(h_top, tf.concat([[batch_size], self.top_shape], axis=0))
         outputs = [None] * len(self.blocks)
         for i in reversed(range(len(self.blocks))):
-            h, outputs[i] = self.blocks[i].down(h, up_terms[i], noise[i])
+            h, outputs[i] = self.blocks[i].down(h, up_terms[i], seeds[i])
         x_mean = _f32(self.x_dec(tf.nn.elu(h)))
         half = 0.5 - 1.0 / 512.0  # the authors keep the mean inside the outer bin centres
         return tf.clip_by_value(x_mean, -half, half), outputs

@@ -1,0 +1,191 @@
+"""ConvMADE: the masked convolutional autoregressive network over `[H, W, C]` events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_iaf import _checks
+from tfp_iaf import masks as masks_lib
+from tfp_iaf._checks import as_tensor
+from tfp_iaf._keras import tf_keras
+from tfp_iaf.autoregressive import (
+    OUTPUT_INIT_SCALE,
+    AutoregressiveNetwork,
+    apply_masked_layers,
+    output_initializer,
+)
+from tfp_iaf.layers import MaskedConv2D
+
+__all__ = ["ConvMADE"]
+
+# The output layer's kernel norm under weight normalisation: about what the output
+# initializer gives it without.
+_OUTPUT_NORM = float(np.sqrt(OUTPUT_INIT_SCALE))
+
+
+class ConvMADE(AutoregressiveNetwork):
+    """A masked convolutional autoregressive network (the IAF paper's CIFAR-10 posterior, §4.1).
+
+    With `M_l` masked convolutions (`tfp_iaf.masks.conv_made_masks`) and `c` the context map:
+
+    - first layer: `h_1 = act(M_1(x) + V c)`, `V c` the network's context projection (a 1x1
+      convolution: the paper's form, the context joins the first layer only);
+    - hidden: `h_l = act(M_l(h_{l-1}))` (`h_{l-1} + act(M_l(h_{l-1}))` when `residual`);
+    - output: `M_out(h_L)`, reshaped to `[..., H, W, C, num_params]`.
+
+    The output at a position of degree `d` (see `degrees`) depends only on inputs of degree `< d`,
+    for any weights. Hidden group 0 sees no input at its own position, only the context, so the
+    context reaches every output, the first position of the order included. The output layer
+    starts near zero, so an IAF step on an untrained network is close to the identity.
+
+    Orders (`tfp_iaf.masks`, docs/conv_orders.md):
+
+    - `"raster"`: raster order over positions, channels inner; `H * W * C` inverse passes;
+    - `"channel"`: autoregressive over channels only, all positions at once; `C` inverse passes;
+    - `"raster_reversed"`, `"channel_reversed"`: the same, run backwards.
+
+    In raster order the receptive field of stacked masked 3x3 convolutions has PixelCNN's blind
+    spot (e.g. position `(i - 1, j + 2)` is never seen from `(i, j)`); a stack that reverses the
+    order between steps covers it partly.
+
+    Shapes: `x: [..., H, W, C]`, `context: [..., H, W, context_channels]` (batch shapes
+    broadcast) `-> [..., H, W, C, num_params]`.
+
+    Args:
+      event_shape: `(H, W, C)`.
+      filters: hidden widths (at least one layer), each a multiple of `C` (hidden channels are
+        split into `C` groups by degree).
+      kernel_size: odd kernel size of every masked convolution.
+      num_params: parameters per event position.
+      context_channels: channels of the context feature map, or None for no context.
+      order: one of `"raster"`, `"raster_reversed"`, `"channel"`, `"channel_reversed"`.
+      residual: add each hidden layer's input to its output (from the second hidden layer on;
+        needs equal widths).
+      activation: hidden activation, any `tf_keras.activations.get` name or callable.
+      weight_norm: weight-normalised masked convolutions (see `MaskedConv2D`).
+      kernel_initializer: initializer of the hidden kernels.
+      **kwargs: passed to `tf_keras.layers.Layer` (`name`, `dtype`, ...).
+
+    Raises:
+      ValueError: a bad `event_shape` (not rank 3), an even `kernel_size`, `filters` empty or not
+        multiples of `C`, a bad `order`, `num_params` or `context_channels`, or `residual` with
+        unequal widths. At call time: an input or context of the wrong shape.
+
+    Examples:
+
+    >>> import tensorflow as tf
+    >>> net = ConvMADE((4, 4, 2), filters=[8, 8], context_channels=3)
+    >>> net(tf.zeros([5, 4, 4, 2]), context=tf.zeros([5, 4, 4, 3])).shape
+    TensorShape([5, 4, 4, 2, 2])
+    >>> net.num_inverse_passes, ConvMADE((4, 4, 2), [8], order="channel").num_inverse_passes
+    (32, 2)
+
+    References:
+      Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow, 2016.
+      https://arxiv.org/abs/1606.04934
+      van den Oord et al., Pixel Recurrent Neural Networks, 2016 (masks A and B).
+      https://arxiv.org/abs/1601.06759
+    """
+
+    def __init__(
+        self,
+        event_shape: Sequence[int],
+        filters: Sequence[int],
+        kernel_size: int = 3,
+        num_params: int = 2,
+        context_channels: int | None = None,
+        order: str = "raster",
+        residual: bool = False,
+        activation="elu",
+        weight_norm: bool = False,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        event_shape = _checks.event_shape_hwc("event_shape", event_shape)
+        channels = event_shape[2]
+        kernel_size = _checks.odd_kernel_size("kernel_size", kernel_size)
+        order = masks_lib.check_order(order)
+        filters = _checks.positive_int_list("filters", filters)
+        if any(f % channels for f in filters):
+            raise ValueError(
+                f"`filters` must all be multiples of the event's C={channels} channels (hidden "
+                f"channels are split into {channels} groups by degree); got {filters}"
+            )
+        if residual and len(set(filters)) != 1:
+            raise ValueError(f"`residual=True` needs equal hidden widths; got filters={filters}")
+        num_params = _checks.positive_int("num_params", num_params)
+        context_channels = _checks.positive_int(
+            "context_channels", context_channels, optional=True
+        )
+        degrees, masks = masks_lib.conv_made_masks(
+            event_shape, filters, kernel_size, num_params, order
+        )
+        height, width, _ = event_shape
+        super().__init__(
+            event_shape,
+            num_params,
+            None if context_channels is None else (height, width, context_channels),
+            degrees,
+            **kwargs,
+        )
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.context_channels = context_channels
+        self.order = order
+        self.residual = residual
+        self.weight_norm = weight_norm
+        self.activation = tf_keras.activations.get(activation)
+        last = len(masks) - 1
+        self.masked_layers = [
+            MaskedConv2D(
+                mask,
+                kernel_initializer=kernel_initializer if i < last else output_initializer(),
+                weight_norm=weight_norm,
+                # Under weight normalisation `g` is the kernel's norm: the output layer starts
+                # (and is data-initialised) near zero, as the small initializer makes it without.
+                scale_initializer=(
+                    "ones" if i < last else tf_keras.initializers.Constant(_OUTPUT_NORM)
+                ),
+                init_scale=1.0 if i < last else _OUTPUT_NORM,
+                dtype=self.dtype,
+                name=f"masked_conv_{i}",
+            )
+            for i, mask in enumerate(masks)
+        ]
+        self.context_layer = self.context_projection(filters[0], name="context")
+
+    def build(self, input_shape):
+        height, width, channels = self.event_shape
+        for layer, fan_in in zip(self.masked_layers, [channels, *self.filters], strict=True):
+            self.build_sublayer(layer, (None, height, width, fan_in))
+        if self.context_layer is not None:
+            self.build_sublayer(self.context_layer, (None, height, width, self.context_channels))
+        super().build(input_shape)
+
+    def call(self, x, context=None):
+        x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
+        context = as_tensor(context, self.dtype)
+        self.check_inputs(x, context)
+        event = list(self.event_shape)
+        batch_shape = tf.shape(x)[:-3]
+        static_batch = x.shape[:-3]
+        if context is not None:
+            # Broadcast the batch shapes so both can be flattened to the same 4-D batch.
+            batch_shape = tf.broadcast_dynamic_shape(batch_shape, tf.shape(context)[:-3])
+            static_batch = tf.broadcast_static_shape(static_batch, context.shape[:-3])
+            x = tf.broadcast_to(x, tf.concat([batch_shape, event], axis=0))
+            context = tf.broadcast_to(
+                context, tf.concat([batch_shape, self.context_shape], axis=0)
+            )
+            context = tf.reshape(context, [-1, *self.context_shape])
+        h = tf.reshape(x, [-1, *event])
+        terms = [None] * len(self.masked_layers)
+        if context is not None:
+            terms[0] = self.context_layer(context)  # the context joins the first layer
+        h = apply_masked_layers(h, self.masked_layers, terms, self.activation, self.residual)
+        out = tf.reshape(h, tf.concat([batch_shape, [*event, self.num_params]], axis=0))
+        out.set_shape(static_batch.concatenate([*event, self.num_params]))
+        return out
