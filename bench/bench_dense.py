@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import datetime
 import platform
-import statistics
-import subprocess
 import sys
-import time
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from absl import app, flags
+from timing import child_vm_hwm_mib, matmul_gflops, time_fn, vm_hwm_mib  # bench/timing.py
 
 import tfp_iaf
 
@@ -104,25 +102,6 @@ def make_case(name):
     return fn, len(variables)
 
 
-def time_fn(fn, repeats):
-    fn()  # trace and warm up
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        tf.nest.map_structure(lambda t: t.numpy(), fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def matmul_gflops():
-    a = tf.random.normal([2048, 2048])
-    b = tf.random.normal([2048, 2048])
-    fn = tf.function(lambda: tf.matmul(a, b))
-    seconds = time_fn(fn, 10)
-    return 2 * 2048**3 / seconds / 1e9
-
-
 def network_flops():
     """Multiply-adds x2 of one MADE pass over the batch (masked kernels counted dense)."""
     w, d, c, b = FLAGS.width, FLAGS.latent, FLAGS.context, FLAGS.batch
@@ -130,22 +109,13 @@ def network_flops():
     return 2 * b * macs
 
 
-def vm_hwm_mib():
-    """This process's peak RSS. (`ru_maxrss` would not do: Linux carries the parent's peak
-    across fork and exec, so every child would report the benchmark process's own peak.)"""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-
-
 def peak_rss_mib(case):
     """Max RSS of a child process that builds and runs only `case`."""
-    args = [sys.executable, __file__, f"--only={case}"]
+    args = [f"--only={case}"]
     args += [
         f"--{k}={getattr(FLAGS, k)}" for k in ("latent", "context", "width", "depth", "batch")
     ]
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1])
+    return child_vm_hwm_mib(__file__, args)
 
 
 def main(argv):

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import datetime
 import platform
-import time
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from absl import app, flags
+from timing import time_fn  # bench/timing.py
 
 from tfp_iaf import ConvMADE
-from tfp_iaf.vae.resnet_vae import ResNetVAE
+from tfp_iaf.vae import ResNetVAE
 
 flags.DEFINE_integer("batch_size", 8, "Images per sampling call.")
 flags.DEFINE_integer("hidden_size", 160, "ResNet channels and ConvMADE widths.")
@@ -37,16 +37,6 @@ flags.DEFINE_integer("repeats", 5, "Timed calls (after one warm-up); the median 
 FLAGS = flags.FLAGS
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # trace and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def main(argv):
     del argv
     b, h, z = FLAGS.batch_size, FLAGS.hidden_size, FLAGS.z_size
@@ -54,7 +44,7 @@ def main(argv):
         hidden_size=h, z_size=z, depth=FLAGS.depth, num_blocks=FLAGS.num_blocks, iaf_steps=1
     )
     sample = tf.function(lambda: vae.sample(b, seed=0))
-    vae_s = _median_seconds(lambda: sample().numpy(), FLAGS.repeats)
+    vae_s = time_fn(sample, FLAGS.repeats, warmup=1)
 
     shape = (16, 16, z)
     made = ConvMADE(shape, [h, h], order="raster")
@@ -76,7 +66,7 @@ def main(argv):
         _, x = tf.while_loop(lambda i, _: i < num_passes, body, (0, tf.zeros([b, *shape])))
         return x
 
-    ar_s = _median_seconds(lambda: sequential(FLAGS.ar_passes).numpy(), FLAGS.repeats)
+    ar_s = time_fn(lambda: sequential(FLAGS.ar_passes), FLAGS.repeats, warmup=1)
     per_pass = ar_s / FLAGS.ar_passes
     ar_full = per_pass * dims
     print(

@@ -24,20 +24,14 @@ docs/benchmarks.md for what this script reaches on a 2-core CPU.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import resource
-import time
+import functools
 
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import app, flags
 
 import tfp_iaf
-from tfp_iaf import vae
-from tfp_iaf._keras import tf_keras
+from tfp_iaf import tf_keras, vae
 
-FLAGS = flags.FLAGS
 flags.DEFINE_enum("posterior", "iaf", ["diag", "iaf"], "Posterior family.")
 flags.DEFINE_integer("iaf_depth", 2, "IAF steps.")
 flags.DEFINE_integer("iaf_width", 320, "Width of the MADE hidden layers (two of them).")
@@ -65,31 +59,8 @@ HIDDEN_SIZE = 450
 FEATURE_MAPS = (16, 32, 32)
 
 
-@dataclasses.dataclass
-class Config:
-    """Everything `train_and_evaluate` needs; the defaults are the flags' defaults."""
-
-    posterior: str = "iaf"
-    iaf_depth: int = 2
-    iaf_width: int = 320
-    gated: bool = False
-    context_size: int = 64
-    free_bits: float = 0.0
-    batch_size: int = 100
-    epochs: int | None = None
-    num_steps: int | None = None
-    learning_rate: float = 2e-3
-    ema_momentum: float = 0.998
-    dataset: str = "binarized_mnist"
-    data_dir: str | None = None
-    download: bool = False
-    model_dir: str = "runs/mnist_vae"
-    save_every: int = 500
-    num_importance_samples: int = 128
-    importance_chunk: int = 32
-    eval_batch_size: int = 100
-    num_eval_examples: int | None = None
-    seed: int = 0
+# One field per flag above, defaulting to the flag's default: `Config(num_steps=2)`.
+Config = vae.flags_config(__name__)
 
 
 class ResBlock(tf_keras.layers.Layer):
@@ -173,98 +144,24 @@ def make_model(config: Config) -> vae.VAE:
     )
 
 
-def evaluate(model: vae.VAE, dataset: tf.data.Dataset, config: Config) -> dict[str, float]:
-    """Test-set ELBO and importance-sampled log p(x), in nats per example."""
-    log_weights = tf.function(model.log_weights, reduce_retracing=True)
-    result = vae.evaluate_dataset(
-        log_weights,
-        dataset,
-        config.num_importance_samples,
-        chunk_size=config.importance_chunk,
-        seed=config.seed,
-    )
-    result["bits_per_dim"] = float(vae.bits_per_dim(result["log_px"], 28 * 28))
-    return result
-
-
 def train_and_evaluate(config: Config) -> dict:
     """Trains (resuming from `config.model_dir`), writes samples and `results.json`."""
-    os.makedirs(config.model_dir, exist_ok=True)
-    load = dict(data_dir=config.data_dir, download=config.download, seed=config.seed)
-    train_ds, num_train = vae.load_mnist(
-        config.dataset,
-        "train",
-        config.batch_size,
-        shuffle=True,
-        repeat=True,
-        drop_remainder=True,
-        **load,
+    return vae.run_experiment(
+        config,
+        load_split=functools.partial(vae.load_mnist, config.dataset),
+        make_model=lambda train_batches: make_model(config),
+        make_images=lambda model, test_batches: {
+            "samples.png": model.sample(100, seed=config.seed).numpy()
+        },
+        default_epochs=10,
+        headline="nats",
     )
-    test_split = "test"
-    if config.num_eval_examples is not None:
-        test_split = f"test[:{config.num_eval_examples}]"
-    test_ds, _ = vae.load_mnist(config.dataset, test_split, config.eval_batch_size, **load)
-    if config.num_steps is None:
-        schedule = vae.fit_schedule(num_train, config.batch_size, epochs=config.epochs or 10)
-    else:
-        schedule = vae.fit_schedule(num_train, config.batch_size, num_steps=config.num_steps)
-    epochs, steps_per_epoch = schedule
-    model = make_model(config)
-    model.compile(optimizer=vae.make_optimizer(config.learning_rate, config.ema_momentum))
-    nan_counter = vae.NonFiniteLossCounter()
-    start = time.time()
-    history = vae.train(
-        model,
-        train_ds,
-        model_dir=config.model_dir,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        save_every=config.save_every,
-        callbacks=[nan_counter],
-    )
-    train_seconds = time.time() - start
-    # `fit` has replaced the weights with their Polyak averages: evaluate and sample with them.
-    samples = model.sample(100, seed=config.seed).numpy()
-    vae.save_image_grid(samples, os.path.join(config.model_dir, "samples.png"))
-    start = time.time()
-    result = evaluate(model, test_ds, config)
-    results = {
-        "test_elbo": result["elbo"],
-        "test_log_px": result["log_px"],
-        "test_bits_per_dim": result["bits_per_dim"],
-        "num_test_examples": result["num_examples"],
-        "num_importance_samples": config.num_importance_samples,
-        "steps": int(model.optimizer.iterations.numpy()),
-        "epochs_this_run": len(history.epoch),
-        "train_seconds_this_run": train_seconds,
-        "eval_seconds": time.time() - start,
-        "non_finite_loss_steps": nan_counter.count,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
-        "config": dataclasses.asdict(config),
-    }
-    vae.write_scalars(
-        os.path.join(config.model_dir, "tensorboard", "test"),
-        results["steps"],
-        {"elbo": results["test_elbo"], "log_px": results["test_log_px"]},
-    )
-    with open(os.path.join(config.model_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    logging.info(
-        "Test: ELBO %.2f, log p(x) %.2f nats (k=%d, %d examples, %d steps).",
-        results["test_elbo"],
-        results["test_log_px"],
-        config.num_importance_samples,
-        results["num_test_examples"],
-        results["steps"],
-    )
-    return results
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = Config(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)})
-    train_and_evaluate(config)
+    train_and_evaluate(Config.from_flags())
 
 
 if __name__ == "__main__":

@@ -31,8 +31,7 @@ import tensorflow_probability as tfp
 from absl import app, flags, logging
 
 import tfp_iaf
-from tfp_iaf import vae
-from tfp_iaf._keras import tf_keras
+from tfp_iaf import tf_keras, vae
 
 tfd = tfp.distributions
 

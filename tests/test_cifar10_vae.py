@@ -13,9 +13,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tests.examples_util import loaded_example
-from tfp_iaf import vae
-from tfp_iaf._keras import tf_keras
+from tests.examples_util import (
+    check_image_grid,
+    check_unit_range,
+    loaded_example,
+    record_image_grids,
+)
+from tfp_iaf import tf_keras, vae
+from tfp_iaf.vae import experiment
 from tfp_iaf.vae.resnet_vae import ResNetIAFLayer, ResNetVAE
 from tfp_iaf.vae.weight_norm import WeightNormConv2D, data_dependent_init
 
@@ -25,6 +30,7 @@ TINY = dict(
     depth=1, num_blocks=1, hidden_size=4, z_size=2, batch_size=4, num_importance_samples=3,
     importance_chunk=2, eval_batch_size=4, num_eval_examples=4,
 )  # fmt: skip
+IMAGE = (32, 32, 3)
 PIXELS = np.random.RandomState(0).randint(0, 256, size=(3, 32, 32, 3)).astype(np.uint8)
 
 
@@ -34,7 +40,7 @@ def cifar10_vae():
         yield module
 
 
-def _check_outputs(model_dir: Path, steps: int):
+def _check_outputs(model_dir: Path, steps: int, grids: dict | None = None):
     results = json.loads((model_dir / "results.json").read_text())
     assert results["steps"] == steps
     for key in ("test_bits_per_dim", "test_elbo_bits_per_dim", "test_log_px", "test_elbo"):
@@ -44,8 +50,13 @@ def _check_outputs(model_dir: Path, steps: int):
         results["test_bits_per_dim"], -results["test_log_px"] / (3072 * math.log(2)), rtol=1e-9
     )
     assert results["non_finite_loss_steps"] == 0
-    for png in ("samples.png", "reconstructions.png"):
-        assert (model_dir / png).stat().st_size > 0
+    # 36 samples; the first test batch (4 images: TINY's eval_batch_size), each image followed
+    # by its reconstruction. All in [0, 1] as written, not clipped.
+    expected = {"samples.png": (36, *IMAGE), "reconstructions.png": (8, *IMAGE)}
+    for png, shape in expected.items():
+        check_image_grid(model_dir / png, shape[0], IMAGE)
+    if grids is not None:
+        check_unit_range(grids, expected)
     assert list((model_dir / "tensorboard" / "train").iterdir())
     return results
 
@@ -70,13 +81,14 @@ class KillAt(tf_keras.callbacks.Callback):
 
 def test_two_steps_then_killed_run_resumes(cifar10_vae, tmp_path, monkeypatch):
     """Default strategy: killed after step 2 of 3, the same command continues from step 2."""
+    grids = record_image_grids(monkeypatch)
     kills = [KillAt(2), KillAt(None)]
-    train = vae.train
+    train = experiment.train
 
     def killing_train(*args, callbacks=(), **kwargs):
         return train(*args, callbacks=[*callbacks, kills.pop(0)], **kwargs)
 
-    monkeypatch.setattr(vae, "train", killing_train)
+    monkeypatch.setattr(experiment, "train", killing_train)
     config = cifar10_vae.Config(num_steps=3, save_every=1, model_dir=str(tmp_path), **TINY)
     with tfds.testing.mock_data(num_examples=8):
         with pytest.raises(Killed):
@@ -86,17 +98,18 @@ def test_two_steps_then_killed_run_resumes(cifar10_vae, tmp_path, monkeypatch):
         kills.pop(0)
         cifar10_vae.train_and_evaluate(config)
     assert resumed.first == 2  # restored step counter, not a fresh start
-    assert _check_outputs(tmp_path, steps=3)["num_replicas"] == 1
+    assert _check_outputs(tmp_path, steps=3, grids=grids)["num_replicas"] == 1
 
 
 @pytest.mark.parametrize(
     "option", ["mixed_precision", "jit_compile"], ids=["mixed-precision", "xla"]
 )
-def test_two_steps_with_mixed_precision_or_xla(cifar10_vae, tmp_path, option):
+def test_two_steps_with_mixed_precision_or_xla(cifar10_vae, tmp_path, option, monkeypatch):
+    grids = record_image_grids(monkeypatch)
     config = cifar10_vae.Config(num_steps=2, model_dir=str(tmp_path), **{option: True}, **TINY)
     with tfds.testing.mock_data(num_examples=8):
         cifar10_vae.train_and_evaluate(config)
-    _check_outputs(tmp_path, steps=2)
+    _check_outputs(tmp_path, steps=2, grids=grids)
     assert tf_keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
 
 
@@ -138,16 +151,23 @@ def test_every_layer_prior_and_posterior_shapes(model):
     _, outputs = model.forward(PIXELS, tf.constant([0, 1]))
     assert [b.latent_shape for b in model.blocks] == [(16, 16, 2), (8, 8, 2)]
     for block, out in zip(model.blocks, outputs, strict=True):
-        for t in out:
+        *latents, context = out
+        for t in latents:
             assert t.shape == (3, *block.latent_shape) and t.dtype == tf.float32
             assert np.all(np.isfinite(t))
+        assert context.shape == (3, *block.latent_shape[:2], block.hidden_size)
     assert [len(b.flow.steps) for b in model.blocks] == [2, 2]
 
 
 def test_sampling_mode_draws_every_layer_from_its_prior(model):
     seed = tf.constant([4, 5])
     x_mean, outputs = model.forward(None, seed, batch_size=6)
-    noise = model._noise(6, seed)
+    noise = [  # layer i's seed is the forward seed folded with i
+        tf.random.stateless_normal(
+            [6, *b.latent_shape], tf.random.experimental.stateless_fold_in(seed, i)
+        )
+        for i, b in enumerate(model.blocks)
+    ]
     for out, eps in zip(outputs, noise, strict=True):
         assert out.posterior_loc is None and out.kl is None
         np.testing.assert_allclose(
@@ -203,7 +223,7 @@ def test_weight_norm_data_dependent_init_normalises_each_channel(transpose):
     np.testing.assert_allclose(mean, 0.0, atol=1e-5)
     np.testing.assert_allclose(tf.sqrt(var), 0.1, rtol=1e-3)
     axes = [0, 1, 3] if transpose else [0, 1, 2]
-    kernel = layer._direction() * (layer.g[:, None] if transpose else layer.g)
+    kernel = layer._kernel(layer.g)
     norms = tf.sqrt(tf.reduce_sum(tf.square(kernel), axis=axes))
     np.testing.assert_allclose(norms, layer.g, rtol=1e-5)
 
@@ -213,10 +233,13 @@ def test_weight_norm_data_dependent_init_normalises_each_channel(transpose):
     [
         (lambda: ResNetVAE(hidden_size=0), "`hidden_size` must be a positive integer; got 0"),
         (lambda: ResNetVAE(image_shape=(30, 30, 3), depth=2), r"2\*\*depth=4; got \(30, 30, 3\)"),
-        (lambda: ResNetVAE(free_bits=-1.0), "`free_bits` must be >= 0; got -1.0"),
+        (lambda: ResNetVAE(free_bits=-1.0), "`free_bits` must be a finite number >= 0; got -1.0"),
         (lambda: ResNetIAFLayer((4, 4, 2), 4, iaf_steps=-1), "`iaf_steps` must be a non-negative"),
         (lambda: WeightNormConv2D(0), "`filters` must be a positive integer; got 0"),
-        (lambda: WeightNormConv2D(2, init_scale=0.0), "`init_scale` must be positive; got 0.0"),
+        (
+            lambda: WeightNormConv2D(2, init_scale=0.0),
+            "`init_scale` must be a finite positive number; got 0.0",
+        ),
     ],
 )
 def test_bad_configuration_raises(make, match):
@@ -225,7 +248,7 @@ def test_bad_configuration_raises(make, match):
 
 
 def test_data_dependent_init_errors():
-    with pytest.raises(ValueError, match="has no WeightNormConv2D"):
+    with pytest.raises(ValueError, match="has no weight-normalised layer"):
         data_dependent_init(tf_keras.Sequential([tf_keras.layers.Dense(2)]), tf.zeros([1, 2]))
     unused = WeightNormConv2D(2, name="unused")
     used = WeightNormConv2D(2, name="used")
@@ -251,7 +274,9 @@ def test_data_dependent_init_errors():
 
 def test_example_errors(cifar10_vae, tmp_path):
     with pytest.raises(ValueError, match="`strategy` must be .*; got 'tpu'"):
-        cifar10_vae.make_strategy("tpu")
-    config = cifar10_vae.Config(data_dir=str(tmp_path), **TINY)
+        cifar10_vae.train_and_evaluate(
+            cifar10_vae.Config(strategy="tpu", model_dir=str(tmp_path), **TINY)
+        )
+    config = cifar10_vae.Config(data_dir=str(tmp_path), model_dir=str(tmp_path), **TINY)
     with pytest.raises(vae.DatasetUnavailableError, match="`cifar10` is not available under"):
-        cifar10_vae.load_cifar10("train", 4, config)
+        cifar10_vae.train_and_evaluate(config)

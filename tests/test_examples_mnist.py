@@ -11,9 +11,14 @@ import tensorflow_datasets as tfds
 from absl import flags
 from absl.testing import flagsaver
 
-from tests.examples_util import loaded_example
-from tfp_iaf import vae
-from tfp_iaf._keras import tf_keras
+from tests.examples_util import (
+    check_image_grid,
+    check_unit_range,
+    loaded_example,
+    record_image_grids,
+)
+from tfp_iaf import tf_keras
+from tfp_iaf.vae import experiment
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_vae.py"
 TINY = dict(batch_size=4, num_importance_samples=3, importance_chunk=2, eval_batch_size=5)
@@ -25,19 +30,22 @@ def mnist_vae():
         yield module
 
 
-def _check_outputs(model_dir: Path, results: dict, steps: int):
+def _check_outputs(model_dir: Path, results: dict, steps: int, grids: dict):
     on_disk = json.loads((model_dir / "results.json").read_text())
     assert on_disk["steps"] == results["steps"] == steps
     for key in ("test_elbo", "test_log_px", "test_bits_per_dim"):
         assert math.isfinite(on_disk[key]), key
     assert on_disk["test_elbo"] <= on_disk["test_log_px"] + 1e-3  # IWAE bound >= ELBO
     assert on_disk["non_finite_loss_steps"] == 0
-    assert (model_dir / "samples.png").stat().st_size > 0
+    # 100 samples of 28x28 in a 10x10 grid, written as they are: probabilities in [0, 1].
+    check_image_grid(model_dir / "samples.png", 100, (28, 28, 1))
+    check_unit_range(grids, {"samples.png": (100, 28, 28, 1)})
     if importlib.util.find_spec("tensorboard") is not None:  # scalars need the package
         assert list((model_dir / "tensorboard" / "train").iterdir())
 
 
-def test_static_mnist_diag_posterior_two_steps(mnist_vae, tmp_path):
+def test_static_mnist_diag_posterior_two_steps(mnist_vae, tmp_path, monkeypatch):
+    grids = record_image_grids(monkeypatch)
     config = mnist_vae.Config(
         posterior="diag",
         dataset="binarized_mnist",
@@ -48,7 +56,7 @@ def test_static_mnist_diag_posterior_two_steps(mnist_vae, tmp_path):
     )
     with tfds.testing.mock_data(num_examples=10):
         results = mnist_vae.train_and_evaluate(config)
-    _check_outputs(tmp_path, results, steps=2)
+    _check_outputs(tmp_path, results, steps=2, grids=grids)
     assert results["num_test_examples"] > 0  # mock data ignore the "test[:5]" slice
 
 
@@ -66,14 +74,15 @@ class WeightRecorder(tf_keras.callbacks.Callback):
 
 def test_dynamic_mnist_gated_iaf_from_flags_resumes(mnist_vae, tmp_path, monkeypatch):
     """Runs main() with flags, then again with a larger budget: it continues where it stopped."""
+    grids = record_image_grids(monkeypatch)
     recorders = []
-    train = vae.train
+    train = experiment.train
 
     def recording_train(*args, callbacks=(), **kwargs):
         recorders.append(WeightRecorder())
         return train(*args, callbacks=[*callbacks, recorders[-1]], **kwargs)
 
-    monkeypatch.setattr(vae, "train", recording_train)
+    monkeypatch.setattr(experiment, "train", recording_train)
     argv = [
         "mnist_vae.py",
         "--posterior=iaf",
@@ -97,10 +106,10 @@ def test_dynamic_mnist_gated_iaf_from_flags_resumes(mnist_vae, tmp_path, monkeyp
         return json.loads((tmp_path / "results.json").read_text())
 
     first = run(2)
-    _check_outputs(tmp_path, first, steps=2)
+    _check_outputs(tmp_path, first, steps=2, grids=grids)
     assert first["config"]["gated"] and first["config"]["free_bits"] == 0.1
     second = run(4)
-    _check_outputs(tmp_path, second, steps=4)  # the step counter continued from 2 ...
+    _check_outputs(tmp_path, second, steps=4, grids=grids)  # the step counter continued from 2 ...
     assert second["epochs_this_run"] == 1 and recorders[1].steps == 4
     # ... and the weights from where the first run left them, not from a new initialization.
     for before, after in zip(recorders[0].end, recorders[1].start, strict=True):

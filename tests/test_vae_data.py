@@ -1,4 +1,4 @@
-"""Binary MNIST loading on tfds mock data (never the network)."""
+"""Binary MNIST and CIFAR-10 loading on tfds mock data (never the network)."""
 
 import numpy as np
 import pytest
@@ -71,3 +71,31 @@ def test_failed_download_says_how_to_point_data_dir(tmp_path, monkeypatch):
 def test_argument_errors(args, match):
     with pytest.raises(ValueError, match=match):
         vae.load_mnist(*args)
+
+
+def test_cifar10_batches_are_uint8_images(tmp_path):
+    with tfds.testing.mock_data(num_examples=5):
+        ds, n = vae.load_cifar10("test", 2, str(tmp_path))
+        batches = [b.numpy() for b in ds]
+        train, n_train = vae.load_cifar10(
+            "train", 2, str(tmp_path), shuffle=True, repeat=True, drop_remainder=True
+        )
+        repeated = [b.numpy() for b in train.take(4)]
+    assert (n, n_train) == (10_000, 50_000)  # the splits' sizes as tfds reports them
+    assert [b.shape for b in batches] == [(2, 32, 32, 3)] * 2 + [(1, 32, 32, 3)]
+    assert all(b.dtype == np.uint8 for b in batches) and np.ptp(np.concatenate(batches)) > 0
+    assert [b.shape for b in repeated] == [(2, 32, 32, 3)] * 4  # past the 5 examples
+
+
+def test_load_dataset_unknown_name():
+    with pytest.raises(ValueError, match=r"`name` must be one of .*'cifar10'\); got 'svhn'"):
+        vae.load_dataset("svhn", "test", 10)
+
+
+def test_cifar10_errors(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"`split` of cifar10 must be one of .*; got 'validation'"
+    ):
+        vae.load_cifar10("validation", 10)
+    with pytest.raises(vae.DatasetUnavailableError, match=r"`cifar10`.*Point `--data_dir`"):
+        vae.load_cifar10("test", 10, data_dir=str(tmp_path))

@@ -1,14 +1,17 @@
-"""Training plumbing: Adamax + EMA, the fit schedule, and exact resume after a kill."""
+"""Training plumbing: Adamax + EMA, the fit schedule, exact resume after a kill, and the
+examples' shared tail (`tfp_iaf.vae.experiment`)."""
 
+import dataclasses
 import json
+import math
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 
-from tfp_iaf import vae
-from tfp_iaf._keras import tf_keras
+from tfp_iaf import tf_keras, vae
 
 X = np.tile(np.eye(4, dtype=np.float32), (2, 1))  # one fixed batch: deterministic training
 
@@ -196,3 +199,106 @@ def test_save_image_grid(tmp_path):
 def test_save_image_grid_errors(images, cols, match, tmp_path):
     with pytest.raises(ValueError, match=match):
         vae.save_image_grid(images, str(tmp_path / "g.png"), cols)
+
+
+# The examples' shared tail, tfp_iaf.vae.experiment.
+
+
+def test_flags_config_has_one_field_per_flag_of_the_module():
+    registry = flags.FlagValues()
+    flags.DEFINE_integer("steps", 3, "", flag_values=registry, module_name="example")
+    flags.DEFINE_string("model_dir", None, "", flag_values=registry, module_name="example")
+    flags.DEFINE_list("sizes", ["1", "2"], "", flag_values=registry, module_name="example")
+    flags.DEFINE_bool("other", False, "", flag_values=registry, module_name="other_module")
+    config_class = vae.flags_config("example", registry)
+    assert [f.name for f in dataclasses.fields(config_class)] == ["steps", "model_dir", "sizes"]
+    config = config_class(model_dir="runs")
+    assert dataclasses.asdict(config) == {"steps": 3, "model_dir": "runs", "sizes": ["1", "2"]}
+    config.sizes.append("3")
+    assert config_class().sizes == ["1", "2"]  # every instance its own copy of a list default
+    with pytest.raises(TypeError, match="other"):
+        config_class(other=True)
+    registry(["prog", "--steps=7", "--sizes=4"])
+    parsed = config_class.from_flags(registry)
+    assert (parsed.steps, parsed.model_dir, parsed.sizes) == (7, None, ["4"])
+    with pytest.raises(ValueError, match="`module` must have defined absl flags .*'nothing'"):
+        vae.flags_config("nothing", registry)
+
+
+def test_make_strategy():
+    assert vae.make_strategy("default") is tf.distribute.get_strategy()
+    with pytest.raises(ValueError, match="`strategy` must be .*; got 'tpu'"):
+        vae.make_strategy("tpu")
+
+
+def test_evaluate_model_bits_per_dim_count_the_example_dims():
+    result = vae.evaluate_model(tiny_vae(), tf.data.Dataset.from_tensors(X), 3, seed=1)
+    assert result["num_examples"] == len(X) and result["elbo"] <= result["log_px"] + 1e-4
+    for nats, bits in (("log_px", "bits_per_dim"), ("elbo", "elbo_bits_per_dim")):
+        np.testing.assert_allclose(result[bits], -result[nats] / (4 * math.log(2)), rtol=1e-9)
+    unknown = tf.data.Dataset.from_generator(
+        lambda: iter([X]), output_signature=tf.TensorSpec([None, None], tf.float32)
+    )
+    with pytest.raises(ValueError, match=r"`dataset` must have a static example shape"):
+        vae.evaluate_model(tiny_vae(), unknown, 3)
+
+
+@dataclasses.dataclass
+class TailConfig:
+    """The settings `run_experiment` reads (an example's come from `flags_config`)."""
+
+    model_dir: str
+    batch_size: int = 4
+    epochs: int | None = None
+    num_steps: int | None = None
+    learning_rate: float = 0.05
+    ema_momentum: float = 0.5
+    data_dir: str | None = None
+    download: bool = False
+    save_every: int = 1
+    num_importance_samples: int = 3
+    importance_chunk: int = 2
+    eval_batch_size: int = 3
+    num_eval_examples: int | None = 2
+    seed: int = 0
+
+
+def test_run_experiment_trains_default_epochs_and_writes_results(tmp_path):
+    loads = []
+
+    def load_split(split, batch_size, *, shuffle=False, repeat=False, **kwargs):
+        loads.append((split, batch_size, shuffle, repeat, kwargs))
+        ds = tf.data.Dataset.from_tensor_slices(X)
+        return (ds.repeat() if repeat else ds).batch(batch_size), len(X)
+
+    results = vae.run_experiment(
+        TailConfig(model_dir=str(tmp_path)),
+        load_split=load_split,
+        make_model=lambda train_batches: tiny_vae(),
+        make_images=lambda model, test_batches: {"grid.png": np.full((3, 2, 2, 1), 0.5)},
+        default_epochs=2,
+        headline="bits_per_dim",
+    )
+    assert [load[:4] for load in loads] == [
+        ("train", 4, True, True),
+        ("test[:2]", 3, False, False),
+    ]
+    assert loads[0][4] == {"drop_remainder": True, "data_dir": None, "download": False, "seed": 0}
+    assert loads[1][4] == {"data_dir": None, "download": False, "seed": 0}
+    assert (results["steps"], results["epochs_this_run"]) == (4, 2)  # 2 epochs of 8 // 4 steps
+    assert results["num_test_examples"] == len(X) and results["num_replicas"] == 1
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert results["config"]["model_dir"] == str(tmp_path)
+    assert (tmp_path / "grid.png").exists()
+
+
+def test_run_experiment_unknown_headline(tmp_path):
+    with pytest.raises(ValueError, match=r"`headline` must be one of .*; got 'bits'"):
+        vae.run_experiment(
+            TailConfig(model_dir=str(tmp_path)),
+            load_split=None,
+            make_model=None,
+            make_images=None,
+            default_epochs=1,
+            headline="bits",
+        )

@@ -1,11 +1,25 @@
 """Reusable VAE pieces shared by the examples: model, evaluation, free bits, data, training."""
 
-from tfp_iaf.vae.data import DATASETS, DatasetUnavailableError, load_mnist
+from tfp_iaf.layers import WeightNormConv2D
+from tfp_iaf.vae.data import (
+    DATASETS,
+    DatasetUnavailableError,
+    load_cifar10,
+    load_dataset,
+    load_mnist,
+)
 from tfp_iaf.vae.discretized_logistic import (
     discretized_logistic_log_prob,
     discretized_logistic_sample,
     pixels_to_unit,
     unit_to_pixels,
+)
+from tfp_iaf.vae.experiment import (
+    FlagsConfig,
+    evaluate_model,
+    flags_config,
+    make_strategy,
+    run_experiment,
 )
 from tfp_iaf.vae.free_bits import free_bits_kl, group_kl
 from tfp_iaf.vae.images import save_image_grid
@@ -26,11 +40,12 @@ from tfp_iaf.vae.training import (
     train,
     write_scalars,
 )
-from tfp_iaf.vae.weight_norm import WeightNormConv2D, data_dependent_init
+from tfp_iaf.weight_norm import data_dependent_init
 
 __all__ = [
     "DATASETS",
     "DatasetUnavailableError",
+    "FlagsConfig",
     "ImportanceEstimate",
     "LayerOutput",
     "NonFiniteLossCounter",
@@ -44,14 +59,20 @@ __all__ = [
     "discretized_logistic_log_prob",
     "discretized_logistic_sample",
     "evaluate_dataset",
+    "evaluate_model",
     "fit_schedule",
+    "flags_config",
     "free_bits_kl",
     "group_kl",
     "importance_sampled_log_likelihood",
+    "load_cifar10",
+    "load_dataset",
     "load_mnist",
     "log_mean_exp",
     "make_optimizer",
+    "make_strategy",
     "pixels_to_unit",
+    "run_experiment",
     "save_image_grid",
     "train",
     "unit_to_pixels",

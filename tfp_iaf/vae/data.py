@@ -1,4 +1,6 @@
-"""Binary MNIST through TensorFlow Datasets: static (Larochelle) and dynamic binarization.
+"""The examples' datasets through TensorFlow Datasets: binary MNIST and CIFAR-10.
+
+Binary MNIST (`load_mnist`), static (Larochelle) or dynamic binarization:
 
 - `binarized_mnist`: the fixed binarization of Larochelle & Murray (2011), splits
   train 50,000 / validation 10,000 / test 10,000; the set of the IAF paper's -79.88 nats.
@@ -6,25 +8,39 @@
   train 60,000 / test 10,000. Training batches are re-binarized every epoch; evaluation splits
   use one fixed binarization (given `seed`), so test numbers are reproducible.
 
-Both yield float32 images `[batch, 28, 28, 1]` in {0, 1}. Nothing is downloaded unless
-`download=True`; a missing or unreachable dataset ends with an error saying how to point
-`data_dir` (the examples' `--data_dir`) at a prepared copy.
+Both yield float32 images `[batch, 28, 28, 1]` in {0, 1}. CIFAR-10 (`load_cifar10`) yields its
+uint8 images `[batch, 32, 32, 3]` unchanged; splits train 50,000 / test 10,000.
+
+All of them load through `load_dataset`: nothing is downloaded unless `download=True`; a
+missing or unreachable dataset ends with an error saying how to point `data_dir` (the examples'
+`--data_dir`) at a prepared copy.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-__all__ = ["DATASETS", "DatasetUnavailableError", "IMAGE_SHAPE", "load_mnist"]
+from tfp_iaf import _checks
+
+__all__ = [
+    "DATASETS",
+    "DatasetUnavailableError",
+    "IMAGE_SHAPE",
+    "load_cifar10",
+    "load_dataset",
+    "load_mnist",
+]
 
 IMAGE_SHAPE = (28, 28, 1)
 DATASETS = ("binarized_mnist", "mnist")
-_SPLITS = {"binarized_mnist": ("train", "validation", "test"), "mnist": ("train", "test")}
-# The tfds sizes, used when a (mock) builder reports none.
+# Every split of every dataset, with its tfds size (used when a (mock) builder reports none).
 _NUM_EXAMPLES = {
     "binarized_mnist": {"train": 50_000, "validation": 10_000, "test": 10_000},
     "mnist": {"train": 60_000, "test": 10_000},
+    "cifar10": {"train": 50_000, "test": 10_000},
 }
 
 
@@ -48,7 +64,13 @@ def _unavailable_message(name: str, data_dir: str | None, download: bool, error:
     )
 
 
+def _binarize_static(dataset: tf.data.Dataset, seed: int, rerandomize: bool) -> tf.data.Dataset:
+    # Static data are already {0, 1}; any nonzero value counts as 1 (mock data are 0..255).
+    return dataset.map(lambda image: tf.cast(image > 0, tf.float32))
+
+
 def _binarize_dynamic(dataset: tf.data.Dataset, seed: int, rerandomize: bool) -> tf.data.Dataset:
+    # Training data are re-binarized every epoch; evaluation data once, fixed by `seed`.
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=rerandomize).batch(2)
 
     def binarize(image, pair):
@@ -59,7 +81,19 @@ def _binarize_dynamic(dataset: tf.data.Dataset, seed: int, rerandomize: bool) ->
     return tf.data.Dataset.zip((dataset, seeds)).map(binarize, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def load_mnist(
+def _uint8_images(dataset: tf.data.Dataset, seed: int, rerandomize: bool) -> tf.data.Dataset:
+    return dataset
+
+
+# What each dataset's images go through before batching.
+_PREPROCESS = {
+    "binarized_mnist": _binarize_static,
+    "mnist": _binarize_dynamic,
+    "cifar10": _uint8_images,
+}
+
+
+def load_dataset(
     name: str,
     split: str,
     batch_size: int,
@@ -71,12 +105,13 @@ def load_mnist(
     drop_remainder: bool = False,
     seed: int = 0,
 ) -> tuple[tf.data.Dataset, int]:
-    """Loads one split of binary MNIST as batches of float32 images.
+    """Loads one split of an example's dataset as batches of images.
 
     Args:
-      name: "binarized_mnist" (static binarization) or "mnist" (dynamic binarization).
-      split: a split of the dataset ("train", "validation" (static only), "test"), optionally
-        with a tfds slice, e.g. "train[:10%]".
+      name: "binarized_mnist" (static binarization), "mnist" (dynamic binarization) or
+        "cifar10".
+      split: a split of the dataset ("train", "validation" (binarized_mnist only), "test"),
+        optionally with a tfds slice, e.g. "train[:10%]".
       batch_size: examples per batch.
       data_dir: the tfds data directory; None for the tfds default.
       download: whether tfds may download and prepare the dataset.
@@ -86,20 +121,21 @@ def load_mnist(
       seed: seed of the shuffle and of the dynamic binarization.
 
     Returns:
-      `(dataset, num_examples)`: batches `[batch, 28, 28, 1]` in {0, 1}, and the number of
-      examples in the split (before repeating; the full split's size for a sliced split).
+      `(dataset, num_examples)`: batches of images (MNIST: float32 `[batch, 28, 28, 1]` in
+      {0, 1}; CIFAR-10: uint8 `[batch, 32, 32, 3]`), and the number of examples in the split
+      (before repeating; the full split's size for a sliced split).
 
     Raises:
       ValueError: an unknown `name` or split, or a non-positive `batch_size`.
       DatasetUnavailableError: the dataset is not under `data_dir` and cannot be downloaded.
     """
-    if name not in DATASETS:
-        raise ValueError(f"`name` must be one of {DATASETS}; got {name!r}")
+    if name not in _NUM_EXAMPLES:
+        raise ValueError(f"`name` must be one of {tuple(_NUM_EXAMPLES)}; got {name!r}")
+    splits = tuple(_NUM_EXAMPLES[name])
     base_split = split.split("[", 1)[0]
-    if base_split not in _SPLITS[name]:
-        raise ValueError(f"`split` of {name} must be one of {_SPLITS[name]}; got {split!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}")
+    if base_split not in splits:
+        raise ValueError(f"`split` of {name} must be one of {splits}; got {split!r}")
+    batch_size = _checks.positive_int("batch_size", batch_size)
     try:
         dataset, info = tfds.load(
             name,
@@ -122,11 +158,53 @@ def load_mnist(
         dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    if name == "mnist":
-        # Training data are re-binarized every epoch; evaluation data once, fixed by `seed`.
-        dataset = _binarize_dynamic(dataset, seed, rerandomize=shuffle or repeat)
-    else:
-        # Static data are already {0, 1}; any nonzero value counts as 1 (mock data are 0..255).
-        dataset = dataset.map(lambda image: tf.cast(image > 0, tf.float32))
+    dataset = _PREPROCESS[name](dataset, seed, rerandomize=shuffle or repeat)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE), int(num_examples)
+
+
+def load_mnist(
+    name: str, split: str, batch_size: int, data_dir: str | None = None, **options: Any
+) -> tuple[tf.data.Dataset, int]:
+    """Loads one split of binary MNIST as batches of float32 images `[batch, 28, 28, 1]`.
+
+    Args:
+      name: "binarized_mnist" (static binarization) or "mnist" (dynamic binarization).
+      split: "train", "validation" (static only) or "test", optionally with a tfds slice.
+      batch_size: examples per batch.
+      data_dir: the tfds data directory; None for the tfds default.
+      **options: `download`, `shuffle`, `repeat`, `drop_remainder`, `seed`, as for
+        `load_dataset`.
+
+    Returns:
+      `(dataset, num_examples)` as for `load_dataset`: images in {0, 1}.
+
+    Raises:
+      ValueError: an unknown `name` or split, or a non-positive `batch_size`.
+      DatasetUnavailableError: the dataset is not under `data_dir` and cannot be downloaded.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"`name` must be one of {DATASETS}; got {name!r}")
+    return load_dataset(name, split, batch_size, data_dir, **options)
+
+
+def load_cifar10(
+    split: str, batch_size: int, data_dir: str | None = None, **options: Any
+) -> tuple[tf.data.Dataset, int]:
+    """Loads one split of CIFAR-10 as batches of uint8 images `[batch, 32, 32, 3]` (0..255).
+
+    Args:
+      split: "train" or "test", optionally with a tfds slice, e.g. "test[:1000]".
+      batch_size: examples per batch.
+      data_dir: the tfds data directory; None for the tfds default.
+      **options: `download`, `shuffle`, `repeat`, `drop_remainder`, `seed`, as for
+        `load_dataset`.
+
+    Returns:
+      `(dataset, num_examples)` as for `load_dataset`.
+
+    Raises:
+      ValueError: an unknown split, or a non-positive `batch_size`.
+      DatasetUnavailableError: CIFAR-10 is not under `data_dir` and cannot be downloaded.
+    """
+    return load_dataset("cifar10", split, batch_size, data_dir, **options)

@@ -19,6 +19,7 @@ import os
 import tensorflow as tf
 from absl import logging
 
+from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
 
 __all__ = [
@@ -73,16 +74,12 @@ def fit_schedule(
             f"exactly one of `epochs` and `num_steps` must be given; got epochs={epochs!r}, "
             f"num_steps={num_steps!r}"
         )
-    for name, value in (("num_examples", num_examples), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
+    num_examples = _checks.positive_int("num_examples", num_examples)
+    batch_size = _checks.positive_int("batch_size", batch_size)
     per_pass = max(1, num_examples // batch_size)
     if num_steps is None:
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"`epochs` must be a positive integer; got {epochs!r}")
-        return epochs, per_pass
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"`num_steps` must be a positive integer; got {num_steps!r}")
+        return _checks.positive_int("epochs", epochs), per_pass
+    num_steps = _checks.positive_int("num_steps", num_steps)
     steps = max(d for d in range(1, min(per_pass, num_steps) + 1) if num_steps % d == 0)
     return num_steps // steps, steps
 
@@ -176,9 +173,8 @@ def train(
     Raises:
       ValueError: a non-positive `save_every` or `tensorboard_every`.
     """
-    for name, value in (("save_every", save_every), ("tensorboard_every", tensorboard_every)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
+    _checks.positive_int("save_every", save_every)
+    _checks.positive_int("tensorboard_every", tensorboard_every)
     if not model.built:
         model(next(iter(dataset)))
     all_callbacks = [

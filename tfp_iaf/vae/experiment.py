@@ -1,0 +1,302 @@
+"""The one training and evaluation tail of the VAE examples: flags in, `results.json` out.
+
+An example script defines its absl flags, its model and its data loading call; this module does
+the rest, the same way for every example:
+
+- `flags_config(__name__)` turns the flags the example defined into a dataclass (one field per
+  flag, defaulting to the flag's default), so no flag is restated; `Config.from_flags()` holds
+  the parsed values.
+- `run_experiment(config, ...)`: loads the training split (shuffled, repeated) and the test split
+  (the first `num_eval_examples` of it, if set); builds the model under the distribution strategy
+  (and the mixed-float16 policy when asked) and compiles it with Adamax and Polyak averaging;
+  trains with `tfp_iaf.vae.train`, resuming from `model_dir`; with the averaged weights, writes
+  image grids (samples, ...) and evaluates the test ELBO and the importance-sampled log p(x)
+  (`evaluate_model`); writes TensorBoard scalars and `model_dir/results.json`, logs a summary
+  and returns the results.
+
+The settings it reads from `config`, flags every example defines: `batch_size`, `epochs`,
+`num_steps`, `learning_rate`, `ema_momentum`, `data_dir`, `download`, `model_dir`, `save_every`,
+`num_importance_samples`, `importance_chunk`, `eval_batch_size`, `num_eval_examples`, `seed`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import math
+import os
+import resource
+import time
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, Self
+
+import numpy as np
+import tensorflow as tf
+from absl import flags, logging
+
+from tfp_iaf._keras import tf_keras
+from tfp_iaf.vae.images import save_image_grid
+from tfp_iaf.vae.likelihood import bits_per_dim, evaluate_dataset
+from tfp_iaf.vae.training import (
+    NonFiniteLossCounter,
+    fit_schedule,
+    make_optimizer,
+    train,
+    write_scalars,
+)
+
+__all__ = [
+    "FlagsConfig",
+    "evaluate_model",
+    "flags_config",
+    "make_strategy",
+    "run_experiment",
+]
+
+# Called as `load_split(split, batch_size, data_dir=, download=, shuffle=, repeat=,
+# drop_remainder=, seed=)`, like `tfp_iaf.vae.load_cifar10` (or `load_mnist` with its name bound).
+LoadSplit = Callable[..., tuple[tf.data.Dataset, int]]
+
+# The summary line and the TensorBoard scalars (name: results key) of each headline unit.
+_REPORTS = {
+    "nats": (
+        "Test: ELBO %(test_elbo).2f, log p(x) %(test_log_px).2f nats "
+        "(k=%(num_importance_samples)d, %(num_test_examples)d examples, %(steps)d steps).",
+        {"elbo": "test_elbo", "log_px": "test_log_px"},
+    ),
+    "bits_per_dim": (
+        "Test: %(test_bits_per_dim).3f bits/dim (k=%(num_importance_samples)d), ELBO "
+        "%(test_elbo_bits_per_dim).3f bits/dim, %(num_test_examples)d examples, %(steps)d steps.",
+        {"bits_per_dim": "test_bits_per_dim", "elbo": "test_elbo"},
+    ),
+}
+
+
+class FlagsConfig:
+    """Base of the dataclasses that `flags_config` makes: an example's settings, one per flag."""
+
+    @classmethod
+    def from_flags(cls, flag_values: flags.FlagValues = flags.FLAGS) -> Self:
+        """The settings as parsed from the command line (`flag_values` must be parsed)."""
+        return cls(**{f.name: flag_values[f.name].value for f in dataclasses.fields(cls)})
+
+
+def flags_config(
+    module: str | types.ModuleType,
+    flag_values: flags.FlagValues = flags.FLAGS,
+    name: str = "Config",
+) -> type[FlagsConfig]:
+    """A dataclass with one field per flag that `module` defines, in order of definition.
+
+    Each field defaults to its flag's default, so `Config(num_steps=2)` is the configuration of
+    the command line `--num_steps=2`, and an unknown keyword is a `TypeError` as for any
+    dataclass. Call it after the module's `flags.DEFINE_*` calls.
+
+    Args:
+      module: the module (or its `__name__`) that defined the flags; `"__main__"` works for a
+        script run from the command line (absl files its flags under `sys.argv[0]`).
+      flag_values: the flag registry.
+      name: the class's name.
+
+    Returns:
+      A dataclass, subclass of `FlagsConfig`.
+
+    Raises:
+      ValueError: `module` defines no flags.
+    """
+    module_name = getattr(module, "__name__", module)
+    defined = flag_values.get_flags_for_module(module)
+    if not defined:
+        raise ValueError(
+            f"`module` must have defined absl flags before `flags_config` is called; got "
+            f"{module_name!r}, which defines none"
+        )
+    fields = []
+    for flag in defined:
+        if flag.default.__class__.__hash__ is None:  # a list flag: each instance its own copy
+            default = dataclasses.field(default_factory=functools.partial(copy.copy, flag.default))
+        else:
+            default = dataclasses.field(default=flag.default)
+        fields.append((flag.name, Any, default))
+    namespace = {
+        "__module__": module_name,
+        "__doc__": f"The settings of `{module_name}`, one per flag, defaulting to the flag's.",
+    }
+    return dataclasses.make_dataclass(name, fields, bases=(FlagsConfig,), namespace=namespace)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """`default` (one device), `mirrored` (all local devices) or `multi_worker` (TF_CONFIG).
+
+    Args:
+      name: the strategy's name, as the examples' `--strategy` flag takes it.
+
+    Returns:
+      A `tf.distribute.Strategy`.
+
+    Raises:
+      ValueError: an unknown `name`.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"`strategy` must be 'default', 'mirrored' or 'multi_worker'; got {name!r}")
+
+
+def evaluate_model(
+    model: tf_keras.Model,
+    dataset: tf.data.Dataset,
+    num_importance_samples: int,
+    chunk_size: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Test ELBO and importance-sampled log p(x) (nats per example) and their bits/dim.
+
+    Args:
+      model: a model with `log_weights(x, num_samples, seed) -> [num_samples, batch]`.
+      dataset: batches `[batch, ...]` of a static example shape (its size: the bits/dim's dims).
+      num_importance_samples: k of the importance-sampled log p(x).
+      chunk_size: importance samples per pass (memory).
+      seed: the evaluation's seed.
+
+    Returns:
+      `{"elbo", "log_px", "num_examples", "bits_per_dim", "elbo_bits_per_dim"}`.
+
+    Raises:
+      ValueError: an example shape that is not static, or an error of `evaluate_dataset`.
+    """
+    example_shape = dataset.element_spec.shape[1:]
+    if not example_shape.is_fully_defined():
+        raise ValueError(f"`dataset` must have a static example shape; got {example_shape}")
+    num_dims = math.prod(example_shape)
+    log_weights = tf.function(model.log_weights, reduce_retracing=True)
+    result = evaluate_dataset(
+        log_weights, dataset, num_importance_samples, chunk_size=chunk_size, seed=seed
+    )
+    result["bits_per_dim"] = float(bits_per_dim(result["log_px"], num_dims))
+    result["elbo_bits_per_dim"] = float(bits_per_dim(result["elbo"], num_dims))
+    return result
+
+
+def _load_splits(
+    config: FlagsConfig, load_split: LoadSplit
+) -> tuple[tf.data.Dataset, int, tf.data.Dataset]:
+    load = dict(data_dir=config.data_dir, download=config.download, seed=config.seed)
+    train_ds, num_train = load_split(
+        "train", config.batch_size, shuffle=True, repeat=True, drop_remainder=True, **load
+    )
+    test_split = "test"
+    if config.num_eval_examples is not None:
+        test_split = f"test[:{config.num_eval_examples}]"
+    test_ds, _ = load_split(test_split, config.eval_batch_size, **load)
+    return train_ds, num_train, test_ds
+
+
+def run_experiment(
+    config: FlagsConfig,
+    *,
+    load_split: LoadSplit,
+    make_model: Callable[[tf.data.Dataset], tf_keras.Model],
+    make_images: Callable[[tf_keras.Model, tf.data.Dataset], Mapping[str, Any]],
+    default_epochs: int,
+    headline: str = "nats",
+    strategy: str = "default",
+    mixed_precision: bool = False,
+    jit_compile: bool | None = None,
+) -> dict[str, Any]:
+    """Trains (resuming from `config.model_dir`), writes image grids and `results.json`.
+
+    Args:
+      config: the example's settings (see the module docstring for the fields read).
+      load_split: loads a split as `(batches, num_examples)`, e.g. `tfp_iaf.vae.load_cifar10`.
+      make_model: builds the model from the training batches (e.g. for a data-dependent
+        initialisation); called under the strategy's scope and dtype policy.
+      make_images: `(model, test batches) -> {file name: images [N, H, W, C] in [0, 1]}`, the
+        grids to write to `model_dir` after training, with the averaged weights.
+      default_epochs: the epochs when neither `config.epochs` nor `config.num_steps` is set.
+      headline: the unit of the logged summary and TensorBoard test scalars: "nats" or
+        "bits_per_dim" (results.json holds both).
+      strategy: a `make_strategy` name.
+      mixed_precision: build the model under the "mixed_float16" policy.
+      jit_compile: `compile`'s `jit_compile` (None: Keras's default).
+
+    Returns:
+      The results, also written to `model_dir/results.json`: test ELBO and log p(x) (nats and
+      bits/dim), steps, times, non-finite training losses, replicas, peak RSS and the config.
+
+    Raises:
+      ValueError: an unknown `headline` or `strategy`.
+    """
+    if headline not in _REPORTS:
+        raise ValueError(f"`headline` must be one of {tuple(_REPORTS)}; got {headline!r}")
+    os.makedirs(config.model_dir, exist_ok=True)
+    distribution = make_strategy(strategy)
+    train_ds, num_train, test_ds = _load_splits(config, load_split)
+    if config.num_steps is None:
+        budget = dict(epochs=config.epochs or default_epochs)
+    else:
+        budget = dict(num_steps=config.num_steps)
+    epochs, steps_per_epoch = fit_schedule(num_train, config.batch_size, **budget)
+    policy = tf_keras.mixed_precision.global_policy()
+    if mixed_precision:
+        tf_keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with distribution.scope():
+            model = make_model(train_ds)
+            model.compile(
+                optimizer=make_optimizer(config.learning_rate, config.ema_momentum),
+                jit_compile=jit_compile,
+            )
+    finally:
+        tf_keras.mixed_precision.set_global_policy(policy)
+    nan_counter = NonFiniteLossCounter()
+    start = time.time()
+    history = train(
+        model,
+        train_ds,
+        model_dir=config.model_dir,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        save_every=config.save_every,
+        callbacks=[nan_counter],
+    )
+    train_seconds = time.time() - start
+    # `fit` has replaced the weights with their Polyak averages: sample and evaluate with them.
+    for file_name, images in make_images(model, test_ds).items():
+        save_image_grid(np.asarray(images), os.path.join(config.model_dir, file_name))
+    start = time.time()
+    result = evaluate_model(
+        model, test_ds, config.num_importance_samples, config.importance_chunk, config.seed
+    )
+    results = {
+        "test_elbo": result["elbo"],
+        "test_log_px": result["log_px"],
+        "test_bits_per_dim": result["bits_per_dim"],
+        "test_elbo_bits_per_dim": result["elbo_bits_per_dim"],
+        "num_test_examples": result["num_examples"],
+        "num_importance_samples": config.num_importance_samples,
+        "steps": int(model.optimizer.iterations.numpy()),
+        "epochs_this_run": len(history.epoch),
+        "train_seconds_this_run": train_seconds,
+        "eval_seconds": time.time() - start,
+        "non_finite_loss_steps": nan_counter.count,
+        "num_replicas": distribution.num_replicas_in_sync,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+        "config": dataclasses.asdict(config),
+    }
+    message, scalars = _REPORTS[headline]
+    write_scalars(
+        os.path.join(config.model_dir, "tensorboard", "test"),
+        results["steps"],
+        {name: results[key] for name, key in scalars.items()},
+    )
+    with open(os.path.join(config.model_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    logging.info(message, results)
+    return results
