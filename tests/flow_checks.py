@@ -21,6 +21,13 @@ def strict_tolerance(dtype) -> dict:
     return {"rtol": 1e-6, "atol": 1e-4} if dtype == tf.float32 else {"rtol": 1e-10, "atol": 1e-10}
 
 
+def sequential_tolerance(dtype) -> dict:
+    """For a float32 conv inverse: each of its passes feeds the last one's rounding back through a
+    gate, and round trips measured 2e-6 to 5e-4 over weight seeds on small events (the merged
+    conv tests used `atol=2e-4` and failed on some seeds). float64 stays at `strict_tolerance`."""
+    return {"rtol": 1e-6, "atol": 1e-3} if dtype == tf.float32 else strict_tolerance(dtype)
+
+
 def perturb(variables, scale: float = 0.3, seed: int = 0) -> None:
     """Adds noise to every variable, so checks do not pass on near-identity initial weights."""
     rng = np.random.default_rng(seed)
@@ -115,10 +122,9 @@ def assert_flow_properties(flow, x, kwargs, tol, degrees=None):
     assert_log_det_is_slogdet(jac, fldj, tol)
     if degrees is not None:
         assert_triangular_in_order(jac, degrees)
-    # Not vacuous: the perturbed weights move some diagonal entry far from 1, and (in a batch of
-    # 3 or more: one 4-unit event's terms can cancel) the log-det far from 0.
+    # Not vacuous: the perturbed weights move some diagonal entry far from 1. (A bound on the
+    # summed log-det would not hold for every seed: an event's terms can cancel.)
     assert np.max(np.abs(np.log(np.abs(np.diagonal(jac, axis1=1, axis2=2))))) > 0.1
-    assert np.size(fldj) < 3 or np.max(np.abs(fldj)) > 0.1
     return jac
 
 
