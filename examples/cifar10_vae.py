@@ -10,7 +10,9 @@ averages). On a GPU machine with CIFAR-10 prepared for tfds (or `--download`):
 
 The paper reports 3.11 bits/dim (test, importance sampled) after training on 8 GPUs for about
 two weeks; nothing near that budget has been run for this script (see
-docs/tutorials/cifar10_resnet_vae.md). Killed, the same command resumes from `--model_dir`.
+docs/tutorials/cifar10_resnet_vae.md). Killed, the same command resumes from `--model_dir`
+(with a larger `--num_steps`, it continues to that total); Ctrl-C saves a checkpoint first and
+prints the command that resumes; a diverging run stops with exit status 1 and no results.
 Writes there: TensorBoard scalars (bits/dim, KL per layer), `samples.png`, `reconstructions.png`,
 and `results.json` (test bits/dim, ELBO and importance-sampled with k=`--num_importance_samples`).
 """
@@ -25,6 +27,7 @@ from absl import app, flags
 
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.vae import ResNetVAE
+from tfp_iaf.vae.experiment import register_flag_validators, run_or_exit
 
 flags.DEFINE_integer("depth", 2, "Resolution stages (the first at 16x16).")
 flags.DEFINE_integer("num_blocks", 2, "Stochastic ResNet layers per stage.")
@@ -50,6 +53,16 @@ flags.DEFINE_integer("importance_chunk", 16, "Importance samples per pass (memor
 flags.DEFINE_integer("eval_batch_size", 50, "Evaluation batch size.")
 flags.DEFINE_integer("num_eval_examples", None, "Evaluate on the first N test examples only.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+for _name in ("depth", "num_blocks", "hidden_size", "z_size"):
+    flags.register_validator(_name, lambda v: v >= 1, message=f"--{_name} must be at least 1")
+flags.register_validator("iaf_steps", lambda v: v >= 0, message="--iaf_steps must be >= 0")
+flags.register_validator("free_bits", lambda v: v >= 0, message="--free_bits must be >= 0")
+flags.register_multi_flags_validator(
+    ["hidden_size", "z_size"],
+    lambda f: f["hidden_size"] % f["z_size"] == 0,
+    message="--hidden_size must be a multiple of --z_size",
+)
+register_flag_validators()
 
 IMAGE_SHAPE = (32, 32, 3)
 # One field per flag above, defaulting to the flag's default: `Config(num_steps=2)`.
@@ -107,7 +120,8 @@ def train_and_evaluate(config: Config) -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    train_and_evaluate(Config.from_flags())
+    config = Config.from_flags()
+    run_or_exit(lambda: train_and_evaluate(config))
 
 
 if __name__ == "__main__":

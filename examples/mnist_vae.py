@@ -14,7 +14,12 @@ then evaluate the test set:
     python examples/mnist_vae.py --posterior=iaf --data_dir=/path/to/tfds \
         --model_dir=runs/mnist_iaf --epochs=3
 
-Killed, the same command resumes from `--model_dir`; with a larger `--epochs` it continues.
+Killed, the same command resumes from `--model_dir`; with a larger `--num_steps` (or `--epochs`)
+it continues to exactly that total, logging "Resumed from step N of M". Ctrl-C (or SIGTERM)
+saves a checkpoint at the current step and prints the command that resumes; a run whose loss
+becomes non-finite stops at once with exit status 1 and writes no results. Flags are checked
+before anything runs; `--iaf_depth` must be at least 1 (`--posterior=diag` is the diagonal
+posterior).
 `--dataset=mnist` uses dynamically binarized MNIST instead. Writes to `--model_dir`: TensorBoard
 scalars, `samples.png` (a grid of samples), and `results.json` (test ELBO and
 importance-sampled log p(x) with k = `--num_importance_samples`, in nats). The paper reaches
@@ -31,6 +36,7 @@ from absl import app, flags
 
 import tfp_iaf
 from tfp_iaf import tf_keras, vae
+from tfp_iaf.vae.experiment import register_flag_validators, run_or_exit
 
 flags.DEFINE_enum("posterior", "iaf", ["diag", "iaf"], "Posterior family.")
 flags.DEFINE_integer("iaf_depth", 2, "IAF steps.")
@@ -53,6 +59,15 @@ flags.DEFINE_integer("importance_chunk", 32, "Importance samples drawn per pass 
 flags.DEFINE_integer("eval_batch_size", 100, "Evaluation batch size.")
 flags.DEFINE_integer("num_eval_examples", None, "Evaluate on the first N test examples only.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.register_validator(
+    "iaf_depth",
+    lambda v: v >= 1,
+    message="--iaf_depth must be at least 1; for the diagonal posterior use --posterior=diag",
+)
+for _name in ("iaf_width", "context_size"):
+    flags.register_validator(_name, lambda v: v >= 1, message=f"--{_name} must be at least 1")
+flags.register_validator("free_bits", lambda v: v >= 0, message="--free_bits must be >= 0")
+register_flag_validators()
 
 LATENT_SIZE = 32
 HIDDEN_SIZE = 450
@@ -161,7 +176,8 @@ def train_and_evaluate(config: Config) -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    train_and_evaluate(Config.from_flags())
+    config = Config.from_flags()
+    run_or_exit(lambda: train_and_evaluate(config))
 
 
 if __name__ == "__main__":

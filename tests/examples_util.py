@@ -1,6 +1,7 @@
 """Loading example scripts without their absl flags colliding; checking the PNGs they write."""
 
 import contextlib
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -86,3 +87,51 @@ def check_unit_range(grids: dict, expected: dict) -> None:
     for name, images in grids.items():
         assert np.all(np.isfinite(images)), name
         assert images.min() >= 0.0 and images.max() <= 1.0, (name, images.min(), images.max())
+
+
+# A tiny VAE on small arrays and the settings `run_experiment` reads, for the training tests.
+
+
+@dataclasses.dataclass
+class TailConfig:
+    """The settings `run_experiment` reads (an example's come from `flags_config`)."""
+
+    model_dir: str
+    batch_size: int = 4
+    epochs: int | None = None
+    num_steps: int | None = None
+    learning_rate: float = 0.05
+    ema_momentum: float | None = 0.5
+    data_dir: str | None = None
+    download: bool = False
+    save_every: int = 1
+    num_importance_samples: int = 3
+    importance_chunk: int = 2
+    eval_batch_size: int = 3
+    num_eval_examples: int | None = 2
+    seed: int = 0
+
+
+def tiny_vae(data_size: int = 4, hidden: int = 6, latent_size: int = 2):
+    """A dense VAE (Bernoulli likelihood) of `data_size`-dim rows, uncompiled, seeded."""
+    from tfp_iaf import tf_keras, vae
+
+    tf_keras.utils.set_random_seed(0)
+    encoder = tf_keras.Sequential([tf_keras.layers.Dense(hidden, activation="elu")])
+    decoder = tf_keras.Sequential([tf_keras.layers.Dense(data_size)])
+    return vae.VAE(encoder, decoder, latent_size, seed=3)
+
+
+def array_loader(x: np.ndarray, loads: list | None = None):
+    """A `load_split` over the rows of `x` (train and test alike)."""
+
+    def load_split(split, batch_size, *, shuffle=False, repeat=False, drop_remainder=False, **kw):
+        if loads is not None:
+            loads.append(
+                (split, batch_size, shuffle, repeat, {"drop_remainder": drop_remainder, **kw})
+            )
+        ds = tf.data.Dataset.from_tensor_slices(x)
+        ds = ds.repeat() if repeat else ds
+        return ds.batch(batch_size, drop_remainder=drop_remainder), len(x)
+
+    return load_split

@@ -49,7 +49,7 @@ def _check_outputs(model_dir: Path, steps: int, grids: dict | None = None):
     np.testing.assert_allclose(
         results["test_bits_per_dim"], -results["test_log_px"] / (3072 * math.log(2)), rtol=1e-9
     )
-    assert results["non_finite_loss_steps"] == 0
+    assert math.isfinite(results["test_elbo_raw_weights"])
     # 36 samples; the first test batch (4 images: TINY's eval_batch_size), each image followed
     # by its reconstruction. All in [0, 1] as written, not clipped.
     expected = {"samples.png": (36, *IMAGE), "reconstructions.png": (8, *IMAGE)}

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
+from tests.examples_util import TailConfig
 from tfp_iaf import tf_keras, vae
 
 X = np.tile(np.eye(4, dtype=np.float32), (2, 1))  # one fixed batch: deterministic training
@@ -46,7 +47,7 @@ def test_resume_after_kill_continues_exactly(tmp_path):
         reference,
         data,
         model_dir=str(tmp_path / "ref"),
-        epochs=2,
+        num_steps=6,
         steps_per_epoch=3,
         save_every=1,
         verbose=0,
@@ -58,24 +59,25 @@ def test_resume_after_kill_continues_exactly(tmp_path):
             killed,
             data,
             model_dir=str(tmp_path / "run"),
-            epochs=2,
+            num_steps=6,
             steps_per_epoch=3,
             save_every=1,
             verbose=0,
             callbacks=[KillAfter(4)],
         )
     resumed = tiny_vae()
-    history = vae.train(
+    run = vae.train(
         resumed,
         data,
         model_dir=str(tmp_path / "run"),
-        epochs=2,
+        num_steps=6,
         steps_per_epoch=3,
         save_every=1,
         verbose=0,
     )
     assert int(resumed.optimizer.iterations) == 6
-    assert history.epoch == [1]  # only the unfinished epoch ran again, from its 5th step
+    assert (run.initial_step, run.step) == (4, 6)  # killed after step 4's checkpoint
+    assert run.history.epoch == [1]  # only the unfinished epoch ran again, from its 5th step
     # Same weights (Polyak averages, which `fit` swaps in at the end) as the uninterrupted run.
     pairs = zip(reference.trainable_variables, resumed.trainable_variables, strict=True)
     assert len(reference.trainable_variables) == 6
@@ -87,13 +89,13 @@ def test_a_larger_budget_continues_and_the_same_budget_trains_no_more(tmp_path):
     data = tf.data.Dataset.from_tensors(X).repeat()
     kwargs = dict(model_dir=str(tmp_path), steps_per_epoch=2, save_every=5, verbose=0)
     model = tiny_vae()
-    vae.train(model, data, epochs=1, **kwargs)
+    vae.train(model, data, num_steps=2, **kwargs)
     model = tiny_vae()
-    history = vae.train(model, data, epochs=1, **kwargs)
-    assert history.epoch == [] and int(model.optimizer.iterations) == 2
+    run = vae.train(model, data, num_steps=2, **kwargs)
+    assert run.history.epoch == [] and int(model.optimizer.iterations) == 2
     model = tiny_vae()
-    history = vae.train(model, data, epochs=3, **kwargs)
-    assert history.epoch == [1, 2] and int(model.optimizer.iterations) == 6
+    run = vae.train(model, data, num_steps=6, **kwargs)
+    assert run.history.epoch == [1, 2] and int(model.optimizer.iterations) == 6
 
 
 def test_tensorboard_scalars_written(tmp_path):
@@ -103,7 +105,7 @@ def test_tensorboard_scalars_written(tmp_path):
         model,
         tf.data.Dataset.from_tensors(X).repeat(),
         model_dir=str(tmp_path),
-        epochs=1,
+        num_steps=2,
         steps_per_epoch=2,
         verbose=0,
         tensorboard_every=1,
@@ -120,28 +122,18 @@ def test_optimizer_is_adamax_with_weight_averaging():
     assert not vae.make_optimizer(ema_momentum=None).use_ema
 
 
-def test_non_finite_loss_counter():
-    counter = vae.NonFiniteLossCounter()
-    for loss in (1.0, float("nan"), float("inf"), 2.0):
-        counter.on_train_batch_end(0, {"loss": loss})
-    assert counter.count == 2
-
-
 @pytest.mark.parametrize(
     "args, expected",
     [
-        ((50_000, 100, 3, None), (3, 500)),
-        ((50_000, 100, None, 2), (1, 2)),
-        ((50_000, 100, None, 1200), (3, 400)),
-        ((1_000, 100, None, 25), (5, 5)),
-        ((10, 100, 2, None), (2, 1)),
+        ((50_000, 100, 3, None), (1500, 500)),
+        ((50_000, 100, None, 2), (2, 500)),
+        ((50_000, 100, None, 997), (997, 500)),  # a prime budget: still epochs of one pass
+        ((1_000, 100, None, 25), (25, 10)),
+        ((10, 100, 2, None), (2, 1)),  # a batch larger than the data: one step per epoch
     ],
 )
 def test_fit_schedule(args, expected):
     assert vae.fit_schedule(*args) == expected
-    epochs, steps = expected
-    if args[3] is not None:
-        assert epochs * steps == args[3]
 
 
 @pytest.mark.parametrize(
@@ -173,12 +165,13 @@ def test_make_optimizer_errors(kwargs, match):
         vae.make_optimizer(**kwargs)
 
 
-@pytest.mark.parametrize("name", ["save_every", "tensorboard_every"])
+@pytest.mark.parametrize(
+    "name", ["num_steps", "steps_per_epoch", "save_every", "tensorboard_every"]
+)
 def test_train_errors(name, tmp_path):
     with pytest.raises(ValueError, match=rf"`{name}` must be a positive integer; got 0"):
-        vae.train(
-            tiny_vae(), None, model_dir=str(tmp_path), epochs=1, steps_per_epoch=1, **{name: 0}
-        )
+        kwargs = {"num_steps": 1, "steps_per_epoch": 1, name: 0}
+        vae.train(tiny_vae(), None, model_dir=str(tmp_path), **kwargs)
 
 
 def test_save_image_grid(tmp_path):
@@ -243,26 +236,6 @@ def test_evaluate_model_bits_per_dim_count_the_example_dims():
         vae.evaluate_model(tiny_vae(), unknown, 3)
 
 
-@dataclasses.dataclass
-class TailConfig:
-    """The settings `run_experiment` reads (an example's come from `flags_config`)."""
-
-    model_dir: str
-    batch_size: int = 4
-    epochs: int | None = None
-    num_steps: int | None = None
-    learning_rate: float = 0.05
-    ema_momentum: float = 0.5
-    data_dir: str | None = None
-    download: bool = False
-    save_every: int = 1
-    num_importance_samples: int = 3
-    importance_chunk: int = 2
-    eval_batch_size: int = 3
-    num_eval_examples: int | None = 2
-    seed: int = 0
-
-
 def test_run_experiment_trains_default_epochs_and_writes_results(tmp_path):
     loads = []
 
@@ -285,7 +258,9 @@ def test_run_experiment_trains_default_epochs_and_writes_results(tmp_path):
     ]
     assert loads[0][4] == {"drop_remainder": True, "data_dir": None, "download": False, "seed": 0}
     assert loads[1][4] == {"data_dir": None, "download": False, "seed": 0}
-    assert (results["steps"], results["epochs_this_run"]) == (4, 2)  # 2 epochs of 8 // 4 steps
+    assert (results["steps"], results["steps_per_epoch"]) == (4, 2)  # 2 epochs of 8 // 4 steps
+    assert results["resumed_from_step"] == 0
+    assert results["train_seconds"] == results["train_seconds_this_run"] > 0
     assert results["num_test_examples"] == len(X) and results["num_replicas"] == 1
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert results["config"]["model_dir"] == str(tmp_path)

@@ -19,7 +19,9 @@ from tfp_iaf.vae.experiment import (
     evaluate_model,
     flags_config,
     make_strategy,
+    register_flag_validators,
     run_experiment,
+    run_or_exit,
 )
 from tfp_iaf.vae.free_bits import free_bits_kl, group_kl
 from tfp_iaf.vae.images import save_image_grid
@@ -33,8 +35,10 @@ from tfp_iaf.vae.likelihood import (
 from tfp_iaf.vae.model import VAE
 from tfp_iaf.vae.resnet_vae import LayerOutput, ResNetIAFLayer, ResNetVAE
 from tfp_iaf.vae.training import (
-    NonFiniteLossCounter,
-    ResumableBackup,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainingStopped,
+    TrainResult,
     fit_schedule,
     make_optimizer,
     train,
@@ -48,10 +52,12 @@ __all__ = [
     "FlagsConfig",
     "ImportanceEstimate",
     "LayerOutput",
-    "NonFiniteLossCounter",
     "ResNetIAFLayer",
     "ResNetVAE",
-    "ResumableBackup",
+    "TrainResult",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "TrainingStopped",
     "VAE",
     "WeightNormConv2D",
     "bits_per_dim",
@@ -72,7 +78,9 @@ __all__ = [
     "make_optimizer",
     "make_strategy",
     "pixels_to_unit",
+    "register_flag_validators",
     "run_experiment",
+    "run_or_exit",
     "save_image_grid",
     "train",
     "unit_to_pixels",

@@ -8,11 +8,14 @@ the rest, the same way for every example:
   the parsed values.
 - `run_experiment(config, ...)`: loads the training split (shuffled, repeated) and the test split
   (the first `num_eval_examples` of it, if set); builds the model under the distribution strategy
-  (and the mixed-float16 policy when asked) and compiles it with Adamax and Polyak averaging;
-  trains with `tfp_iaf.vae.train`, resuming from `model_dir`; with the averaged weights, writes
+  (and the mixed-float16 policy when asked) and compiles it with Adamax and debiased Polyak
+  averaging; trains with `tfp_iaf.vae.train` (in steps, resuming from `model_dir`); evaluates the
+  raw weights' ELBO, then, with the averaged weights, writes
   image grids (samples, ...) and evaluates the test ELBO and the importance-sampled log p(x)
   (`evaluate_model`); writes TensorBoard scalars and `model_dir/results.json`, logs a summary
-  and returns the results.
+  and returns the results. A failed run leaves no empty `model_dir`.
+- `register_flag_validators()`: parse-time checks of those flags; `run_or_exit(...)` in `main`
+  turns an interrupted or diverged training into a message and a non-zero exit.
 
 The settings it reads from `config`, flags every example defines: `batch_size`, `epochs`,
 `num_steps`, `learning_rate`, `ema_momentum`, `data_dir`, `download`, `model_dir`, `save_every`,
@@ -28,6 +31,8 @@ import json
 import math
 import os
 import resource
+import shlex
+import sys
 import time
 import types
 from collections.abc import Callable, Mapping
@@ -41,7 +46,8 @@ from tfp_iaf._keras import tf_keras
 from tfp_iaf.vae.images import save_image_grid
 from tfp_iaf.vae.likelihood import bits_per_dim, evaluate_dataset
 from tfp_iaf.vae.training import (
-    NonFiniteLossCounter,
+    TrainingDiverged,
+    TrainingInterrupted,
     fit_schedule,
     make_optimizer,
     train,
@@ -53,7 +59,9 @@ __all__ = [
     "evaluate_model",
     "flags_config",
     "make_strategy",
+    "register_flag_validators",
     "run_experiment",
+    "run_or_exit",
 ]
 
 # Called as `load_split(split, batch_size, data_dir=, download=, shuffle=, repeat=,
@@ -228,21 +236,41 @@ def run_experiment(
 
     Returns:
       The results, also written to `model_dir/results.json`: test ELBO and log p(x) (nats and
-      bits/dim), steps, times, non-finite training losses, replicas, peak RSS and the config.
+      bits/dim) with the averaged weights, the raw weights' ELBO (`test_elbo_raw_weights`, one
+      sample per example; when averaging), the step reached and the step resumed from, the
+      training time of all runs and of this one, replicas, peak RSS and the config.
 
     Raises:
       ValueError: an unknown `headline` or `strategy`.
+      TrainingInterrupted, TrainingDiverged: from `train`; no results are written
+        (`run_or_exit` turns them into a clean exit).
     """
     if headline not in _REPORTS:
         raise ValueError(f"`headline` must be one of {tuple(_REPORTS)}; got {headline!r}")
-    os.makedirs(config.model_dir, exist_ok=True)
+    created = not os.path.isdir(config.model_dir)
+    try:
+        return _run(
+            config, load_split, make_model, make_images, default_epochs, headline, strategy,
+            mixed_precision, jit_compile,
+        )  # fmt: skip
+    except BaseException:
+        # A run that failed before writing anything leaves no empty model directory behind.
+        if created and os.path.isdir(config.model_dir) and not os.listdir(config.model_dir):
+            os.rmdir(config.model_dir)
+        raise
+
+
+def _run(
+    config, load_split, make_model, make_images, default_epochs, headline, strategy,
+    mixed_precision, jit_compile,
+) -> dict[str, Any]:  # fmt: skip
     distribution = make_strategy(strategy)
     train_ds, num_train, test_ds = _load_splits(config, load_split)
     if config.num_steps is None:
         budget = dict(epochs=config.epochs or default_epochs)
     else:
         budget = dict(num_steps=config.num_steps)
-    epochs, steps_per_epoch = fit_schedule(num_train, config.batch_size, **budget)
+    num_steps, steps_per_epoch = fit_schedule(num_train, config.batch_size, **budget)
     policy = tf_keras.mixed_precision.global_policy()
     if mixed_precision:
         tf_keras.mixed_precision.set_global_policy("mixed_float16")
@@ -255,19 +283,22 @@ def run_experiment(
             )
     finally:
         tf_keras.mixed_precision.set_global_policy(policy)
-    nan_counter = NonFiniteLossCounter()
-    start = time.time()
-    history = train(
+    run = train(
         model,
         train_ds,
         model_dir=config.model_dir,
-        epochs=epochs,
+        num_steps=num_steps,
         steps_per_epoch=steps_per_epoch,
         save_every=config.save_every,
-        callbacks=[nan_counter],
+        use_averages=False,
     )
-    train_seconds = time.time() - start
-    # `fit` has replaced the weights with their Polyak averages: sample and evaluate with them.
+    results = {}
+    if config.ema_momentum is not None:
+        # The raw weights' ELBO (one sample per example: cheap), to compare with the averages'.
+        raw = evaluate_model(model, test_ds, 1, seed=config.seed)
+        results["test_elbo_raw_weights"] = raw["elbo"]
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+    # Sample and evaluate with the Polyak averages.
     for file_name, images in make_images(model, test_ds).items():
         save_image_grid(np.asarray(images), os.path.join(config.model_dir, file_name))
     start = time.time()
@@ -276,16 +307,18 @@ def run_experiment(
     )
     results = {
         "test_elbo": result["elbo"],
+        **results,
         "test_log_px": result["log_px"],
         "test_bits_per_dim": result["bits_per_dim"],
         "test_elbo_bits_per_dim": result["elbo_bits_per_dim"],
         "num_test_examples": result["num_examples"],
         "num_importance_samples": config.num_importance_samples,
-        "steps": int(model.optimizer.iterations.numpy()),
-        "epochs_this_run": len(history.epoch),
-        "train_seconds_this_run": train_seconds,
+        "steps": run.step,
+        "resumed_from_step": run.initial_step,
+        "steps_per_epoch": steps_per_epoch,
+        "train_seconds": run.train_seconds,
+        "train_seconds_this_run": run.train_seconds_this_run,
         "eval_seconds": time.time() - start,
-        "non_finite_loss_steps": nan_counter.count,
         "num_replicas": distribution.num_replicas_in_sync,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
         "config": dataclasses.asdict(config),
@@ -300,3 +333,50 @@ def run_experiment(
         json.dump(results, f, indent=2)
     logging.info(message, results)
     return results
+
+
+def run_or_exit(run: Callable[[], Any]) -> Any:
+    """`run()`, with a stopped training turned into a message and an exit, not a traceback.
+
+    SIGINT/SIGTERM (`TrainingInterrupted`): logs where the checkpoint is and the command that
+    resumes (this process's command line), and exits with status 128 + the signal number.
+    Divergence (`TrainingDiverged`): logs its message and exits with status 1.
+
+    Raises:
+      SystemExit: training was interrupted or diverged.
+    """
+    try:
+        return run()
+    except TrainingInterrupted as e:
+        command = shlex.join([os.path.basename(sys.executable), *sys.argv])
+        logging.warning("%s Resume with:\n  %s", e, command)
+        raise SystemExit(128 + e.signum) from None
+    except TrainingDiverged as e:
+        logging.error("%s No results were written.", e)
+        raise SystemExit(1) from None
+
+
+def _check(name: str, test: Callable[[Any], bool], expected: str, flag_values) -> None:
+    flags.register_validator(
+        name,
+        lambda v: v is None or test(v),
+        message=f"--{name} must be {expected}",
+        flag_values=flag_values,
+    )
+
+
+def register_flag_validators(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Parse-time checks of the flags every example defines (the settings `run_experiment`
+    reads), so a bad value fails before any data or TensorFlow work, naming the flag.
+
+    Call it after the `flags.DEFINE_*` calls. `--epochs`, `--num_steps` and
+    `--num_eval_examples` may be unset (None).
+    """
+    for name in (
+        "batch_size", "epochs", "num_steps", "save_every", "num_importance_samples",
+        "importance_chunk", "eval_batch_size", "num_eval_examples",
+    ):  # fmt: skip
+        _check(name, lambda v: v >= 1, "a positive integer", flag_values)
+    _check("seed", lambda v: v >= 0, "a non-negative integer", flag_values)
+    _check("learning_rate", lambda v: math.isfinite(v) and v > 0, "a positive number", flag_values)
+    _check("ema_momentum", lambda v: 0 <= v < 1, "in [0, 1)", flag_values)

@@ -1,21 +1,30 @@
-"""Keras training plumbing shared by the VAE examples.
+"""Training loop shared by the VAE examples: steps, averaging, checkpoints, interrupts, divergence.
 
-- Adamax with Polyak (exponential moving) averaging of the weights: tf_keras's own
-  `Adamax(use_ema=True)`. `fit` ends by overwriting the weights with their averages
-  (`optimizer.finalize_variable_values`), so evaluation and sampling after `train` use them;
-  the raw weights and the averages both live in the checkpoints.
-- Checkpoints every N steps and resume after being killed: tf_keras's `BackupAndRestore`
-  (it restores weights, optimizer state and the epoch/step position, mid-epoch included), plus a
-  backup at the end of training so that a later run with a larger budget continues exactly.
+- Adamax with debiased Polyak averaging of the weights (`make_optimizer`): the average's decay
+  at update n is `min(d, (1 + n) / (10 + n))`, as in `tf.train.ExponentialMovingAverage` with
+  `num_updates`, so after a short run the averages are not stuck near the random init.
+- Training is counted in steps (`train(num_steps=...)`, the total over all runs in `model_dir`),
+  with a stable epoch of one pass over the data (`fit_schedule`); epochs only pace the progress
+  bar and the `on_epoch_*` callbacks.
+- A checkpoint (weights, optimizer state and averages, step, cumulative training time) every
+  `save_every` steps and at the end; a run pointed at the same `model_dir` resumes from the
+  latest one and trains up to exactly `num_steps`, logging "resumed from step N of M".
+- SIGINT/SIGTERM: the step under way finishes, a checkpoint is saved at that step and
+  `TrainingInterrupted` is raised (a second signal acts as usual).
+- A non-finite logged quantity (loss, KL, ...) stops training at once with `TrainingDiverged`,
+  naming the step, the quantities and the last good checkpoint; nothing is saved from it.
 - TensorBoard scalars of every metric the model reports.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import math
 import os
+import signal
+import time
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -23,8 +32,10 @@ from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
 
 __all__ = [
-    "NonFiniteLossCounter",
-    "ResumableBackup",
+    "TrainResult",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "TrainingStopped",
     "fit_schedule",
     "make_optimizer",
     "train",
@@ -32,14 +43,39 @@ __all__ = [
 ]
 
 
+class _DebiasedAveragingAdamax(tf_keras.optimizers.Adamax):
+    """Adamax whose weight average uses the warm-up decay `min(d, (1 + n) / (10 + n))`.
+
+    `n` is the number of earlier updates, so the first average is `0.1 * init + 0.9 * w_1` and
+    the initial weights' share decays like `prod_n (1 + n) / (10 + n)`, not like `d ** n`.
+    """
+
+    def _update_model_variables_moving_average(self, var_list):
+        if not self.use_ema:
+            return
+        n = tf.cast(self.iterations, tf.float32)
+        decay = tf.minimum(tf.constant(self.ema_momentum, tf.float32), (1.0 + n) / (10.0 + n))
+
+        def update_average(average, var):
+            d = tf.cast(decay, average.dtype)
+            average.assign(d * average + (1 - d) * var)
+
+        for var in var_list:
+            average = self._model_variables_moving_average[self._index_dict[self._var_key(var)]]
+            self._distribution_strategy.extended.update(
+                average, update_average, args=(var,), group=False
+            )
+
+
 def make_optimizer(
     learning_rate: float = 1e-3, ema_momentum: float | None = 0.998
 ) -> tf_keras.optimizers.Optimizer:
-    """Adamax (the paper's optimizer) with weight averaging.
+    """Adamax (the paper's optimizer) with debiased weight averaging.
 
     Args:
       learning_rate: Adamax step size (the paper: 0.002 for MNIST).
-      ema_momentum: Polyak averaging decay in [0, 1), or None for no averaging.
+      ema_momentum: the Polyak averaging decay `d` in [0, 1), reached after the warm-up
+        `min(d, (1 + n) / (10 + n))` at update n; None for no averaging.
 
     Returns:
       A `tf_keras.optimizers.Adamax`.
@@ -51,7 +87,7 @@ def make_optimizer(
         raise ValueError(f"`learning_rate` must be positive; got {learning_rate!r}")
     if ema_momentum is not None and not 0 <= ema_momentum < 1:
         raise ValueError(f"`ema_momentum` must be in [0, 1) or None; got {ema_momentum!r}")
-    return tf_keras.optimizers.Adamax(
+    return _DebiasedAveragingAdamax(
         learning_rate,
         use_ema=ema_momentum is not None,
         ema_momentum=0.99 if ema_momentum is None else ema_momentum,
@@ -61,10 +97,11 @@ def make_optimizer(
 def fit_schedule(
     num_examples: int, batch_size: int, epochs: int | None = None, num_steps: int | None = None
 ) -> tuple[int, int]:
-    """`(epochs, steps_per_epoch)` for `fit` on a repeated dataset, for exactly the budget asked.
+    """`(num_steps, steps_per_epoch)` for `train`: the budget in steps and one pass's steps.
 
-    An epoch is one pass over `num_examples`. With `num_steps`, `steps_per_epoch` is the largest
-    divisor of `num_steps` not above one pass, so training stops after exactly `num_steps`.
+    The epoch is always one pass over `num_examples` (at least one step), whatever the budget,
+    so it stays the same when a later run asks for more steps; `epochs` means
+    `epochs * steps_per_epoch` steps.
 
     Raises:
       ValueError: neither or both of `epochs` and `num_steps`, or a non-positive value.
@@ -78,46 +115,64 @@ def fit_schedule(
     batch_size = _checks.positive_int("batch_size", batch_size)
     per_pass = max(1, num_examples // batch_size)
     if num_steps is None:
-        return _checks.positive_int("epochs", epochs), per_pass
-    num_steps = _checks.positive_int("num_steps", num_steps)
-    steps = max(d for d in range(1, min(per_pass, num_steps) + 1) if num_steps % d == 0)
-    return num_steps // steps, steps
+        return _checks.positive_int("epochs", epochs) * per_pass, per_pass
+    return _checks.positive_int("num_steps", num_steps), per_pass
 
 
-class ResumableBackup(tf_keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` every `save_freq` steps that also backs up after the last step.
+class TrainingStopped(Exception):
+    """Training stopped before `num_steps`; `step` and `checkpoint` say where it can resume."""
 
-    The backup is kept after training, so running again with more epochs/steps continues from
-    the last step (counter, weights, optimizer state and weight averages), and running again with
-    the same budget trains no further.
-    """
-
-    def __init__(self, backup_dir: str, save_freq: int):
-        super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False)
-
-    def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        # `fit` overwrites the weights with their averages after the last epoch, so the final
-        # backup has to happen here, before that.
-        if epoch == self.params["epochs"] - 1:
-            self._backup(epoch=epoch)
+    def __init__(self, message: str, step: int, checkpoint: str | None):
+        super().__init__(message)
+        self.step, self.checkpoint = step, checkpoint
 
 
-class NonFiniteLossCounter(tf_keras.callbacks.Callback):
-    """Counts the training steps after which the reported loss is NaN or infinite.
+class TrainingInterrupted(TrainingStopped):
+    """SIGINT or SIGTERM: a checkpoint was saved at `step`; `signum` is the signal."""
 
-    With `TerminateOnNaN` (which `train` adds) training stops at the first one, so the count
-    is 0 for a healthy run and 1 for a run stopped by a non-finite loss.
-    """
+    def __init__(self, message: str, step: int, checkpoint: str | None, signum: int):
+        super().__init__(message, step, checkpoint)
+        self.signum = signum
+
+
+class TrainingDiverged(TrainingStopped):
+    """A logged quantity became non-finite at `step`; `checkpoint` is the last good one."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` did: `history` of this run's epochs, steps before and after, seconds."""
+
+    history: tf_keras.callbacks.History
+    initial_step: int
+    step: int
+    train_seconds: float  # all runs in `model_dir` together
+    train_seconds_this_run: float
+
+
+class _StopSignals:
+    """Within `with`: the first SIGINT/SIGTERM is recorded in `signum`, not acted upon."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        super().__init__()
-        self.count = 0
+        self.signum, self._previous = None, {}
 
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.count += 1
+    def _handle(self, signum, frame):
+        self.signum = signum
+        for sig, handler in self._previous.items():  # a second signal acts as usual
+            signal.signal(sig, handler)
+
+    def __enter__(self):
+        try:
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        except ValueError:  # not the main thread: signals cannot be caught here
+            self._previous = {}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _has_tensorboard() -> bool:
@@ -141,52 +196,154 @@ def write_scalars(log_dir: str, step: int, scalars: dict[str, float]) -> bool:
     return True
 
 
+def _to_numpy(logs: dict) -> dict:
+    logs = {k: np.asarray(v) for k, v in logs.items()}
+    return {k: float(v) if v.ndim == 0 else v for k, v in logs.items()}
+
+
+def _non_finite(logs: dict) -> list[str]:
+    return [f"`{k}` = {v}" for k, v in logs.items() if not np.all(np.isfinite(np.asarray(v)))]
+
+
+def _non_finite_weights(model: tf_keras.Model) -> list[str]:
+    return [
+        f"weight `{v.name}`" for v in model.trainable_variables if not np.isfinite(v.numpy()).all()
+    ][:1]
+
+
 def train(
     model: tf_keras.Model,
     dataset: tf.data.Dataset,
     *,
     model_dir: str,
-    epochs: int,
+    num_steps: int,
     steps_per_epoch: int,
     save_every: int = 500,
     tensorboard_every: int = 50,
     verbose: int | str = "auto",
     callbacks: list[tf_keras.callbacks.Callback] | None = None,
-) -> tf_keras.callbacks.History:
-    """Trains a compiled model with `fit`, resuming from `model_dir` if a backup is there.
+    use_averages: bool = True,
+) -> TrainResult:
+    """Trains a compiled model up to `num_steps` steps in all, resuming from `model_dir`.
 
     Args:
       model: a compiled `tf_keras.Model` (built here on one batch if it is not).
       dataset: a repeated dataset of training batches.
-      model_dir: directory of the backups (`model_dir/backup`) and TensorBoard logs
+      model_dir: directory of the checkpoints (`model_dir/checkpoints`) and TensorBoard logs
         (`model_dir/tensorboard`, written when the `tensorboard` package is installed).
-      epochs: total epochs, counting those of earlier runs in `model_dir`.
-      steps_per_epoch: steps per epoch.
-      save_every: steps between backups.
+      num_steps: total steps, counting those of earlier runs in `model_dir`.
+      steps_per_epoch: steps per epoch (progress bar and `on_epoch_*` callbacks only).
+      save_every: steps between checkpoints.
       tensorboard_every: steps between TensorBoard scalar writes.
-      verbose: `fit`'s verbosity (progress bar by default).
-      callbacks: more callbacks.
+      verbose: progress bar (1, "auto"), one line per epoch (2) or nothing (0).
+      callbacks: more Keras callbacks; `model.stop_training = True` ends training early.
+      use_averages: end by overwriting the weights with their Polyak averages (when the
+        optimizer keeps them); otherwise the caller may call
+        `model.optimizer.finalize_variable_values(model.trainable_variables)` later.
 
     Returns:
-      The `History` of this run (empty when the budget was already reached).
+      A `TrainResult` (its `history` empty when the budget was already reached).
 
     Raises:
-      ValueError: a non-positive `save_every` or `tensorboard_every`.
+      ValueError: a non-positive `num_steps`, `steps_per_epoch`, `save_every` or
+        `tensorboard_every`.
+      TrainingInterrupted: SIGINT or SIGTERM (after a checkpoint at the step reached).
+      TrainingDiverged: a non-finite logged quantity (no checkpoint is saved from it).
     """
+    num_steps = _checks.positive_int("num_steps", num_steps)
+    steps_per_epoch = _checks.positive_int("steps_per_epoch", steps_per_epoch)
     _checks.positive_int("save_every", save_every)
     _checks.positive_int("tensorboard_every", tensorboard_every)
     if not model.built:
         model(next(iter(dataset)))
-    all_callbacks = [
-        ResumableBackup(os.path.join(model_dir, "backup"), save_freq=save_every),
-        *_tensorboard(os.path.join(model_dir, "tensorboard"), tensorboard_every),
-        tf_keras.callbacks.TerminateOnNaN(),
-        *(callbacks or []),
-    ]
-    return model.fit(
-        dataset,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=all_callbacks,
-        verbose=verbose,
+    with model.distribute_strategy.scope():
+        # Built now, so that a checkpoint restores the optimizer's state (and weight averages)
+        # at once, even when no step is left to train.
+        model.optimizer.build(model.trainable_variables)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    seconds_var = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
+    checkpoint = tf.train.Checkpoint(
+        model=model, optimizer=model.optimizer, step=step_var, train_seconds=seconds_var
     )
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"), 2)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint)
+    initial_step, initial_seconds = int(step_var.numpy()), float(seconds_var.numpy())
+    if manager.latest_checkpoint and initial_step <= num_steps:
+        logging.info(
+            "Resumed from step %d of %d (%s).", initial_step, num_steps, manager.latest_checkpoint
+        )
+    elif initial_step > num_steps:
+        logging.warning(
+            "%s is at step %d, past `num_steps`=%d.", model_dir, initial_step, num_steps
+        )
+    start, saved = time.time(), [initial_step]
+
+    def save(step: int) -> str:
+        step_var.assign(step)
+        seconds_var.assign(initial_seconds + time.time() - start)
+        saved.append(step)
+        return manager.save(checkpoint_number=step)
+
+    all_callbacks = tf_keras.callbacks.CallbackList(
+        [
+            *_tensorboard(os.path.join(model_dir, "tensorboard"), tensorboard_every),
+            *(callbacks or []),
+        ],
+        add_history=True,
+        add_progbar=verbose != 0,
+        model=model,
+        verbose=1 if verbose == "auto" else verbose,
+        epochs=-(-num_steps // steps_per_epoch),
+        steps=steps_per_epoch,
+    )
+    history = next(c for c in all_callbacks if isinstance(c, tf_keras.callbacks.History))
+    strategy = model.distribute_strategy
+    with strategy.scope():
+        iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    train_function = model.make_train_function()
+    model._train_counter.assign(initial_step)  # TensorBoard's step
+    model.stop_training = False
+    step, logs = initial_step, {}
+    all_callbacks.on_train_begin()
+    with _StopSignals() as stop:
+        while step < num_steps and not model.stop_training:
+            epoch, batch = divmod(step, steps_per_epoch)
+            all_callbacks.on_epoch_begin(epoch)
+            while batch < steps_per_epoch and step < num_steps and not model.stop_training:
+                all_callbacks.on_train_batch_begin(batch)
+                logs = _to_numpy(train_function(iterator))
+                step += 1
+                bad = _non_finite(logs)
+                if not bad and step % save_every == 0:
+                    # A finite loss can come with non-finite weights: check them before saving.
+                    bad = _non_finite_weights(model)
+                if bad:
+                    last = manager.latest_checkpoint
+                    raise TrainingDiverged(
+                        f"Training diverged at step {step}: {', '.join(bad)}; the last good "
+                        f"checkpoint is {last or 'none'}.",
+                        step,
+                        last,
+                    )
+                if step % save_every == 0:
+                    save(step)
+                all_callbacks.on_train_batch_end(batch, logs)
+                batch += 1
+                if stop.signum is not None:
+                    path = save(step) if saved[-1] != step else manager.latest_checkpoint
+                    raise TrainingInterrupted(
+                        f"Interrupted ({signal.Signals(stop.signum).name}) at step {step} of "
+                        f"{num_steps}; saved the checkpoint {path}.",
+                        step,
+                        path,
+                        stop.signum,
+                    )
+            all_callbacks.on_epoch_end(epoch, dict(logs))
+    if step != saved[-1]:
+        save(step)
+    all_callbacks.on_train_end(dict(logs))
+    if use_averages:
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+    total = float(seconds_var.numpy())  # as saved with the last checkpoint
+    return TrainResult(history, initial_step, step, total, total - initial_seconds)

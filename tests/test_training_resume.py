@@ -1,0 +1,60 @@
+"""Resume counted in steps (issue 10, item 3): a rerun with a larger `num_steps` continues to
+exactly that total, says so, and keeps the cumulative training time."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from tests.examples_util import TailConfig, array_loader, tiny_vae
+from tfp_iaf import vae
+
+X = np.tile(np.eye(4, dtype=np.float32), (3, 1))  # 12 rows
+
+
+def run(tmp_path, x, **config):
+    return vae.run_experiment(
+        TailConfig(model_dir=str(tmp_path), **config),
+        load_split=array_loader(x),
+        make_model=lambda train_batches: tiny_vae(x.shape[1]),
+        make_images=lambda model, test_batches: {},
+        default_epochs=1,
+    )
+
+
+@pytest.mark.parametrize(
+    "x, batch_size, first, second, save_every",
+    [
+        (X, 4, 60, 90, 25),  # the issue's 60 -> 90 (3-step epochs; the last save at step 50)
+        (X, 4, 5, 7, 2),  # 500 -> 510 scaled down: resumed mid-epoch
+        (X[:3], 4, 2, 3, 1),  # a batch larger than the data: 20 -> 21 scaled down
+    ],
+    ids=["60-to-90", "mid-epoch", "batch-larger-than-data"],
+)
+def test_a_larger_num_steps_continues_to_exactly_that_total(
+    tmp_path, caplog, x, batch_size, first, second, save_every
+):
+    runs = dict(batch_size=batch_size, save_every=save_every)
+    one = run(tmp_path, x, num_steps=first, **runs)
+    assert (one["steps"], one["resumed_from_step"]) == (first, 0)
+    with caplog.at_level(logging.INFO):
+        two = run(tmp_path, x, num_steps=second, **runs)
+    assert f"Resumed from step {first} of {second}" in caplog.text
+    assert (two["steps"], two["resumed_from_step"]) == (second, first)
+    assert two["steps_per_epoch"] == one["steps_per_epoch"] == max(1, len(x) // batch_size)
+    # results.json keeps the training time of both runs, not only the last one's.
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["train_seconds"] == pytest.approx(
+        one["train_seconds"] + two["train_seconds_this_run"], rel=0.2, abs=0.5
+    )
+    assert on_disk["train_seconds"] > two["train_seconds_this_run"] > 0
+    # The same budget again trains nothing and keeps the time.
+    three = run(tmp_path, x, num_steps=second, **runs)
+    assert (three["steps"], three["train_seconds_this_run"]) == (second, 0.0)
+    assert three["train_seconds"] == pytest.approx(two["train_seconds"])
+
+
+def test_odd_step_budgets_keep_one_pass_epochs():
+    assert vae.fit_schedule(60_000, 100, num_steps=997) == (997, 600)  # not 997 epochs of 1
+    assert vae.fit_schedule(10_000, 2500, num_steps=21) == (21, 4)
