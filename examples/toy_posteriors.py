@@ -3,19 +3,22 @@ r"""The IAF paper's Figure 1: posteriors of a 2-D latent VAE, diagonal Gaussian 
 A VAE with a 2-D latent `z`, a standard normal prior and a Bernoulli decoder is fitted to a
 toy dataset of four datapoints (the one-hot vectors of length 4), once with a diagonal Gaussian
 posterior and once with an IAF posterior. The figure shows samples of each datapoint's posterior
-(one colour per datapoint) over the prior's contours. The true posteriors split the prior into
+(one colour per datapoint) over the prior's contours, with the true posterior of the fitted
+decoder, `p(z | x) ~ p(z) p(x | z)`, drawn as contours of the same colour. The true posteriors
+split the prior into
 four regions that together fill it; diagonal Gaussians can only cover them with ellipses,
 leaving gaps between them, while IAF posteriors can take the regions' shapes and fill the prior
 (Kingma et al. 2016, https://arxiv.org/abs/1606.04934, Figure 1).
 
 Each panel's title gives the ELBO and the importance-sampled log p(x) (nats, averaged over the
-four datapoints; log p(x) <= log 4 ~ -1.386 is the best any model can do) and the KL from the
+four datapoints; the four probabilities sum to at most 1, so the mean log p(x) is at most
+log(1/4) ~ -1.386, reached when each datapoint has probability 1/4) and the KL from the
 aggregate posterior `q(z) = mean_n q(z | x_n)` to the prior, a measure of how well the
 posteriors fill the prior (0 when they fill it exactly).
 
 Run (no download; a few minutes on 2 CPU cores):
 
-    python examples/toy_posteriors.py --output_dir=out
+    .venv/bin/python examples/toy_posteriors.py --output_dir=out   # or `make demo`
 
 writes `out/toy_posteriors.png` and `out/toy_posteriors.json`.
 """
@@ -116,32 +119,81 @@ def evaluate(model: vae.VAE, num_samples: int, seed: int) -> dict[str, float]:
     }
 
 
-def plot(panels: list[tuple[str, np.ndarray, dict[str, float]]], path: str) -> None:
-    """One panel per posterior: samples `[S, 4, 2]` coloured by datapoint over the prior."""
+GRID = np.linspace(-3.5, 3.5, 161)
+BEST_LOG_PX = float(np.log(0.25))  # four datapoints whose probabilities sum to at most 1
+
+
+def true_posterior(model: vae.VAE) -> np.ndarray:
+    """`p(z | x_n)` of the fitted decoder on `GRID x GRID`, normalised on the grid: `[4, G, G]`."""
+    zz = np.stack(np.meshgrid(GRID, GRID), axis=-1).reshape(-1, 1, LATENT_SIZE).astype(np.float32)
+    logits = model.decode(tf.constant(zz))  # [G * G, 1, 4]
+    labels = tf.broadcast_to(tf.constant(toy_data()), [zz.shape[0], 4, 4])
+    log_lik = -tf.reduce_sum(
+        tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=tf.tile(logits, [1, 4, 1])),
+        axis=-1,
+    )  # [G * G, 4]
+    log_joint = log_lik.numpy() - 0.5 * np.sum(zz[:, 0] ** 2, axis=-1, keepdims=True)
+    post = np.exp(log_joint - log_joint.max(axis=0))
+    post /= post.sum(axis=0)
+    return post.T.reshape(4, len(GRID), len(GRID))
+
+
+def _mass_levels(density: np.ndarray, masses: tuple[float, ...]) -> list[float]:
+    """Density levels whose superlevel sets hold `masses` of a density normalised on a grid."""
+    values = np.sort(density.ravel())[::-1]
+    cumulative = np.cumsum(values)
+    return sorted(float(values[np.searchsorted(cumulative, m)]) for m in masses)
+
+
+def plot(panels: list[tuple[str, np.ndarray, dict[str, float], np.ndarray]], path: str) -> None:
+    """One panel per posterior: samples `[S, 4, 2]` by datapoint, true posteriors, prior."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.6))
-    grid = np.linspace(-3.5, 3.5, 200)
-    xx, yy = np.meshgrid(grid, grid)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 6.8), squeeze=False)
+    # Fixed margins: the two-line figure title above the panels' three-line titles, the shared
+    # legend below the axis labels.
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.81, bottom=0.2, wspace=0.2)
+    xx, yy = np.meshgrid(GRID, GRID)
     prior = np.exp(-0.5 * (xx**2 + yy**2)) / (2 * np.pi)
-    for ax, (title, z, metrics) in zip(np.atleast_1d(axes), panels, strict=True):
+    for ax, (title, z, metrics, post) in zip(axes[0], panels, strict=True):
         ax.contourf(xx, yy, prior, levels=12, cmap="Greys", alpha=0.45)
-        # Circles holding 39%, 86% and 99% of the prior's mass.
+        # Circles |z| = 1, 2, 3 hold 39%, 86% and 99% of the prior's mass.
         ax.contour(xx, yy, xx**2 + yy**2, levels=[1.0, 4.0, 9.0], colors="k", linewidths=0.6)
         for n, color in enumerate(COLORS):
-            ax.scatter(z[:, n, 0], z[:, n, 1], s=3, alpha=0.5, color=color, label=f"x{n + 1}")
-        ax.set(xlim=(-3.5, 3.5), ylim=(-3.5, 3.5), aspect="equal", xlabel="z1", ylabel="z2")
+            ax.scatter(z[:, n, 0], z[:, n, 1], s=3, alpha=0.45, color=color)
+            ax.contour(
+                xx, yy, post[n], levels=_mass_levels(post[n], (0.9, 0.5)), colors=color,
+                linewidths=1.4, linestyles=["dashed", "solid"],
+            )  # fmt: skip
+        ax.set(xlim=(GRID[0], GRID[-1]), ylim=(GRID[0], GRID[-1]), aspect="equal")
+        ax.set_xlabel("$z_1$")
+        ax.set_ylabel("$z_2$")
         ax.set_title(
             f"{title}\nELBO {metrics['elbo']:.3f}, log p(x) {metrics['log_px']:.3f} nats\n"
             f"KL(aggregate q || prior) {metrics['aggregate_kl']:.3f} nats",
             fontsize=10,
         )
-    np.atleast_1d(axes)[0].legend(loc="lower left", markerscale=4, fontsize=8)
-    fig.suptitle("Posteriors of four datapoints over the N(0, I) prior (grey)", fontsize=11)
-    fig.tight_layout()
+    onehot = ["(1,0,0,0)", "(0,1,0,0)", "(0,0,1,0)", "(0,0,0,1)"]
+    handles = [
+        Line2D([], [], ls="", marker="o", ms=5, color=c, label=f"q(z | x = {v}) samples")
+        for c, v in zip(COLORS, onehot, strict=True)
+    ]
+    handles += [
+        Line2D([], [], color="0.3", lw=1.4, label="true p(z | x): 50% of its mass"),
+        Line2D([], [], color="0.3", lw=1.4, ls="--", label="true p(z | x): 90% of its mass"),
+        Line2D([], [], color="k", lw=0.6, label="prior N(0, I): |z| = 1, 2, 3 (39/86/99%)"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(
+        "Posteriors of four datapoints over the N(0, I) prior (grey)\n"
+        f"best attainable mean log p(x): log(1/4) = {BEST_LOG_PX:.3f} nats",
+        fontsize=11,
+        y=0.985,
+    )
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -165,7 +217,7 @@ def main(argv):
             if posterior_kind == "diag"
             else f"IAF posterior ({FLAGS.iaf_depth} steps)"
         )
-        panels.append((title, z.numpy(), metrics))
+        panels.append((title, z.numpy(), metrics, true_posterior(model)))
         results[posterior_kind] = metrics
     png = os.path.join(FLAGS.output_dir, "toy_posteriors.png")
     plot(panels, png)

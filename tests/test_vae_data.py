@@ -1,10 +1,14 @@
 """Binary MNIST and CIFAR-10 loading on tfds mock data (never the network)."""
 
+import socket
+import time
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from tfp_iaf import vae
+from tfp_iaf.vae import data
 
 
 @pytest.mark.parametrize("name", ["binarized_mnist", "mnist"])
@@ -50,14 +54,82 @@ def test_missing_data_says_how_to_point_data_dir(tmp_path):
 
 
 def test_failed_download_says_how_to_point_data_dir(tmp_path, monkeypatch):
-    def unreachable(*args, **kwargs):
+    calls = []
+
+    def unreachable(*args, download, **kwargs):
+        calls.append(download)
         raise ConnectionError("network is unreachable")
 
     monkeypatch.setattr(tfds, "load", unreachable)
+    monkeypatch.setattr(data, "_network_reachable", lambda host: True)
     with pytest.raises(
         vae.DatasetUnavailableError, match=r"download failed.*Point `--data_dir`.*unreachable"
     ):
         vae.load_mnist("mnist", "train", 10, data_dir=str(tmp_path), download=True)
+    assert calls == [False, True]  # the prepared copy first, then the download
+
+
+def test_download_without_network_fails_fast_without_calling_tfds_download(tmp_path, monkeypatch):
+    calls, probed = [], []
+
+    def not_prepared(*args, download, **kwargs):
+        calls.append(download)
+        raise AssertionError("Dataset binarized_mnist: could not find data in " + str(tmp_path))
+
+    monkeypatch.setattr(tfds, "load", not_prepared)
+    monkeypatch.setattr(data, "_network_reachable", lambda host: probed.append(host) or False)
+    start = time.monotonic()
+    with pytest.raises(
+        vae.DatasetUnavailableError,
+        match=r"download failed.*Point `--data_dir`.*could not connect to "
+        r"www\.cs\.toronto\.edu:443 \(limit 5 s\), so no download was attempted",
+    ):
+        vae.load_mnist("binarized_mnist", "test", 10, data_dir=str(tmp_path), download=True)
+    assert time.monotonic() - start < 2.0
+    assert calls == [False] and probed == ["www.cs.toronto.edu"]
+
+
+def test_prepared_dataset_with_download_never_probes_the_network(tmp_path, monkeypatch):
+    def no_network(host):
+        raise AssertionError("probed the network for a prepared dataset")
+
+    monkeypatch.setattr(data, "_network_reachable", no_network)
+    with tfds.testing.mock_data(num_examples=3):
+        ds, _ = vae.load_mnist("mnist", "test", 3, data_dir=str(tmp_path), download=True)
+        assert next(iter(ds)).shape == (3, 28, 28, 1)
+
+
+def test_network_check_is_bounded_by_its_timeout(monkeypatch):
+    def refused(address, timeout):
+        raise ConnectionRefusedError("refused")
+
+    monkeypatch.setattr(socket, "create_connection", refused)
+    assert data._network_reachable("example.org", timeout=0.5) is False
+
+    def hangs(address, timeout):
+        time.sleep(3.0)
+        raise TimeoutError
+
+    monkeypatch.setattr(socket, "create_connection", hangs)
+    start = time.monotonic()
+    assert data._network_reachable("example.org", timeout=0.2) is False
+    assert time.monotonic() - start < 1.0
+
+
+def test_tfds_autocache_is_off_so_partial_reads_warn_nothing(tmp_path, monkeypatch):
+    # tfds caches small splits on their first pass; reading one batch (or stopping training
+    # mid-epoch) then discards the half-filled cache with a warning. The loader opts out.
+    seen, load = [], tfds.load
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["read_config"].try_autocache)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(tfds, "load", spy)
+    with tfds.testing.mock_data(num_examples=4):
+        ds, _ = vae.load_mnist("binarized_mnist", "train", 2, str(tmp_path), repeat=True)
+    assert seen == [False]
+    assert b"CacheDataset" not in ds._as_serialized_graph().numpy()
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,21 @@ uint8 images `[batch, 32, 32, 3]` unchanged; splits train 50,000 / test 10,000.
 
 All of them load through `load_dataset`: nothing is downloaded unless `download=True`; a
 missing or unreachable dataset ends with an error saying how to point `data_dir` (the examples'
-`--data_dir`) at a prepared copy.
+`--data_dir`) at a prepared copy. A download is only attempted for a dataset that is not
+already prepared under `data_dir`, and only after a connection to its server opens within a few
+seconds (tfds itself retries for minutes without network).
+
+tfds's automatic in-memory cache is turned off: it caches a small split while the first pass
+reads it, and the examples read splits partially (one batch to build a model, training that
+stops mid-epoch), which discards the half-filled cache with a warning ("calling iterator did not
+fully read the dataset being cached") and gains nothing; decoding the images again every epoch
+costs little next to the model.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 from typing import Any
 
 import tensorflow as tf
@@ -44,6 +54,15 @@ _NUM_EXAMPLES = {
 }
 
 
+# The server each dataset's tfds builder downloads from, probed before a download.
+_DOWNLOAD_HOSTS = {
+    "binarized_mnist": "www.cs.toronto.edu",
+    "mnist": "storage.googleapis.com",
+    "cifar10": "www.cs.toronto.edu",
+}
+_NETWORK_TIMEOUT_S = 5.0
+
+
 class DatasetUnavailableError(RuntimeError):
     """The dataset is neither prepared under `data_dir` nor downloadable."""
 
@@ -55,13 +74,69 @@ def _unavailable_message(name: str, data_dir: str | None, download: bool, error:
         if download
         else "download=False, so nothing was fetched"
     )
+    retry = (
+        "rerun with `--download` once the network is reachable"
+        if download
+        else "pass `--download`"
+    )
     return (
         f"Dataset `{name}` is not available under data_dir={where!r}: {how}. Point `--data_dir` "
         f"(the `data_dir` argument) at a directory holding a prepared copy, i.e. one containing "
         f"`{name}/<version>/` as written by `tfds.builder({name!r}).download_and_prepare()` on a "
-        f"machine with network access, or pass `--download` to fetch it. "
+        f"machine with network access, or {retry}. "
         f"({type(error).__name__}: {error})"
     )
+
+
+def _network_reachable(host: str, port: int = 443, timeout: float = _NETWORK_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to `host:port` opens within `timeout` seconds (DNS included)."""
+    result = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    # A thread, because name resolution ignores socket timeouts and can hang on its own.
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def _load(name: str, split: str, data_dir: str | None, download: bool, shuffle: bool):
+    return tfds.load(
+        name,
+        split=split,
+        data_dir=data_dir,
+        download=download,
+        with_info=True,
+        shuffle_files=shuffle,
+        read_config=tfds.ReadConfig(try_autocache=False),
+    )
+
+
+def _load_or_download(name: str, split: str, data_dir: str | None, download: bool, shuffle: bool):
+    """`tfds.load`, downloading only what is not prepared, and only when the server answers."""
+    unavailable = (AssertionError, OSError, tfds.download.DownloadError, tf.errors.NotFoundError)
+    try:
+        return _load(name, split, data_dir, download=False, shuffle=shuffle)
+    except unavailable as e:
+        if not download:
+            raise DatasetUnavailableError(_unavailable_message(name, data_dir, False, e)) from e
+    host = _DOWNLOAD_HOSTS[name]
+    if not _network_reachable(host):
+        error = ConnectionError(
+            f"could not connect to {host}:443 (limit {_NETWORK_TIMEOUT_S:g} s), so no "
+            "download was attempted"
+        )
+        raise DatasetUnavailableError(_unavailable_message(name, data_dir, True, error))
+    try:
+        return _load(name, split, data_dir, download=True, shuffle=shuffle)
+    except unavailable as e:
+        raise DatasetUnavailableError(_unavailable_message(name, data_dir, True, e)) from e
 
 
 def _binarize_static(dataset: tf.data.Dataset, seed: int, rerandomize: bool) -> tf.data.Dataset:
@@ -114,7 +189,8 @@ def load_dataset(
         optionally with a tfds slice, e.g. "train[:10%]".
       batch_size: examples per batch.
       data_dir: the tfds data directory; None for the tfds default.
-      download: whether tfds may download and prepare the dataset.
+      download: whether tfds may download and prepare the dataset when it is not prepared
+        under `data_dir` (attempted only if its server answers within 5 s).
       shuffle: shuffle examples (reshuffled every epoch).
       repeat: repeat forever (for `fit` with `steps_per_epoch`).
       drop_remainder: drop a last, smaller batch.
@@ -136,17 +212,7 @@ def load_dataset(
     if base_split not in splits:
         raise ValueError(f"`split` of {name} must be one of {splits}; got {split!r}")
     batch_size = _checks.positive_int("batch_size", batch_size)
-    try:
-        dataset, info = tfds.load(
-            name,
-            split=split,
-            data_dir=data_dir,
-            download=download,
-            with_info=True,
-            shuffle_files=shuffle,
-        )
-    except (AssertionError, OSError, tfds.download.DownloadError, tf.errors.NotFoundError) as e:
-        raise DatasetUnavailableError(_unavailable_message(name, data_dir, download, e)) from e
+    dataset, info = _load_or_download(name, split, data_dir, download, shuffle)
     split_info = info.splits[base_split] if base_split in info.splits else None
     num_examples = (
         split_info.num_examples
