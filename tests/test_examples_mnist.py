@@ -109,7 +109,7 @@ def test_dynamic_mnist_gated_iaf_from_flags_resumes(mnist_vae, tmp_path, monkeyp
     first = run(2)
     _check_outputs(tmp_path, first, steps=2, grids=grids)
     assert first["config"]["gated"] and first["config"]["free_bits"] == 0.1
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         second = run(4)
     assert "Resumed from step 2 of 4" in caplog.text
     _check_outputs(tmp_path, second, steps=4, grids=grids)  # the step counter continued from 2 ...

@@ -38,7 +38,7 @@ def test_a_larger_num_steps_continues_to_exactly_that_total(
     runs = dict(batch_size=batch_size, save_every=save_every)
     one = run(tmp_path, x, num_steps=first, **runs)
     assert (one["steps"], one["resumed_from_step"]) == (first, 0)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         two = run(tmp_path, x, num_steps=second, **runs)
     assert f"Resumed from step {first} of {second}" in caplog.text
     assert (two["steps"], two["resumed_from_step"]) == (second, first)

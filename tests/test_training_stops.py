@@ -59,7 +59,7 @@ def test_a_signal_saves_the_step_reached_and_a_rerun_resumes_from_it(
     assert "Resume with:" in caplog.text
     assert not (tmp_path / "results.json").exists()
     monkeypatch.setattr(experiment, "train", train)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         results = run(tmp_path, num_steps=8, save_every=100)
     assert "Resumed from step 3 of 8" in caplog.text
     assert (results["resumed_from_step"], results["steps"]) == (3, 8)
