@@ -135,3 +135,16 @@ def array_loader(x: np.ndarray, loads: list | None = None):
         return ds.batch(batch_size, drop_remainder=drop_remainder), len(x)
 
     return load_split
+
+
+def run_tiny_experiment(model_dir, x: np.ndarray, **config):
+    """`run_experiment` of a `tiny_vae` on the rows of `x`, no image grids."""
+    from tfp_iaf import vae
+
+    return vae.run_experiment(
+        TailConfig(model_dir=str(model_dir), **config),
+        load_split=array_loader(x),
+        make_model=lambda train_batches: tiny_vae(x.shape[1]),
+        make_images=lambda model, test_batches: {},
+        default_epochs=1,
+    )

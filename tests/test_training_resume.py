@@ -7,20 +7,14 @@ import logging
 import numpy as np
 import pytest
 
-from tests.examples_util import TailConfig, array_loader, tiny_vae
+from tests.examples_util import run_tiny_experiment
 from tfp_iaf import vae
 
 X = np.tile(np.eye(4, dtype=np.float32), (3, 1))  # 12 rows
 
 
 def run(tmp_path, x, **config):
-    return vae.run_experiment(
-        TailConfig(model_dir=str(tmp_path), **config),
-        load_split=array_loader(x),
-        make_model=lambda train_batches: tiny_vae(x.shape[1]),
-        make_images=lambda model, test_batches: {},
-        default_epochs=1,
-    )
+    return run_tiny_experiment(tmp_path, x, **config)
 
 
 @pytest.mark.parametrize(

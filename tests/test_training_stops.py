@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.examples_util import TailConfig, array_loader, tiny_vae
+from tests.examples_util import run_tiny_experiment, tiny_vae
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.vae import experiment
 from tfp_iaf.vae.experiment import run_or_exit
@@ -32,13 +32,7 @@ class SignalAt(tf_keras.callbacks.Callback):
 
 
 def run(tmp_path, x=X, **config):
-    return vae.run_experiment(
-        TailConfig(model_dir=str(tmp_path), **config),
-        load_split=array_loader(x),
-        make_model=lambda train_batches: tiny_vae(x.shape[1]),
-        make_images=lambda model, test_batches: {},
-        default_epochs=1,
-    )
+    return run_tiny_experiment(tmp_path, x, **config)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
