@@ -14,8 +14,9 @@ $(BIN)/activate: setup.cfg pyproject.toml
 demo: $(BIN)/activate
 	$(BIN)/python examples/toy_posteriors.py --output_dir=out
 
+# -n auto: one pytest worker per core (TensorFlow alone keeps about one core busy on these tests).
 test: $(BIN)/activate
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
