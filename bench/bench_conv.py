@@ -3,20 +3,24 @@
 The paper's CIFAR-10 layer (Kingma et al. 2016, §4.1): latent [16, 16, 32], context feature map of
 160 channels, two hidden 3x3 convolutions of 160 filters, batch 32.
 
-    python bench/bench_conv.py                    # full table (about two minutes on 2 CPU cores)
-    python bench/bench_conv.py --raster_passes=8  # quicker raster-inverse extrapolation
+    python bench/bench_conv.py                    # all tables (a few minutes on 2 CPU cores)
+    python bench/bench_conv.py --raster_passes=8  # quicker naive raster extrapolation
 
-Prints a markdown table, each time the median of `--repeats` timed calls of a `tf.function`
-after two warm-up calls, the repeats interleaved across cases; the minimum is printed too, and
-on shared CPU cores (where other jobs only ever add time) the ratio of minima is the steadier one:
+Prints markdown tables, each time the median of `--repeats` (`--inverse_repeats`) timed calls of
+a `tf.function` after two warm-up calls, the repeats interleaved across cases; the minimum is
+printed too, and on shared CPU cores (where other jobs only ever add time) the ratio of minima is
+the steadier one:
 
 - forward step (one network pass + the affine update) and training step (sample + log_prob +
   gradient w.r.t. the network's variables) of the masked conv IAF against the unmasked stack, the
   cost floor: identical layers (plain `tf_keras` Conv2D, same shapes, same context 1x1 conv, same
   bijector code), only without masks;
-- the sequential inverse: "channel" order runs its 32 passes and is timed in full; "raster" order
-  needs H*W*C = 8192 passes, so `--raster_passes` of them are timed (the same loop body as the
-  bijector's inverse) and the total is extrapolated linearly, labelled as such.
+- the sequential inverse against the forward step, in "channel" and "raster" order, on the
+  paper's latent and on a small one ([8, 8, 16], hidden [64, 64]): the fast inverse
+  (`tfp_iaf.conv_inverse`, the default) and the naive one (`ConvMADE(fast_inverse=False)`: a
+  full network pass per degree), same weights. Everything is measured in full except the naive
+  raster inverse of the paper's latent (8192 passes, minutes): `--raster_passes` of its passes
+  are timed and the total extrapolated linearly, labelled as such.
 """
 
 from __future__ import annotations
@@ -41,9 +45,12 @@ flags.DEFINE_integer("width", 16, "Latent width.")
 flags.DEFINE_integer("channels", 32, "Latent channels.")
 flags.DEFINE_integer("context", 160, "Context channels.")
 flags.DEFINE_integer("filters", 160, "Filters of each of the two hidden convolutions.")
-flags.DEFINE_integer("batch", 32, "Batch size.")
+flags.DEFINE_integer("batch", 8, "Batch size.")
 flags.DEFINE_integer("repeats", 21, "Timed repeats per case (median reported).")
-flags.DEFINE_integer("raster_passes", 32, "Raster-inverse passes timed for the extrapolation.")
+flags.DEFINE_integer("inverse_repeats", 5, "Timed repeats per inverse case.")
+flags.DEFINE_integer(
+    "raster_passes", 32, "Passes of the naive paper-sized raster inverse timed (extrapolated)."
+)
 FLAGS = flags.FLAGS
 
 
@@ -126,26 +133,91 @@ def step_cases(masked, h):
     return forward, train
 
 
-def inverse_case(order, h, passes=None):
-    """The sequential inverse; with `passes`, only that many passes of the same loop body."""
-    iaf, event_shape = make_step(True, order)
-    y = tf.random.normal([FLAGS.batch, *event_shape])
-    iaf.forward(y, context=h)
+def inverse_cases(event_shape, filters, batch, naive_passes=None):
+    """Per order ("channel", "raster"): the IAF step's forward, its fast inverse (the default)
+    and its naive inverse (`fast_inverse=False`: one full network pass per degree), same weights.
 
-    @tf.function
-    def inverse():
-        if passes is None:
+    With `naive_passes`, the naive raster inverse runs only that many passes (the same loop body
+    as `AutoregressiveNetwork.sequential_solve`), for a linear extrapolation.
+
+    Returns:
+      `{order: (forward, fast, naive, passes, naive_passes_timed)}`.
+    """
+    height, width, _ = event_shape
+    h = tf.random.normal([batch, height, width, FLAGS.context])
+    cases = {}
+    for order in ("channel", "raster"):
+        steps = []
+        for fast in (True, False):
+            tf.keras.utils.set_random_seed(1)
+            net = ConvMADE(
+                event_shape,
+                filters,
+                context_channels=FLAGS.context,
+                order=order,
+                fast_inverse=fast,
+            )
+            steps.append(InverseAutoregressiveFlow(net))
+        fast_iaf, naive_iaf = steps
+        x = tf.random.normal([batch, *event_shape])
+        y = fast_iaf.forward(x, context=h)
+        naive_iaf.forward(x, context=h)
+        naive_iaf.network.set_weights(fast_iaf.network.get_weights())
+        passes = fast_iaf.network.num_inverse_passes
+        timed = passes if order == "channel" or naive_passes is None else naive_passes
+
+        @tf.function
+        def forward(iaf=fast_iaf, x=x):
+            return iaf.forward(tf.identity(x), context=h)
+
+        @tf.function
+        def fast_inverse(iaf=fast_iaf, y=y):
             return iaf.inverse(tf.identity(y), context=h)
 
-        def body(x, _):  # the bijector's own loop body (iaf.py, _inverse_and_ildj)
-            shift, log_scale = iaf.shift_and_log_scale(x, h)
-            return (y - shift) * tf.exp(-log_scale), log_scale
+        @tf.function
+        def naive_inverse(iaf=naive_iaf, y=y, timed=timed, passes=passes):
+            if timed == passes:
+                return iaf.inverse(tf.identity(y), context=h)
 
-        return tf.while_loop(
-            lambda *_: True, body, (tf.zeros_like(y), tf.zeros_like(y)), maximum_iterations=passes
+            def body(x_k, _):  # one pass of AutoregressiveNetwork.sequential_solve
+                shift, log_scale = iaf.shift_and_log_scale(x_k, h)
+                return (y - shift) * tf.exp(-log_scale), log_scale
+
+            return tf.while_loop(
+                lambda *_: True,
+                body,
+                (tf.zeros_like(y), tf.zeros_like(y)),
+                maximum_iterations=timed,
+            )
+
+        cases[order] = (forward, fast_inverse, naive_inverse, passes, timed)
+    return cases
+
+
+def inverse_table(label, event_shape, filters, batch, repeats, naive_passes=None):
+    """Prints one markdown table: the inverses of one latent against its forward step."""
+    cases = inverse_cases(event_shape, filters, batch, naive_passes)
+    fns = [fn for case in cases.values() for fn in case[:3]]
+    times = iter(time_ms(fns, repeats))
+    print(
+        f"\n{label}: latent {list(event_shape)}, hidden {filters} 3x3, context "
+        f"{FLAGS.context} ch, batch {batch}; median (min) ms of {repeats}\n"
+    )
+    print(
+        "| order | passes | forward step | fast inverse | fast / forward | naive inverse "
+        "| naive / forward | naive / fast |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for order, (*_, passes, timed) in cases.items():
+        (f, f_min), (i, i_min), (n, n_min) = next(times), next(times), next(times)
+        shown = f"{n:.0f} ({n_min:.0f})"
+        if timed != passes:  # extrapolated from `timed` passes
+            n, n_min = n * passes / timed, n_min * passes / timed
+            shown = f"**~{n:.3g}** (extrapolated from {timed} passes)"
+        print(
+            f"| {order} | {passes} | {f:.1f} ({f_min:.1f}) | {i:.0f} ({i_min:.0f}) "
+            f"| **{i / f:.1f}x** ({i_min / f_min:.1f}x) | {shown} | {n / f:.0f}x | {n / i:.0f}x |"
         )
-
-    return inverse, iaf.network.num_inverse_passes
 
 
 def main(argv):
@@ -157,14 +229,6 @@ def main(argv):
     (uf, uf_min), (mf, mf_min), (ut, ut_min), (mt, mt_min) = time_ms(
         [unmasked_forward, masked_forward, unmasked_train, masked_train], FLAGS.repeats
     )
-    channel_inverse, channel_passes = inverse_case("channel", h)
-    raster_inverse, raster_passes = inverse_case("raster", h, FLAGS.raster_passes)
-    (channel_ms, _), (part_ms, _) = time_ms(
-        [channel_inverse, raster_inverse], max(3, FLAGS.repeats // 2)
-    )
-    part = FLAGS.raster_passes
-    raster_ms = part_ms * raster_passes / part
-
     shape = f"[{FLAGS.height}, {FLAGS.width}, {FLAGS.channels}]"
     print(
         f"Conv IAF step, latent {shape}, context {FLAGS.context} ch, hidden "
@@ -186,20 +250,17 @@ def main(argv):
             f"| {label} | {a:.1f} ({a_min:.1f}) | {b:.1f} ({b_min:.1f}) | {b / a:.2f}x "
             f"| {b_min / a_min:.2f}x |"
         )
-    print("\n| inverse (masked) | passes | time (ms) | per pass (ms) | / masked forward step |")
-    print("|---|---:|---:|---:|---:|")
-    rows = (
-        ("channel order, measured", channel_passes, f"{channel_ms:.0f}", channel_ms),
-        (f"raster order, {part} passes measured", part, f"{part_ms:.0f}", part_ms),
-        (
-            "raster order, **extrapolated** to all passes",
-            raster_passes,
-            f"~{raster_ms:.3g}",
-            raster_ms,
-        ),
+    event_shape = (FLAGS.height, FLAGS.width, FLAGS.channels)
+    inverse_repeats = FLAGS.inverse_repeats
+    inverse_table(
+        "Inverse, the paper's layer",
+        event_shape,
+        [FLAGS.filters, FLAGS.filters],
+        FLAGS.batch,
+        inverse_repeats,
+        naive_passes=FLAGS.raster_passes,
     )
-    for label, passes, shown, total_ms in rows:
-        print(f"| {label} | {passes} | {shown} | {total_ms / passes:.1f} | {total_ms / mf:.0f}x |")
+    inverse_table("Inverse, a small latent", (8, 8, 16), [64, 64], FLAGS.batch, inverse_repeats)
 
 
 if __name__ == "__main__":

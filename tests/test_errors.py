@@ -299,6 +299,11 @@ def test_bad_update_parameters(kwargs, error, match):
         ),
         (lambda: tfp_iaf.ConvMADE((4, 4, 2), 8), TypeError, r"`filters` .*got 8 \(int\)"),
         (
+            lambda: tfp_iaf.ConvMADE((2, 2, 2), [4], fast_inverse=1),
+            TypeError,
+            r"`fast_inverse` must be a bool; got 1 \(int\)",
+        ),
+        (
             lambda: tfp_iaf.ConvMADE((4, 4, 2), [4], context_channels=True),
             TypeError,
             r"`context_channels` .*got True",
