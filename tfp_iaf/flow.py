@@ -7,7 +7,7 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
 from tfp_iaf._checks import as_input
-from tfp_iaf._keras import show_layers_to_calling_model
+from tfp_iaf._keras import check_keras3_owner, show_layers_to_calling_model
 
 tfb = tfp.bijectors
 
@@ -137,6 +137,7 @@ class AutoregressiveFlow(tfb.Bijector):
     def _validated(self, x, arg: str, context):
         """`(x, context)` as tensors, checked at run time under `validate_args`."""
         show_layers_to_calling_model(self, self.networks)
+        check_keras3_owner(self, self.networks)
         x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
         context = as_input(context, self.dtype)
         if context is not None:

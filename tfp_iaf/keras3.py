@@ -1,0 +1,176 @@
+"""Keras 3 (`tf.keras` since TF 2.16): a layer that owns a tfp_iaf flow, so a model trains it.
+
+tfp_iaf's networks are `tf_keras` layers (TFP's convention), and a Keras 3 model tracks only
+Keras 3 `Variable`s and layers: a flow held as a bare attribute would be left out of
+`trainable_variables`, `fit` and saving. `FlowLayer` is the one way to hold a flow in a Keras 3
+model; holding it bare is an error the first time it runs inside a Keras 3 layer (see
+`tfp_iaf._keras.check_keras3_owner`), never a silent drop.
+
+`tf_keras` models need none of this: they track a flow attribute as TFP's bijectors expect.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfp_iaf import _keras
+from tfp_iaf.flow import AutoregressiveFlow
+from tfp_iaf.stacks import conv_iaf_stack, dense_iaf_stack
+
+__all__ = ["FlowLayer"]
+
+# The stacks a FlowLayer can build from a name, and so write to a `.keras` config.
+STACKS = {"dense_iaf_stack": dense_iaf_stack, "conv_iaf_stack": conv_iaf_stack}
+
+
+@keras.saving.register_keras_serializable(package="tfp_iaf")
+class FlowLayer(keras.layers.Layer):
+    """A Keras 3 layer that owns a tfp_iaf flow: `fit`, `summary` and saving see its variables.
+
+    The flow's variables are `tf.Variable`s of its `tf_keras` networks. At construction this
+    layer builds the networks and lists each variable as a Keras 3 `Variable` sharing its
+    storage: the optimizer's updates, `load_weights` and `load_model` write the flow's own
+    variables, so `layer.flow` is the trained bijector, with nothing to copy.
+
+    - `layer.flow`: the bijector, e.g. for `tfd.TransformedDistribution(base, layer.flow)` in a
+      subclassed model's `call`, with `bijector_kwargs={"context": h}`;
+    - `layer(x, context=h)`: `y = flow.forward(x, context=h)` (and the forward log-det with
+      `return_log_det=True`), for functional models.
+
+    Shapes: `x: [..., *event_shape] -> y: same`; log-det `[...]`; `context` as the flow's.
+
+    The layer computes in the flow's dtype: under a `mixed_float16` policy, inputs of another
+    float dtype are cast to it (a density stays in float32). `layer.flow` called directly takes
+    inputs of its own dtype only, as any tfp_iaf flow.
+
+    Args:
+      flow: a tfp_iaf flow (e.g. from `tfp_iaf.dense_iaf_stack`), or the name of a stack
+        builder, `"dense_iaf_stack"` or `"conv_iaf_stack"`, called with `stack_kwargs` (which
+        must then be JSON values). A functional model's `model.save("m.keras")` writes every
+        layer's config, so there the layer must be built from a name; a subclassed model's own
+        config rebuilds its flow, and weights save and load in every case.
+      return_log_det: `call` returns `(y, forward_log_det_jacobian)` instead of `y`.
+      trainable: whether the flow's variables are trained.
+      name: name of the layer.
+      **stack_kwargs: the builder's arguments, when `flow` is a name.
+
+    Raises:
+      TypeError: `flow` is neither a tfp_iaf flow nor a string, `stack_kwargs` come with a
+        flow object, or `return_log_det` is not a bool.
+      ValueError: an unknown stack name, or what the builder raises.
+      NotImplementedError: `get_config()` of a layer around a flow object.
+
+    Examples:
+
+    >>> import keras
+    >>> import tfp_iaf
+    >>> layer = tfp_iaf.keras3.FlowLayer(
+    ...     tfp_iaf.dense_iaf_stack(2, num_steps=2, hidden_units=[8], context_size=3))
+    >>> len(layer.trainable_variables) == len(layer.flow.trainable_variables)
+    True
+    >>> layer(tf.zeros([5, 2]), context=tf.ones([5, 3])).shape
+    TensorShape([5, 2])
+    """
+
+    def __init__(
+        self,
+        flow: AutoregressiveFlow | str,
+        *,
+        return_log_det: bool = False,
+        trainable: bool = True,
+        name: str | None = None,
+        **stack_kwargs,
+    ):
+        stack = None
+        if isinstance(flow, str):
+            if flow not in STACKS:
+                raise ValueError(f"`flow` must be a flow or one of {sorted(STACKS)}; got {flow!r}")
+            stack = (flow, dict(stack_kwargs))
+            flow = STACKS[flow](**stack_kwargs)
+        elif not isinstance(flow, AutoregressiveFlow):
+            raise TypeError(
+                "`flow` must be a tfp_iaf flow (e.g. tfp_iaf.dense_iaf_stack(...)) or a stack "
+                f"name; got {type(flow).__name__}"
+            )
+        elif stack_kwargs:
+            raise TypeError(
+                f"`stack_kwargs` {sorted(stack_kwargs)} are arguments of a stack builder, given "
+                "with a flow object; pass a stack name as `flow` to use them"
+            )
+        if not isinstance(return_log_det, bool):
+            raise TypeError(f"`return_log_det` must be a bool; got {return_log_det!r}")
+        super().__init__(trainable=trainable, name=name or flow.name, dtype=flow.dtype.name)
+        self._stack = stack
+        self.return_log_det = return_log_det
+        self._flow = flow
+        # A list attribute: Keras 3 tracks each Variable in it as this layer's own.
+        with keras.name_scope(self.name):  # paths `iaf_stack/made_0_masked_0_kernel`
+            self._flow_variables = [
+                keras.Variable(v, trainable=v.trainable, autocast=False, name=_variable_name(v))
+                for v in _build(flow)
+            ]
+        _keras.register_keras3_owner(self, flow.networks)
+        self.built = True  # every variable exists: nothing to build at the first call
+
+    @property
+    def flow(self) -> AutoregressiveFlow:
+        """The bijector, its variables those of this layer."""
+        return self._flow
+
+    def call(self, x, context=None):
+        kwargs = {} if context is None else {"context": context}
+        y = self._flow.forward(x, **kwargs)
+        if not self.return_log_det:
+            return y
+        return y, self._flow.forward_log_det_jacobian(x, **kwargs)
+
+    def compute_output_spec(self, x, context=None):
+        # The flow's shapes without tracing it: `x`'s batch broadcast against `context`'s.
+        event_ndims = self._flow.forward_min_event_ndims
+        batch = tf.TensorShape(x.shape[: len(x.shape) - event_ndims])
+        if context is not None:
+            context_ndims = len(self._flow.networks[0].context_shape)
+            context_batch = tf.TensorShape(context.shape[: len(context.shape) - context_ndims])
+            batch = tf.broadcast_static_shape(batch, context_batch)
+        dtype = self._flow.dtype.name
+        y = keras.KerasTensor((*batch, *x.shape[len(x.shape) - event_ndims :]), dtype)
+        return (y, keras.KerasTensor(tuple(batch), dtype)) if self.return_log_det else y
+
+    def get_config(self) -> dict:
+        if self._stack is None:
+            raise NotImplementedError(
+                f"FlowLayer `{self.name}` holds a flow object, which a `.keras` config cannot "
+                "describe: build the layer from a stack name, e.g. "
+                "FlowLayer('dense_iaf_stack', event_size=..., num_steps=..., hidden_units=...), "
+                "or save weights only (`save_weights`) and rebuild the model in code"
+            )
+        builder, kwargs = self._stack
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "return_log_det": self.return_log_det,
+            "flow": builder,
+            **kwargs,
+        }
+
+
+def _build(flow: AutoregressiveFlow) -> list[tf.Variable]:
+    """Builds every network of `flow` (eagerly, on zeros) and returns the flow's variables."""
+    with tf.init_scope():
+        for network in flow.networks:
+            if network.built:
+                continue
+            x = tf.zeros([1, *network.event_shape], network.dtype)
+            context = (
+                None
+                if network.context_shape is None
+                else tf.zeros([1, *network.context_shape], network.dtype)
+            )
+            network(x, context=context)
+    return list(flow.variables)
+
+
+def _variable_name(v: tf.Variable) -> str:
+    """`made_0/masked_0/kernel:0` -> `made_0_masked_0_kernel` (Keras 3 names have no `/`)."""
+    return v.name.split(":")[0].replace("/", "_")
