@@ -35,9 +35,11 @@ flags.DEFINE_integer("hidden_size", 160, "ResNet channels (a multiple of --z_siz
 flags.DEFINE_integer("z_size", 32, "Latent channels per layer.")
 flags.DEFINE_integer("iaf_steps", 1, "Conv IAF steps per layer (0: diagonal Gaussian).")
 flags.DEFINE_enum("order", "raster", ["raster", "channel"], "Conv IAF order.")
+flags.DEFINE_bool("iaf_gated", True, "Gated IAF steps (scale <= 1); --noiaf_gated: affine.")
 flags.DEFINE_float("free_bits", 0.25, "KL floor per (layer, channel), nats (0: off).")
 flags.DEFINE_integer("batch_size", 32, "Global training batch size.")
 flags.DEFINE_float("learning_rate", 2e-3, "Adamax learning rate.")
+flags.DEFINE_float("clip_norm", None, "Clip the gradients' global norm to this (unset: off).")
 flags.DEFINE_float("ema_momentum", 0.999, "Polyak averaging decay.")
 flags.DEFINE_integer("epochs", None, "Training epochs (default 1 unless --num_steps is set).")
 flags.DEFINE_integer("num_steps", None, "Training steps, instead of --epochs.")
@@ -80,6 +82,7 @@ def make_model(config: Config) -> ResNetVAE:
         num_blocks=config.num_blocks,
         iaf_steps=config.iaf_steps,
         order=config.order,
+        iaf_gated=config.iaf_gated,
         free_bits=config.free_bits,
         seed=config.seed,
     )
@@ -88,18 +91,24 @@ def make_model(config: Config) -> ResNetVAE:
 def build_model(config: Config, train_batches: tf.data.Dataset) -> ResNetVAE:
     """`make_model`, with weight-norm data-dependent initialisation on one training batch."""
     model = make_model(config)
-    model.initialize(next(iter(train_batches)))  # a restored backup overwrites it
+    model.initialize(next(iter(train_batches)))  # a restored checkpoint overwrites it
     return model
 
 
 def make_images(
     config: Config, model: ResNetVAE, test_batches: tf.data.Dataset
 ) -> dict[str, np.ndarray]:
-    """36 samples, and 18 test images each followed by its reconstruction, in [0, 1]."""
+    """36 samples, and 18 test images each followed by its reconstruction, in [0, 1], captioned."""
     samples = model.sample(36, seed=config.seed).numpy()
     originals = next(iter(test_batches))[:18]
     pairs = np.stack([originals.numpy() / 255.0, model.reconstruct(originals).numpy()], axis=1)
-    return {"samples.png": samples, "reconstructions.png": pairs.reshape(-1, *IMAGE_SHAPE)}
+    return {
+        "samples.png": ("36 samples: means of p(x | z), z from the prior", samples),
+        "reconstructions.png": (
+            "18 test images, each followed by its reconstruction",
+            pairs.reshape(-1, *IMAGE_SHAPE),
+        ),
+    }
 
 
 def train_and_evaluate(config: Config) -> dict:

@@ -48,12 +48,18 @@ flags.DEFINE_integer("batch_size", 100, "Training batch size.")
 flags.DEFINE_integer("epochs", None, "Training epochs (default 10 unless --num_steps is set).")
 flags.DEFINE_integer("num_steps", None, "Training steps, instead of --epochs.")
 flags.DEFINE_float("learning_rate", 2e-3, "Adamax learning rate.")
+flags.DEFINE_float("clip_norm", None, "Clip the gradients' global norm to this (unset: off).")
 flags.DEFINE_float("ema_momentum", 0.998, "Polyak averaging decay.")
 flags.DEFINE_enum("dataset", "binarized_mnist", vae.DATASETS, "Static or dynamic binarization.")
 flags.DEFINE_string("data_dir", None, "tfds data directory holding a prepared copy.")
 flags.DEFINE_bool("download", False, "Let tfds download the dataset.")
 flags.DEFINE_string("model_dir", "runs/mnist_vae", "Checkpoints, TensorBoard logs, results.")
 flags.DEFINE_integer("save_every", 500, "Steps between checkpoints.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "Distribution.")
+flags.DEFINE_bool(
+    "mixed_precision", False, "float16 encoder and decoder; IAF, log-dets, loss float32."
+)
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
 flags.DEFINE_integer("num_importance_samples", 128, "k of the importance-sampled log p(x).")
 flags.DEFINE_integer("importance_chunk", 32, "Importance samples drawn per pass (memory).")
 flags.DEFINE_integer("eval_batch_size", 100, "Evaluation batch size.")
@@ -166,10 +172,16 @@ def train_and_evaluate(config: Config) -> dict:
         load_split=functools.partial(vae.load_mnist, config.dataset),
         make_model=lambda train_batches: make_model(config),
         make_images=lambda model, test_batches: {
-            "samples.png": model.sample(100, seed=config.seed).numpy()
+            "samples.png": (
+                "100 samples: means of p(x | z), z from the prior",
+                model.sample(100, seed=config.seed).numpy(),
+            )
         },
         default_epochs=10,
         headline="nats",
+        strategy=config.strategy,
+        mixed_precision=config.mixed_precision,
+        jit_compile=config.jit_compile,
     )
 
 

@@ -42,24 +42,40 @@ def decode_png(path) -> np.ndarray:
     return tf.io.decode_png(data).numpy()
 
 
-def check_image_grid(path, num_images: int, image_shape: tuple, num_cols: int = 10) -> None:
+def check_image_grid(
+    path, num_images: int, image_shape: tuple, num_cols: int = 10, title: bool = True
+) -> None:
     """`path` is `vae.save_image_grid`'s PNG of `num_images` images `image_shape`, not blank.
 
     The grid has `num_cols` columns (fewer for fewer images) and a 1-pixel white line around
-    every cell; grey images (one channel) are written with R = G = B.
+    every cell, magnified by a whole factor to at least 560 pixels wide; with `title`, below a
+    white band of `vae.images.TITLE_HEIGHT` pixels that holds dark text. Grey images (one
+    channel) are written with R = G = B.
     """
+    from tfp_iaf.vae.images import TITLE_HEIGHT
+
     h, w, c = image_shape
     cols = min(num_cols, num_images)
     rows = -(-num_images // cols)
     png = decode_png(path)
-    assert png.shape[:2] == (rows * (h + 1) + 1, cols * (w + 1) + 1), png.shape
+    width = cols * (w + 1) + 1
+    scale = png.shape[1] // width
+    band = TITLE_HEIGHT if title else 0
+    assert scale >= 1 and scale * width >= 560 > (scale - 1) * width, (png.shape, width)
+    assert png.shape[:2] == (band + scale * (rows * (h + 1) + 1), scale * width), png.shape
     rgb = png[..., :3].astype(np.int32)
-    assert np.all(rgb[:: h + 1] == 255) and np.all(rgb[:, :: w + 1] == 255)  # the cell lines
     if png.shape[-1] == 4:
         assert np.all(png[..., 3] == 255)  # opaque
+    if title:
+        assert rgb[:band].min() < 128, f"{path}: no title text"
+    grid = rgb[band:]
+    blocks = grid.reshape(grid.shape[0] // scale, scale, width, scale, 3)
+    assert np.all(blocks == blocks[:, :1, :, :1]), f"{path}: the grid was resampled"
+    grid = blocks[:, 0, :, 0]
+    assert np.all(grid[:: h + 1] == 255) and np.all(grid[:, :: w + 1] == 255)  # the cell lines
     if c == 1:
-        assert np.all(rgb == rgb[..., :1])  # grey
-    cells = rgb[1:, 1:].reshape(rows, h + 1, cols, w + 1, 3)[:, :h, :, :w]
+        assert np.all(grid == grid[..., :1])  # grey
+    cells = grid[1:, 1:].reshape(rows, h + 1, cols, w + 1, 3)[:, :h, :, :w]
     cells = cells.transpose(0, 2, 1, 3, 4).reshape(rows * cols, h, w, 3)[:num_images]
     assert np.ptp(cells) > 0, f"{path}: every image is one constant colour"
 
@@ -102,6 +118,7 @@ class TailConfig:
     num_steps: int | None = None
     learning_rate: float = 0.05
     ema_momentum: float | None = 0.5
+    clip_norm: float | None = None
     data_dir: str | None = None
     download: bool = False
     save_every: int = 1

@@ -280,3 +280,33 @@ def test_example_errors(cifar10_vae, tmp_path):
     config = cifar10_vae.Config(data_dir=str(tmp_path), model_dir=str(tmp_path), **TINY)
     with pytest.raises(vae.DatasetUnavailableError, match="`cifar10` is not available under"):
         cifar10_vae.train_and_evaluate(config)
+
+
+def photo_crops(num: int, size: int, seed: int = 0) -> np.ndarray:
+    """`num` random `size x size` crops (uint8) of the photograph that ships with matplotlib."""
+    import matplotlib.cbook
+    import matplotlib.image
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        photo = np.asarray(matplotlib.image.imread(f, format="jpg"), np.uint8)
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, photo.shape[0] - size, num)
+    cols = rng.integers(0, photo.shape[1] - size, num)
+    return np.stack([photo[r : r + size, c : c + size] for r, c in zip(rows, cols, strict=True)])
+
+
+@pytest.mark.slow
+def test_small_resnet_vae_trains_100_steps_at_learning_rate_0_01(tmp_path):
+    """Real image statistics, the default (gated) IAF: no overflow at a 5x learning rate."""
+    crops = photo_crops(100 * 8, 16)
+    model = ResNetVAE((16, 16, 3), hidden_size=32, z_size=16, depth=2, num_blocks=2, seed=1)
+    model.initialize(crops[:8])
+    model.compile(optimizer=vae.make_optimizer(0.01, ema_momentum=None))
+    data = tf.data.Dataset.from_tensor_slices(crops).batch(8)
+    run = vae.train(  # raises TrainingDiverged at the first non-finite logged value
+        model, data, model_dir=str(tmp_path), num_steps=100, steps_per_epoch=50, verbose=0
+    )
+    assert run.step == 100
+    first, last = (run.history.history["loss"][i] for i in (0, -1))
+    assert math.isfinite(last) and last < first, (first, last)
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())

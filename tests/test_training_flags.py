@@ -21,6 +21,8 @@ COMMON = [
     ("--learning_rate=0", r"--learning_rate must be a positive number"),
     ("--learning_rate=nan", r"--learning_rate must be a positive number"),
     ("--ema_momentum=1", r"--ema_momentum must be in \[0, 1\)"),
+    ("--clip_norm=0", r"--clip_norm must be a positive number"),
+    ("--clip_norm=inf", r"--clip_norm must be a positive number"),
     ("--free_bits=-0.1", r"--free_bits must be >= 0"),
 ]
 

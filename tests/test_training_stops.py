@@ -83,3 +83,11 @@ def test_train_raises_diverged_naming_step_quantity_and_checkpoint(tmp_path):
             model, batches, model_dir=str(tmp_path), num_steps=5, steps_per_epoch=5, verbose=0
         )
     assert (info.value.step, info.value.checkpoint) == (3, None)
+
+
+def test_run_or_exit_keeps_tensorflow_warnings_and_drops_its_info(monkeypatch):
+    logger = tf.get_logger()
+    monkeypatch.setattr(logger, "level", logger.level)  # restored after the test
+    logger.setLevel("INFO")
+    assert run_or_exit(lambda: 7) == 7
+    assert not logger.isEnabledFor(logging.INFO) and logger.isEnabledFor(logging.WARNING)

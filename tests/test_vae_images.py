@@ -1,36 +1,60 @@
-"""save_image_grid: the PNG holds every image at its place, bordered; bad input is named."""
+"""save_image_grid: the PNG holds every image at its place, bordered, magnified without
+resampling, under its title; bad input is named."""
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from tests.examples_util import check_image_grid, decode_png
 from tfp_iaf import vae
+from tfp_iaf.vae.images import TITLE_HEIGHT
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_grid_places_every_image(tmp_path, channels):
+@pytest.mark.parametrize("scale", [1, 3])
+@pytest.mark.parametrize("title", [None, "five images"])
+def test_grid_places_every_image(tmp_path, channels, scale, title):
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(5, 4, 6, channels)).astype(np.float32)
-    path = vae.save_image_grid(images, str(tmp_path / "sub" / "grid.png"), num_cols=2)
-    png = tf.io.decode_png(tf.io.read_file(path)).numpy().astype(np.float32) / 255.0
-    assert png.shape[:2] == (3 * 5 + 1, 2 * 7 + 1)  # 3 rows x 2 columns, 1-pixel borders
+    path = vae.save_image_grid(
+        images, str(tmp_path / "sub" / "grid.png"), num_cols=2, title=title, scale=scale
+    )
+    png = decode_png(path).astype(np.float32) / 255.0
+    band = 0 if title is None else TITLE_HEIGHT
+    assert png.shape[:2] == (band + scale * (3 * 5 + 1), scale * (2 * 7 + 1))  # 3 x 2 cells
+    grid = png[band:]
     for i, image in enumerate(images):
         r, c = divmod(i, 2)
-        cell = png[1 + r * 5 : 1 + r * 5 + 4, 1 + c * 7 : 1 + c * 7 + 6, :3]
-        expected = np.broadcast_to(image, cell.shape)
-        np.testing.assert_allclose(cell, expected, atol=1.5 / 255)
-    np.testing.assert_allclose(png[0, :, :3], 1.0)  # white border
+        top, left = scale * (1 + r * 5), scale * (1 + c * 7)
+        cell = grid[top : top + 4 * scale, left : left + 6 * scale, :3]
+        expected = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+        np.testing.assert_allclose(cell, np.broadcast_to(expected, cell.shape), atol=1.5 / 255)
+    np.testing.assert_allclose(grid[:scale, :, :3], 1.0)  # white border
+    if title is not None:
+        assert png[:band, :, :3].min() < 0.5  # text in the band
 
 
 @pytest.mark.parametrize(
-    "images, num_cols, error, match",
+    "num_images, cols, shape", [(100, 10, (28, 28, 1)), (36, 10, (32, 32, 3))]
+)
+def test_default_scale_makes_small_grids_at_least_560_pixels_wide(
+    tmp_path, num_images, cols, shape
+):
+    images = np.random.default_rng(1).uniform(size=(num_images, *shape))
+    path = vae.save_image_grid(images, str(tmp_path / "g.png"), num_cols=cols, title="t")
+    check_image_grid(path, num_images, shape, num_cols=cols)
+
+
+@pytest.mark.parametrize(
+    "images, kwargs, error, match",
     [
-        (np.zeros([2, 4, 4]), 2, ValueError, r"`images` must have shape \[N, H, W, 1 or 3\]"),
-        (np.zeros([2, 4, 4, 2]), 2, ValueError, r"got \(2, 4, 4, 2\)"),
-        (np.zeros([2, 4, 4, 1]), 0, ValueError, r"`num_cols` must be a positive integer; got 0"),
-        (np.zeros([2, 4, 4, 1]), 2.0, TypeError, r"`num_cols` must be a positive integer"),
+        (np.zeros([2, 4, 4]), {}, ValueError, r"`images` must have shape \[N, H, W, 1 or 3\]"),
+        (np.zeros([2, 4, 4, 2]), {}, ValueError, r"got \(2, 4, 4, 2\)"),
+        (np.zeros([2, 4, 4, 1]), {"num_cols": 0}, ValueError, r"`num_cols` .* integer; got 0"),
+        (np.zeros([2, 4, 4, 1]), {"num_cols": 2.0}, TypeError, r"`num_cols` must be a positive"),
+        (np.zeros([2, 4, 4, 1]), {"scale": 0}, ValueError, r"`scale` must be .* integer; got 0"),
+        (np.zeros([2, 4, 4, 1]), {"scale": 1.5}, TypeError, r"`scale` must be a positive integer"),
     ],
 )
-def test_bad_input_is_named(tmp_path, images, num_cols, error, match):
+def test_bad_input_is_named(tmp_path, images, kwargs, error, match):
     with pytest.raises(error, match=match):
-        vae.save_image_grid(images, str(tmp_path / "g.png"), num_cols=num_cols)
+        vae.save_image_grid(images, str(tmp_path / "g.png"), **kwargs)

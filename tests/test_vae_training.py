@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -98,6 +99,24 @@ def test_a_larger_budget_continues_and_the_same_budget_trains_no_more(tmp_path):
     assert run.history.epoch == [1, 2] and int(model.optimizer.iterations) == 6
 
 
+@pytest.mark.parametrize("initial, num_steps", [(0, 3), (2, 7)])
+def test_progress_bar_counts_to_the_steps_the_budget_leaves_in_each_epoch(
+    tmp_path, capsys, initial, num_steps
+):
+    data = tf.data.Dataset.from_tensors(X).repeat()
+    kwargs = dict(model_dir=str(tmp_path), steps_per_epoch=5, save_every=1)
+    if initial:
+        vae.train(tiny_vae(), data, num_steps=initial, verbose=0, **kwargs)
+        capsys.readouterr()
+    vae.train(tiny_vae(), data, num_steps=num_steps, verbose=1, **kwargs)
+    printed = capsys.readouterr().out
+    # Each epoch's bar targets, and reaches, its last step: 3 of 5 steps; 5, then 2 of 5.
+    counts = [(int(n), int(m)) for n, m in re.findall(r"(\d+)/(\d+) \[", printed)]
+    targets = list(dict.fromkeys(m for _, m in counts))
+    assert targets == ([3] if num_steps == 3 else [5, 2]), printed
+    assert all((m, m) in counts for m in targets) and all(n <= m for n, m in counts), printed
+
+
 def test_tensorboard_scalars_written(tmp_path):
     pytest.importorskip("tensorboard")
     model = tiny_vae()
@@ -153,11 +172,30 @@ def test_fit_schedule_errors(kwargs, match):
         vae.fit_schedule(**args)
 
 
+def test_clip_norm_rescales_a_gradient_above_it_and_leaves_one_below_it():
+    rng = np.random.default_rng(0)
+    big, small = rng.normal(size=(2, 5)) * [[10.0], [0.1]]  # global norms ~20 and ~0.2
+
+    def weights_after(optimizer, grads):
+        w = tf.Variable(tf.zeros(5, tf.float64))
+        for g in grads:
+            optimizer.apply_gradients([(tf.constant(g), w)])
+        return w.numpy()
+
+    clipped = weights_after(vae.make_optimizer(0.1, None, clip_norm=1.0), [big, small])
+    by_hand = [big / np.linalg.norm(big), small]
+    np.testing.assert_allclose(clipped, weights_after(vae.make_optimizer(0.1, None), by_hand))
+    unclipped = weights_after(vae.make_optimizer(0.1, None), [big, small])
+    assert np.abs(clipped - unclipped).max() > 1e-3  # Adamax is not blind to the rescaling
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         ({"learning_rate": 0.0}, r"`learning_rate` must be positive; got 0.0"),
         ({"ema_momentum": 1.0}, r"`ema_momentum` must be in \[0, 1\) or None; got 1.0"),
+        ({"clip_norm": 0.0}, r"`clip_norm` must be a positive number or None; got 0.0"),
+        ({"clip_norm": math.inf}, r"`clip_norm` must be a positive number or None; got inf"),
     ],
 )
 def test_make_optimizer_errors(kwargs, match):
@@ -172,26 +210,6 @@ def test_train_errors(name, tmp_path):
     with pytest.raises(ValueError, match=rf"`{name}` must be a positive integer; got 0"):
         kwargs = {"num_steps": 1, "steps_per_epoch": 1, name: 0}
         vae.train(tiny_vae(), None, model_dir=str(tmp_path), **kwargs)
-
-
-def test_save_image_grid(tmp_path):
-    path = vae.save_image_grid(np.random.rand(7, 5, 4, 1), str(tmp_path / "a" / "g.png"), 3)
-    import matplotlib.image
-
-    assert matplotlib.image.imread(path).shape[:2] == (3 * 6 + 1, 3 * 5 + 1)
-    json.dumps(path)
-
-
-@pytest.mark.parametrize(
-    "images, cols, match",
-    [
-        (np.zeros((2, 5, 5)), 3, r"`images` must have shape \[N, H, W, 1 or 3\]; got \(2, 5, 5\)"),
-        (np.zeros((2, 5, 5, 1)), 0, r"`num_cols` must be a positive integer; got 0"),
-    ],
-)
-def test_save_image_grid_errors(images, cols, match, tmp_path):
-    with pytest.raises(ValueError, match=match):
-        vae.save_image_grid(images, str(tmp_path / "g.png"), cols)
 
 
 # The examples' shared tail, tfp_iaf.vae.experiment.
@@ -248,7 +266,7 @@ def test_run_experiment_trains_default_epochs_and_writes_results(tmp_path):
         TailConfig(model_dir=str(tmp_path)),
         load_split=load_split,
         make_model=lambda train_batches: tiny_vae(),
-        make_images=lambda model, test_batches: {"grid.png": np.full((3, 2, 2, 1), 0.5)},
+        make_images=lambda model, test_batches: {"grid.png": ("grey", np.full((3, 2, 2, 1), 0.5))},
         default_epochs=2,
         headline="bits_per_dim",
     )

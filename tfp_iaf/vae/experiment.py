@@ -13,13 +13,15 @@ the rest, the same way for every example:
   raw weights' ELBO, then, with the averaged weights, writes
   image grids (samples, ...) and evaluates the test ELBO and the importance-sampled log p(x)
   (`evaluate_model`); writes TensorBoard scalars and `model_dir/results.json`, logs a summary
-  and returns the results. A failed run leaves no empty `model_dir`.
+  and returns the results. A failed run leaves no empty `model_dir`. Under
+  `strategy="multi_worker"` every worker trains and evaluates, and only the chief writes files.
 - `register_flag_validators()`: parse-time checks of those flags; `run_or_exit(...)` in `main`
   turns an interrupted or diverged training into a message and a non-zero exit.
 
 The settings it reads from `config`, flags every example defines: `batch_size`, `epochs`,
-`num_steps`, `learning_rate`, `ema_momentum`, `data_dir`, `download`, `model_dir`, `save_every`,
-`num_importance_samples`, `importance_chunk`, `eval_batch_size`, `num_eval_examples`, `seed`.
+`num_steps`, `learning_rate`, `ema_momentum`, `clip_norm`, `data_dir`, `download`, `model_dir`,
+`save_every`, `num_importance_samples`, `importance_chunk`, `eval_batch_size`,
+`num_eval_examples`, `seed`.
 """
 
 from __future__ import annotations
@@ -225,8 +227,9 @@ def run_experiment(
       load_split: loads a split as `(batches, num_examples)`, e.g. `tfp_iaf.vae.load_cifar10`.
       make_model: builds the model from the training batches (e.g. for a data-dependent
         initialisation); called under the strategy's scope and dtype policy.
-      make_images: `(model, test batches) -> {file name: images [N, H, W, C] in [0, 1]}`, the
-        grids to write to `model_dir` after training, with the averaged weights.
+      make_images: `(model, test batches) -> {file name: (caption, images)}`, images
+        `[N, H, W, C]` in [0, 1]: the grids to write to `model_dir` after training, with the
+        averaged weights; the PNG's title is the caption, the step and the weights used.
       default_epochs: the epochs when neither `config.epochs` nor `config.num_steps` is set.
       headline: the unit of the logged summary and TensorBoard test scalars: "nats" or
         "bits_per_dim" (results.json holds both).
@@ -278,7 +281,9 @@ def _run(
         with distribution.scope():
             model = make_model(train_ds)
             model.compile(
-                optimizer=make_optimizer(config.learning_rate, config.ema_momentum),
+                optimizer=make_optimizer(
+                    config.learning_rate, config.ema_momentum, config.clip_norm
+                ),
                 jit_compile=jit_compile,
             )
     finally:
@@ -298,9 +303,15 @@ def _run(
         raw = evaluate_model(model, test_ds, 1, seed=config.seed)
         results["test_elbo_raw_weights"] = raw["elbo"]
         model.optimizer.finalize_variable_values(model.trainable_variables)
+    # Multi-worker: every worker trains and evaluates alike, the chief alone writes files.
+    writes = distribution.extended.should_checkpoint
     # Sample and evaluate with the Polyak averages.
-    for file_name, images in make_images(model, test_ds).items():
-        save_image_grid(np.asarray(images), os.path.join(config.model_dir, file_name))
+    weights = "Polyak-averaged weights" if config.ema_momentum is not None else "raw weights"
+    for file_name, (caption, images) in make_images(model, test_ds).items():
+        if writes:
+            title = f"{caption} (step {run.step}, {weights})"
+            path = os.path.join(config.model_dir, file_name)
+            save_image_grid(np.asarray(images), path, title=title)
     start = time.time()
     result = evaluate_model(
         model, test_ds, config.num_importance_samples, config.importance_chunk, config.seed
@@ -324,13 +335,14 @@ def _run(
         "config": dataclasses.asdict(config),
     }
     message, scalars = _REPORTS[headline]
-    write_scalars(
-        os.path.join(config.model_dir, "tensorboard", "test"),
-        results["steps"],
-        {name: results[key] for name, key in scalars.items()},
-    )
-    with open(os.path.join(config.model_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    if writes:
+        write_scalars(
+            os.path.join(config.model_dir, "tensorboard", "test"),
+            results["steps"],
+            {name: results[key] for name, key in scalars.items()},
+        )
+        with open(os.path.join(config.model_dir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
     logging.info(message, results)
     return results
 
@@ -342,9 +354,13 @@ def run_or_exit(run: Callable[[], Any]) -> Any:
     resumes (this process's command line), and exits with status 128 + the signal number.
     Divergence (`TrainingDiverged`): logs its message and exits with status 1.
 
+    TensorFlow's own INFO lines (e.g. the checkpoint saver's timings, spliced into the progress
+    bar) are dropped; its warnings and errors still show.
+
     Raises:
       SystemExit: training was interrupted or diverged.
     """
+    tf.get_logger().setLevel("WARNING")
     try:
         return run()
     except TrainingInterrupted as e:
@@ -380,3 +396,4 @@ def register_flag_validators(flag_values: flags.FlagValues = flags.FLAGS) -> Non
     _check("seed", lambda v: v >= 0, "a non-negative integer", flag_values)
     _check("learning_rate", lambda v: math.isfinite(v) and v > 0, "a positive number", flag_values)
     _check("ema_momentum", lambda v: 0 <= v < 1, "in [0, 1)", flag_values)
+    _check("clip_norm", lambda v: math.isfinite(v) and v > 0, "a positive number", flag_values)

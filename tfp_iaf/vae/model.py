@@ -102,7 +102,8 @@ class VAE(tf_keras.Model):
 
     def posterior_parameters(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
         """`(mu, sigma, h)` of `q(z | x)`: `[batch, latent]` twice, and `[batch, context]`."""
-        out = self.head(self.encoder(x))
+        # float32 under a mixed policy: the flow, the log-densities and the loss stay exact.
+        out = tf.cast(self.head(self.encoder(x)), tf.float32)
         d = self.latent_size
         loc, raw_scale = out[..., :d], out[..., d : 2 * d]
         scale = tf.math.softplus(raw_scale) + 1e-4
@@ -117,17 +118,20 @@ class VAE(tf_keras.Model):
           `tfd.TransformedDistribution(Independent(Normal(mu, sigma), 1), flow)` with an IAF,
           the `Independent` base alone without one.
         """
-        loc, scale, context = self.posterior_parameters(x)
+        return self._posterior(*self.posterior_parameters(x))
+
+    def _posterior(self, loc, scale, context):
         base = tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
         if self.flow is None:
             return base, {}
         return tfd.TransformedDistribution(base, self.flow), {"context": context}
 
     def _sample(self, x, num_samples, seed):
-        q, kwargs = self.posterior(x)
+        loc, scale, context = self.posterior_parameters(x)
+        q, kwargs = self._posterior(loc, scale, context)
         z = q.sample(num_samples, seed=seed, **({"bijector_kwargs": kwargs} if kwargs else {}))
         log_q = unit_log_prob(q, z, kwargs)
-        stats = {"log_sigma0": tf.reduce_mean(tf.math.log(self._base_scale(q)))}
+        stats = {"log_sigma0": tf.reduce_mean(tf.math.log(scale))}
         if self.flow is not None:
             # Cached with the sample: no network pass.
             log_det = -self.flow.inverse_log_det_jacobian(z, event_ndims=1, **kwargs)
@@ -135,10 +139,6 @@ class VAE(tf_keras.Model):
         else:
             stats["flow_log_det"] = tf.zeros([])
         return z, log_q, stats
-
-    def _base_scale(self, q):
-        base = q.distribution if self.flow is not None else q
-        return base.distribution.scale
 
     def sample_posterior(
         self, x: tf.Tensor, num_samples: int, seed: tf.Tensor
@@ -155,7 +155,7 @@ class VAE(tf_keras.Model):
     def decode(self, z: tf.Tensor) -> tf.Tensor:
         """Bernoulli logits `[..., *obs_shape]` of `p(x | z)` for `z: [..., latent]`."""
         flat = tf.reshape(z, [-1, self.latent_size])
-        logits = self.decoder(flat)
+        logits = tf.cast(self.decoder(flat), tf.float32)
         return tf.reshape(logits, tf.concat([tf.shape(z)[:-1], tf.shape(logits)[1:]], axis=0))
 
     def _terms(self, x, num_samples, seed):
@@ -202,7 +202,9 @@ class VAE(tf_keras.Model):
         step = tf.cast(self.optimizer.iterations, tf.int32)
         with tf.GradientTape() as tape:
             loss, values = self._step(x, tf.stack([tf.constant(self.seed, tf.int32), step]))
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+            # Gradients are summed over replicas: scale so that they average.
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        self.optimizer.minimize(scaled, self.trainable_variables, tape=tape)
         return self._report(values)
 
     def test_step(self, x):

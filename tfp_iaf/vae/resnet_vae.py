@@ -84,6 +84,10 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
       iaf_steps: conv IAF steps of the posterior (0: a diagonal Gaussian).
       order: order of the first IAF step (see `tfp_iaf.conv_iaf_stack`).
       iaf_weight_norm: weight-normalised masked convolutions in the IAF networks.
+      iaf_gated: gated IAF steps, `z = g * z + (1 - g) * m` (scale at most 1), or affine
+        ones (False; scale up to `exp(5)`). Affine steps can multiply `z` from layer to layer
+        until the activations overflow at learning rates near 0.01; gated ones did not
+        (docs/benchmarks_stability.md).
       top: the last layer of the bottom-up pass, whose output state nothing reads (it has no
         bottom-up residual branch, so that every weight gets a gradient).
       **kwargs: passed to `tf_keras.layers.Layer`.
@@ -101,6 +105,7 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
         iaf_steps: int = 1,
         order: str = "raster",
         iaf_weight_norm: bool = False,
+        iaf_gated: bool = True,
         top: bool = False,
         **kwargs,
     ):
@@ -127,6 +132,7 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
                 context_channels=h,
                 order=order,
                 weight_norm=iaf_weight_norm,
+                gated=iaf_gated,
                 name=f"{self.name}_iaf",
             )
             # Keras tracks the networks' variables through this list.
@@ -212,6 +218,7 @@ class ResNetVAE(tf_keras.Model):
       order: IAF order, `"raster"` or `"channel"` (reversed between steps).
       free_bits: KL floor `lambda` per (layer, channel), nats, averaged over the minibatch.
       iaf_weight_norm: weight-normalised masked convolutions in the IAF networks.
+      iaf_gated: gated (default) or affine IAF steps (see `ResNetIAFLayer`).
       seed: base of the stateless training seeds.
       name: model name.
 
@@ -231,6 +238,7 @@ class ResNetVAE(tf_keras.Model):
         order: str = "raster",
         free_bits: float = 0.25,
         iaf_weight_norm: bool = False,
+        iaf_gated: bool = True,
         seed: int = 0,
         name: str = "resnet_vae",
     ):
@@ -265,6 +273,7 @@ class ResNetVAE(tf_keras.Model):
                         iaf_steps=iaf_steps,
                         order=order,
                         iaf_weight_norm=iaf_weight_norm,
+                        iaf_gated=iaf_gated,
                         top=i == depth - 1 and j == num_blocks - 1,
                         name=f"layer_{i}_{j}",
                     )

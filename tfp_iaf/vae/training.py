@@ -8,7 +8,8 @@
   bar and the `on_epoch_*` callbacks.
 - A checkpoint (weights, optimizer state and averages, step, cumulative training time) every
   `save_every` steps and at the end; a run pointed at the same `model_dir` resumes from the
-  latest one and trains up to exactly `num_steps`, logging "resumed from step N of M".
+  latest one and trains up to exactly `num_steps`, logging "resumed from step N of M". Under
+  `MultiWorkerMirroredStrategy` only the chief writes there; every worker restores from it.
 - SIGINT/SIGTERM: the step under way finishes, a checkpoint is saved at that step and
   `TrainingInterrupted` is raised (a second signal acts as usual).
 - A non-finite logged quantity (loss, KL, ...) stops training at once with `TrainingDiverged`,
@@ -18,10 +19,14 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import importlib.util
+import math
 import os
+import shutil
 import signal
+import tempfile
 import time
 
 import numpy as np
@@ -68,7 +73,9 @@ class _DebiasedAveragingAdamax(tf_keras.optimizers.Adamax):
 
 
 def make_optimizer(
-    learning_rate: float = 1e-3, ema_momentum: float | None = 0.998
+    learning_rate: float = 1e-3,
+    ema_momentum: float | None = 0.998,
+    clip_norm: float | None = None,
 ) -> tf_keras.optimizers.Optimizer:
     """Adamax (the paper's optimizer) with debiased weight averaging.
 
@@ -76,19 +83,27 @@ def make_optimizer(
       learning_rate: Adamax step size (the paper: 0.002 for MNIST).
       ema_momentum: the Polyak averaging decay `d` in [0, 1), reached after the warm-up
         `min(d, (1 + n) / (10 + n))` at update n; None for no averaging.
+      clip_norm: the gradients are rescaled together so that their global norm is at most
+        this (each replica's, under a distribution strategy); None: no clipping. An early
+        gradient spike then cannot move every weight by a full step at once (see
+        docs/benchmarks_stability.md).
 
     Returns:
       A `tf_keras.optimizers.Adamax`.
 
     Raises:
-      ValueError: a non-positive `learning_rate` or an `ema_momentum` outside [0, 1).
+      ValueError: a non-positive `learning_rate` or `clip_norm`, or an `ema_momentum` outside
+        [0, 1).
     """
     if not learning_rate > 0:
         raise ValueError(f"`learning_rate` must be positive; got {learning_rate!r}")
     if ema_momentum is not None and not 0 <= ema_momentum < 1:
         raise ValueError(f"`ema_momentum` must be in [0, 1) or None; got {ema_momentum!r}")
+    if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
+        raise ValueError(f"`clip_norm` must be a positive number or None; got {clip_norm!r}")
     return _DebiasedAveragingAdamax(
         learning_rate,
+        global_clipnorm=clip_norm,
         use_ema=ema_momentum is not None,
         ema_momentum=0.99 if ema_momentum is None else ema_momentum,
     )
@@ -254,9 +269,9 @@ def train(
     steps_per_epoch = _checks.positive_int("steps_per_epoch", steps_per_epoch)
     _checks.positive_int("save_every", save_every)
     _checks.positive_int("tensorboard_every", tensorboard_every)
-    if not model.built:
-        model(next(iter(dataset)))
     with model.distribute_strategy.scope():
+        if not model.built:  # in the scope: the variables must be the strategy's
+            model(next(iter(dataset)))
         # Built now, so that a checkpoint restores the optimizer's state (and weight averages)
         # at once, even when no step is left to train.
         model.optimizer.build(model.trainable_variables)
@@ -265,14 +280,21 @@ def train(
     checkpoint = tf.train.Checkpoint(
         model=model, optimizer=model.optimizer, step=step_var, train_seconds=seconds_var
     )
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"), 2)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint)
+    checkpoint_dir = os.path.join(model_dir, "checkpoints")
+    # Multi-worker (TF's documented pattern): every worker restores the chief's checkpoint and
+    # takes part in every save (saving may run collectives), but only the chief writes to
+    # `model_dir`; the others write to a temporary directory, removed when the process exits.
+    write_dir = checkpoint_dir
+    if not model.distribute_strategy.extended.should_checkpoint:
+        write_dir = tempfile.mkdtemp(prefix="tfp_iaf_worker_")
+        atexit.register(shutil.rmtree, write_dir, ignore_errors=True)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, 2)
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    if latest:
+        checkpoint.restore(latest)
     initial_step, initial_seconds = int(step_var.numpy()), float(seconds_var.numpy())
-    if manager.latest_checkpoint and initial_step <= num_steps:
-        logging.info(
-            "Resumed from step %d of %d (%s).", initial_step, num_steps, manager.latest_checkpoint
-        )
+    if latest and initial_step <= num_steps:
+        logging.info("Resumed from step %d of %d (%s).", initial_step, num_steps, latest)
     elif initial_step > num_steps:
         logging.warning(
             "%s is at step %d, past `num_steps`=%d.", model_dir, initial_step, num_steps
@@ -298,6 +320,7 @@ def train(
         steps=steps_per_epoch,
     )
     history = next(c for c in all_callbacks if isinstance(c, tf_keras.callbacks.History))
+    progbar = [c for c in all_callbacks if isinstance(c, tf_keras.callbacks.ProgbarLogger)]
     strategy = model.distribute_strategy
     with strategy.scope():
         iterator = iter(strategy.experimental_distribute_dataset(dataset))
@@ -309,6 +332,8 @@ def train(
     with _StopSignals() as stop:
         while step < num_steps and not model.stop_training:
             epoch, batch = divmod(step, steps_per_epoch)
+            for bar in progbar:  # a budget that ends within this epoch ends its bar there too
+                bar.target = min(steps_per_epoch, num_steps - epoch * steps_per_epoch)
             all_callbacks.on_epoch_begin(epoch)
             while batch < steps_per_epoch and step < num_steps and not model.stop_training:
                 all_callbacks.on_train_batch_begin(batch)
