@@ -5,6 +5,7 @@ The paper's MNIST posterior: latent 32, context 32, a 2-layer MADE of width 1920
 
     python bench/bench_dense.py                 # full table (a few minutes on 2 CPU cores)
     python bench/bench_dense.py --width=320     # a quicker, smaller run
+    python bench/bench_dense.py --nopeak_memory # no memory child processes (the GPU suite)
 
 Prints a markdown table: (a) a training step (sample + log_prob + gradient), (b) log_prob of fresh
 points (the sequential inverse), each as the median of `--repeats` timed calls of a
@@ -34,6 +35,7 @@ flags.DEFINE_integer("width", 1920, "MADE hidden width (2 layers).")
 flags.DEFINE_integer("depth", 8, "Number of IAF steps.")
 flags.DEFINE_integer("batch", 100, "Batch size.")
 flags.DEFINE_integer("repeats", 7, "Timed repeats per case (median reported).")
+flags.DEFINE_bool("peak_memory", True, "Measure peak memory (a child process per case).")
 flags.DEFINE_string("only", None, "Run one case only (used for the memory child processes).")
 FLAGS = flags.FLAGS
 
@@ -126,7 +128,7 @@ def main(argv):
             time_fn(fn, 1)
         print(vm_hwm_mib())
         return
-    baseline = peak_rss_mib("baseline")
+    baseline = peak_rss_mib("baseline") if FLAGS.peak_memory else None
     peak = matmul_gflops()
     seconds = {}
     for case in CASES:
@@ -155,17 +157,20 @@ def main(argv):
     print("|---|---|---|---|---|---|---|---|")
     for kind, label in (("train", "(a) training step"), ("log_prob", "(b) log_prob, fresh")):
         ours, theirs = seconds[f"tfp_iaf/{kind}"], seconds[f"tfp/{kind}"]
-        mem_ours = peak_rss_mib(f"tfp_iaf/{kind}") - baseline
-        mem_theirs = peak_rss_mib(f"tfp/{kind}") - baseline
+        mem_ours = mem_theirs = "not measured"
+        if FLAGS.peak_memory:
+            mem_ours = f"{peak_rss_mib(f'tfp_iaf/{kind}') - baseline:.0f}"
+            mem_theirs = f"{peak_rss_mib(f'tfp/{kind}') - baseline:.0f}"
         print(
             f"| {label} | {ours * 1e3:.1f} | {theirs * 1e3:.1f} | {ours / theirs:.2f}x "
             f"| {flops[kind] / ours / 1e9:.1f} | {flops[kind] / theirs / 1e9:.1f} "
-            f"| {mem_ours:.0f} | {mem_theirs:.0f} |"
+            f"| {mem_ours} | {mem_theirs} |"
         )
-    print(
-        f"\nPeak mem: max RSS of a child process running only that case, minus {baseline:.0f} MiB "
-        "for a child that imports everything and runs nothing."
-    )
+    if FLAGS.peak_memory:
+        print(
+            f"\nPeak mem: max RSS of a child process running only that case, minus "
+            f"{baseline:.0f} MiB for a child that imports everything and runs nothing."
+        )
     print(
         "GFLOP/s counts dense-equivalent work: (a) 3 network passes per step (forward + "
         f"backward), (b) {FLAGS.latent} passes per step (the work of a naive sequential "

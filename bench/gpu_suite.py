@@ -1,0 +1,715 @@
+r"""The GPU suite: one command that measures tfp_iaf on a GPU and writes docs/benchmarks_gpu.md.
+
+Stages, in order (each one alone with `--stage=NAME`, or a comma-separated list):
+
+- `env`: date, GPU, driver, CUDA/cuDNN of the TF build, TF/TFP versions, and matmul peaks
+  (fp32 as TF runs it, i.e. TF32 on Ampere and later; fp32 with TF32 off; bf16; fp16);
+- `tests`: the test suite with the GPU visible (`pytest -n`, killed after `--tests_timeout`);
+- `placement`: training and sampling steps of the dense and conv IAFs, the MNIST VAE and the
+  ResNet VAE (fp32 and mixed precision) with soft device placement off under `/GPU:0`: an op
+  with no GPU kernel fails loudly instead of falling back to the CPU;
+- `dense`, `conv`: bench/bench_dense.py (tfp_iaf vs TFP, GFLOP/s against its own matmul) and
+  bench/bench_conv.py (masked vs unmasked) at the paper's sizes; the IAF networks are float32
+  under every policy (see tests/test_mixed_precision.py), so these run in fp32 only;
+- `cifar`: the CIFAR ResNet VAE at the example's documented preset (hidden 160, z 32, depth 2 x
+  2 layers, 1 IAF step, batch 32): training step time and images/s, fp32 / mixed_float16 /
+  mixed_bfloat16, without and with XLA;
+- `sampling`: bench/bench_sampling.py, ResNet VAE sampling vs sequential autoregressive sampling;
+- `mnist_train`: examples/mnist_vae.py (static MNIST, IAF: depth 8, MADE 1920 x 2) trained for
+  `--mnist_minutes`, then stopped with SIGINT (it checkpoints); a second invocation resumes;
+- `mnist_eval`: the test log p(x) with k = `--mnist_k` (1,000) of the checkpoint reached.
+
+After every stage the results go to `--results` (JSON, merged with earlier runs) and the page
+`--output` is rendered from them, so a run cut short keeps what it measured. Runbook (one GPU,
+at most 10 minutes per command, 30 minutes in all), from the repository root:
+
+    python bench/gpu_suite.py --stage=env,placement,tests --tests_timeout=240
+    python bench/gpu_suite.py --stage=dense,conv,sampling
+    python bench/gpu_suite.py --stage=cifar
+    python bench/gpu_suite.py --stage=mnist_train --data_dir=/path/to/tfds --mnist_minutes=7
+    python bench/gpu_suite.py --stage=mnist_train --data_dir=/path/to/tfds --mnist_minutes=7
+    python bench/gpu_suite.py --stage=mnist_eval --data_dir=/path/to/tfds
+
+`--smoke` runs every stage but `tests` at toy sizes on the CPU (a few minutes; CI runs it);
+without `--smoke` the suite refuses to run where no GPU is visible.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+STAGES = (
+    "env", "tests", "placement", "dense", "conv", "cifar", "sampling", "mnist_train", "mnist_eval",
+)  # fmt: skip
+SMOKE_SKIPS = ("tests",)
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+RUNBOOK = [
+    "python bench/gpu_suite.py --stage=env,placement,tests --tests_timeout=240",
+    "python bench/gpu_suite.py --stage=dense,conv,sampling",
+    "python bench/gpu_suite.py --stage=cifar",
+    "python bench/gpu_suite.py --stage=mnist_train --data_dir=/path/to/tfds --mnist_minutes=7",
+    "python bench/gpu_suite.py --stage=mnist_train --data_dir=/path/to/tfds --mnist_minutes=7",
+    "python bench/gpu_suite.py --stage=mnist_eval --data_dir=/path/to/tfds",
+]
+
+flags.DEFINE_string("stage", "all", f"'all' or a comma-separated list of {', '.join(STAGES)}.")
+flags.DEFINE_bool("smoke", False, "Every stage but `tests` at toy sizes, on the CPU.")
+flags.DEFINE_string("output", str(ROOT / "docs" / "benchmarks_gpu.md"), "The page to render.")
+flags.DEFINE_string("results", None, "Results JSON (default: --output with .json).")
+flags.DEFINE_bool("render_only", False, "Only render --output from --results.")
+flags.DEFINE_string("data_dir", None, "tfds directory holding a prepared binarized_mnist.")
+flags.DEFINE_string("work_dir", "/tmp/gpu_suite", "MNIST model directory and scratch files.")
+flags.DEFINE_float("mnist_minutes", 7.0, "Training minutes of one mnist_train invocation.")
+flags.DEFINE_integer("mnist_k", 1000, "Importance samples of the MNIST test log p(x).")
+flags.DEFINE_integer("mnist_eval_examples", None, "Evaluate on the first N test images only.")
+flags.DEFINE_integer("tests_timeout", 300, "Seconds before the test suite is stopped.")
+flags.DEFINE_integer("stage_timeout", 540, "Seconds before a benchmark subprocess is stopped.")
+FLAGS = flags.FLAGS
+
+
+def parse_stages(text: str, smoke: bool = False) -> list[str]:
+    """The stages named by `--stage`, in suite order (`all`: every stage; smoke skips `tests`).
+
+    Raises:
+      ValueError: an unknown stage name.
+    """
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["all"]:
+        names = [s for s in STAGES if not (smoke and s in SMOKE_SKIPS)]
+    unknown = [n for n in names if n not in STAGES]
+    if unknown or not names:
+        raise ValueError(
+            f"`--stage` must be 'all' or names from {', '.join(STAGES)}; got {text!r}"
+        )
+    return [s for s in STAGES if s in names]
+
+
+def check_device(smoke: bool, gpus: list) -> None:
+    """Raises `RuntimeError` where a full run has no GPU to measure."""
+    if not smoke and not gpus:
+        raise RuntimeError(
+            "`--smoke` is false but no GPU is visible to TensorFlow; install the CUDA build "
+            "(pip install 'tensorflow[and-cuda]==2.21.*') or run with --smoke"
+        )
+
+
+# Sizes: the paper's (full) and toy ones (smoke). Flags of the bench scripts as they define them.
+SIZES = {
+    False: dict(
+        dense=["--nopeak_memory"],
+        conv=[],
+        sampling=[],
+        cifar=dict(hidden_size=160, z_size=32, depth=2, num_blocks=2, iaf_steps=1),
+        cifar_batch=32, cifar_steps=20, cifar_repeats=5, matmul=8192,
+        cifar_configs=[(p, x) for p in POLICIES for x in (False, True)], policies=POLICIES,
+        mnist=["--iaf_depth=8", "--iaf_width=1920", "--context_size=32", "--batch_size=100"],
+    ),
+    True: dict(
+        dense=["--latent=8", "--context=4", "--width=16", "--depth=2", "--batch=4",
+               "--repeats=2", "--nopeak_memory"],
+        conv=["--height=4", "--width=4", "--channels=2", "--context=4", "--filters=4",
+              "--batch=2", "--repeats=2", "--raster_passes=2"],
+        sampling=["--batch_size=2", "--hidden_size=4", "--z_size=2", "--depth=1",
+                  "--num_blocks=1", "--pixel_hidden=3", "--pixel_layers=1", "--repeats=1"],
+        cifar=dict(hidden_size=4, z_size=2, depth=1, num_blocks=1, iaf_steps=1),
+        cifar_batch=2, cifar_steps=2, cifar_repeats=2, matmul=128,
+        # Two configurations cover both code paths (loss scaling, XLA) at a CI-sized cost.
+        cifar_configs=[("float32", False), ("mixed_float16", True)], policies=POLICIES[:1],
+        mnist=["--iaf_depth=1", "--iaf_width=32", "--context_size=4", "--batch_size=4"],
+    ),
+}  # fmt: skip
+
+# The smoke run's MNIST: examples/mnist_vae.py on tfds mock data (argv: the example's flags).
+MOCK_MNIST = (
+    "import runpy, sys; import tensorflow_datasets as tfds; path = sys.argv[1]; "
+    "sys.argv = sys.argv[1:]\n"
+    "with tfds.testing.mock_data(num_examples=8): runpy.run_path(path, run_name='__main__')"
+)
+
+
+def run_command(command: list[str], timeout: float, env: dict | None = None) -> dict:
+    """Runs `command`; its status, seconds and output tail (stdout, then stderr's tail)."""
+    start = time.time()
+    try:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+        )
+        status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+        out, err = proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as e:
+        status, out, err = f"timeout after {timeout:.0f} s", e.stdout or "", e.stderr or ""
+        out, err = (t.decode() if isinstance(t, bytes) else t for t in (out, err))
+    result = {"status": status, "seconds": round(time.time() - start, 1), "output": out[-6000:]}
+    if status != "ok":
+        result["stderr_tail"] = err[-3000:]
+    return result
+
+
+def python(script: str | Path, *args: str) -> list[str]:
+    return [sys.executable, str(script), *args]
+
+
+# --- in-process stages -------------------------------------------------------------------------
+
+
+def _matmul_tflops(tf, size: int, dtype, repeats: int = 5, chain: int = 10) -> float:
+    """TFLOP/s of `chain` dependent `[size, size]` matmuls in one tf.function (median)."""
+    a = tf.cast(tf.random.normal([size, size]), dtype)
+    b = tf.cast(tf.random.normal([size, size]) / size**0.5, dtype)
+
+    @tf.function
+    def run():
+        c = a
+        for _ in range(chain):
+            c = tf.matmul(c, b)
+        return tf.reduce_sum(tf.cast(c[0, :8], tf.float32))
+
+    run().numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run().numpy()
+        times.append(time.perf_counter() - start)
+    return 2 * chain * size**3 / statistics.median(times) / 1e12
+
+
+def stage_env(sizes: dict) -> dict:
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    gpus = tf.config.list_physical_devices("GPU")
+    env = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "tfp": tfp.__version__,
+        "gpus": [
+            tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus
+        ],  # fmt: skip
+        "tf_build": {
+            k: str(v)
+            for k, v in tf.sysconfig.get_build_info().items()
+            if k in ("cuda_version", "cudnn_version", "is_cuda_build")
+        },  # fmt: skip
+        "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
+    }
+    try:
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+             "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        env["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        env["nvidia_smi"] = f"not available ({type(e).__name__})"
+    device = "/GPU:0" if gpus else "/CPU:0"
+    peaks = {}
+    with tf.device(device):
+        for label, dtype, tf32 in (
+            ("fp32 (TF default: TF32 where supported)", tf.float32, True),
+            ("fp32, TF32 off", tf.float32, False),
+            ("bf16", tf.bfloat16, True),
+            ("fp16", tf.float16, True),
+        ):
+            tf.config.experimental.enable_tensor_float_32_execution(tf32)
+            try:
+                peaks[label] = round(_matmul_tflops(tf, sizes["matmul"], dtype), 3)
+            except tf.errors.OpError as e:  # e.g. no bf16 matmul kernel on this CPU
+                peaks[label] = f"failed: {type(e).__name__}"
+        tf.config.experimental.enable_tensor_float_32_execution(True)
+    env["matmul_tflops"] = peaks
+    env["matmul_size"] = sizes["matmul"]
+    return {"status": "ok", "env": env}
+
+
+def stage_placement(sizes: dict) -> dict:
+    """Steps under `/GPU:0` with soft placement off: a CPU-only op raises, no fallback."""
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    import tfp_iaf
+    from tfp_iaf import tf_keras, vae
+    from tfp_iaf.vae.training import make_optimizer
+
+    tfd = tfp.distributions
+    gpus = tf.config.list_physical_devices("GPU")
+    device = "/GPU:0" if gpus else "/CPU:0"
+    checks, failures = [], []
+
+    def mnist_like_vae():
+        """The MNIST example's layer types (conv, transposed conv, crop, dense, ELU) and IAF;
+        the example itself is not imported (its absl flags would clash with this script's)."""
+        layers = tf_keras.layers
+        encoder = tf_keras.Sequential([
+            layers.Conv2D(4, 3, strides=2, padding="same", activation="elu"),
+            layers.Flatten(), layers.Dense(16, activation="elu"),
+        ])  # fmt: skip
+        decoder = tf_keras.Sequential([
+            layers.Dense(4 * 4 * 4, activation="elu"), layers.Reshape((4, 4, 4)),
+            layers.Conv2DTranspose(4, 3, strides=2, padding="same", activation="elu"),
+            layers.Cropping2D(((0, 1), (0, 1))), layers.Conv2D(1, 3, padding="same"),
+        ])  # fmt: skip
+        flow = tfp_iaf.dense_iaf_stack(8, 2, [16, 16], context_size=4)
+        return vae.VAE(encoder, decoder, 8, flow=flow, context_size=4, free_bits=0.1)
+
+    def flow_case(flow, event_shape, context):
+        q = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0.0, 1.0), event_shape), flow)
+        kw = {"context": context}
+
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                z = q.sample(2, seed=[1, 2], bijector_kwargs=kw)
+                loss = -tf.reduce_mean(q.log_prob(z, bijector_kwargs=kw))
+            fresh = q.log_prob(tf.zeros([2, *event_shape]), bijector_kwargs=kw)  # the inverse
+            return loss, fresh, tape.gradient(loss, flow.trainable_variables)
+
+        return step
+
+    def model_case(model, x):
+        model.compile(optimizer=make_optimizer())
+        return tf.function(lambda: model.train_step(x))
+
+    cases = {
+        "dense IAF: sample, log_prob, gradient, inverse": lambda: flow_case(
+            tfp_iaf.dense_iaf_stack(8, 2, [16, 16], context_size=4), (8,), tf.ones([2, 4])
+        ),
+        "conv IAF (raster): sample, log_prob, gradient, inverse": lambda: flow_case(
+            tfp_iaf.conv_iaf_stack((4, 4, 2), 2, [4, 4], context_channels=4),
+            (4, 4, 2),
+            tf.ones([2, 4, 4, 4]),
+        ),
+        "MNIST-like VAE (IAF, free bits) train step": lambda: model_case(
+            mnist_like_vae(), tf.cast(tf.random.uniform([2, 7, 7, 1]) > 0.5, tf.float32)
+        ),
+    }
+    pixels = np.random.RandomState(0).randint(0, 256, size=(2, 32, 32, 3)).astype(np.uint8)
+    for policy in sizes["policies"]:
+
+        def resnet(policy=policy):
+            tf_keras.mixed_precision.set_global_policy(policy)
+            try:
+                model = vae.ResNetVAE(**SIZES[True]["cifar"])
+                model.initialize(pixels)
+                return model_case(model, tf.constant(pixels))
+            finally:
+                tf_keras.mixed_precision.set_global_policy("float32")
+
+        cases[f"ResNet VAE train step, {policy}"] = resnet
+    tf.config.set_soft_device_placement(False)
+    try:
+        for name, make in cases.items():
+            try:
+                with tf.device(device):
+                    fn = make()
+                    tf.nest.map_structure(lambda t: t.numpy(), fn())
+                checks.append(f"{name}: ok on {device}")
+            except Exception as e:  # noqa: BLE001  (every case is reported, then the stage fails)
+                failures.append(f"{name}: {type(e).__name__}: {str(e)[:500]}")
+    finally:
+        tf.config.set_soft_device_placement(True)
+    status = "ok" if not failures else f"failed ({len(failures)} cases)"
+    return {"status": status, "output": "\n".join(checks + failures)}
+
+
+def stage_cifar(sizes: dict) -> dict:
+    """ResNet VAE training steps: ms/step and images/s per policy, without and with XLA."""
+    import tensorflow as tf
+
+    from tfp_iaf import tf_keras
+    from tfp_iaf.vae import ResNetVAE
+    from tfp_iaf.vae.training import make_optimizer
+
+    batch, steps, repeats = sizes["cifar_batch"], sizes["cifar_steps"], sizes["cifar_repeats"]
+    pixels = tf.cast(tf.random.stateless_uniform([batch, 32, 32, 3], [0, 1], 0, 256, tf.int32),
+                     tf.uint8)  # fmt: skip
+    rows, failed = [], False
+    for policy, xla in sizes["cifar_configs"]:
+        row = {"policy": policy, "xla": xla}
+        try:
+            tf_keras.backend.clear_session()
+            tf_keras.mixed_precision.set_global_policy(policy)
+            try:
+                tf_keras.utils.set_random_seed(0)
+                model = ResNetVAE(**sizes["cifar"])
+                model.initialize(pixels)
+                model.compile(optimizer=make_optimizer(), jit_compile=xla)
+            finally:
+                tf_keras.mixed_precision.set_global_policy("float32")
+            iterator = iter(tf.data.Dataset.from_tensors(pixels).repeat())
+            train = model.make_train_function()
+            start = time.perf_counter()
+            float(train(iterator)["loss"])  # tracing (and XLA compilation)
+            row["first_step_s"] = round(time.perf_counter() - start, 2)
+            float(train(iterator)["loss"])
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for _ in range(steps):
+                    logs = train(iterator)
+                loss = float(logs["loss"])  # waits for the last step
+                times.append((time.perf_counter() - start) / steps)
+            ms = 1e3 * statistics.median(times)
+            row.update(ms_per_step=round(ms, 2), images_per_s=round(batch / ms * 1e3, 1))
+            row["loss_finite"] = loss == loss and abs(loss) != float("inf")
+            failed |= not row["loss_finite"]
+        except Exception as e:  # noqa: BLE001  (every configuration is reported)
+            row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            failed = True
+        rows.append(row)
+    return {
+        "status": "failed" if failed else "ok",
+        "sizes": {**sizes["cifar"], "batch": batch, "steps_timed": steps, "repeats": repeats},
+        "rows": rows,
+    }
+
+
+# --- MNIST: train for a time budget, then evaluate the checkpoint reached ---------------------
+
+
+def _mnist_dir() -> Path:
+    return Path(FLAGS.work_dir) / ("mnist_smoke" if FLAGS.smoke else "mnist_iaf")
+
+
+def _latest_step(model_dir: Path) -> int | None:
+    """The step of the latest checkpoint in `model_dir/checkpoints` (TF's `checkpoint` file)."""
+    index = model_dir / "checkpoints" / "checkpoint"
+    if not index.exists():
+        return None
+    match = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', index.read_text())
+    return int(match.group(1)) if match else None
+
+
+def _mnist_command(sizes: dict, *args: str) -> list[str]:
+    example = ROOT / "examples" / "mnist_vae.py"
+    flags_ = ["--posterior=iaf", "--dataset=binarized_mnist", f"--model_dir={_mnist_dir()}",
+              *sizes["mnist"], *args]  # fmt: skip
+    if FLAGS.smoke:
+        return [sys.executable, "-c", MOCK_MNIST, str(example), *flags_]
+    return python(example, f"--data_dir={FLAGS.data_dir}", *flags_)
+
+
+def stage_mnist_train(sizes: dict) -> dict:
+    if FLAGS.smoke:  # two steps, no signal: a loaded CI machine may not reach training in time
+        before = _latest_step(_mnist_dir()) or 0
+        command = _mnist_command(sizes, f"--num_steps={before + 2}", "--num_importance_samples=1")
+        result = run_command(command, FLAGS.stage_timeout)
+    else:
+        if not FLAGS.data_dir:
+            raise ValueError(
+                "`--data_dir` must name a tfds directory with binarized_mnist; got None"
+            )
+        command = _mnist_command(sizes, "--epochs=100000", "--save_every=1000")
+        start = time.time()
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        try:
+            out, _ = proc.communicate(timeout=FLAGS.mnist_minutes * 60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)  # the example saves a checkpoint, then exits 130
+            try:
+                out, _ = proc.communicate(timeout=180)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+        ok = proc.returncode in (0, 128 + signal.SIGINT)
+        result = {"status": "ok" if ok else f"failed (exit {proc.returncode})",
+                  "seconds": round(time.time() - start, 1), "output": out[-3000:]}  # fmt: skip
+    step = _latest_step(_mnist_dir())
+    result.update(command=shlex.join(command), step=step)
+    if step is None and result["status"] == "ok":
+        result["status"] = "failed (no checkpoint)"
+    return result
+
+
+def stage_mnist_eval(sizes: dict) -> dict:
+    step = _latest_step(_mnist_dir())
+    if step is None:
+        return {"status": f"failed (no checkpoint in {_mnist_dir()}; run mnist_train first)"}
+    k = 2 if FLAGS.smoke else FLAGS.mnist_k
+    args = [f"--num_steps={step}", f"--num_importance_samples={k}",
+            f"--importance_chunk={min(k, 100)}", "--eval_batch_size=100"]  # fmt: skip
+    if FLAGS.mnist_eval_examples:
+        args.append(f"--num_eval_examples={FLAGS.mnist_eval_examples}")
+    command = _mnist_command(sizes, *args)
+    result = run_command(command, FLAGS.stage_timeout)
+    result["command"] = shlex.join(command)
+    results_json = _mnist_dir() / "results.json"
+    if result["status"] == "ok" and results_json.exists():
+        r = json.loads(results_json.read_text())
+        keys = ("test_log_px", "test_elbo", "num_importance_samples", "num_test_examples",
+                "steps", "steps_per_epoch", "train_seconds", "eval_seconds")  # fmt: skip
+        result["figures"] = {key: r.get(key) for key in keys}
+    return result
+
+
+def stage_tests(sizes: dict) -> dict:
+    env = {**os.environ, "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "8",
+               "--durations=0", "tests"]  # fmt: skip
+    result = run_command(command, FLAGS.tests_timeout, env=env)
+    result["command"] = shlex.join(command)
+    return result
+
+
+def _bench(script: str, key: str):
+    def stage(sizes: dict) -> dict:
+        command = python(BENCH / script, *sizes[key])
+        result = run_command(command, FLAGS.stage_timeout)
+        result["command"] = shlex.join(command)
+        return result
+
+    return stage
+
+
+RUNNERS = {
+    "env": stage_env, "tests": stage_tests, "placement": stage_placement,
+    "dense": _bench("bench_dense.py", "dense"), "conv": _bench("bench_conv.py", "conv"),
+    "cifar": stage_cifar, "sampling": _bench("bench_sampling.py", "sampling"),
+    "mnist_train": stage_mnist_train, "mnist_eval": stage_mnist_eval,
+}  # fmt: skip
+
+
+MULTI_WORKER = [
+    "## More than one machine",
+    "",
+    "`examples/cifar10_vae.py --strategy=multi_worker` trains with "
+    "`tf.distribute.MultiWorkerMirroredStrategy`. Start the same command on every machine, "
+    "each with its own `TF_CONFIG`, and `--model_dir` on a file system all of them see; "
+    "`--batch_size` is the global batch. Only the chief (worker 0) writes checkpoints, images "
+    "and `results.json`; every worker restores the chief's checkpoint, so the same commands "
+    "resume. tests/test_multi_worker.py runs two such workers on one CPU machine in CI.",
+    "",
+    "```",
+    '# machine 0 (the chief); machine 1 runs the same with "index": 1',
+    'export TF_CONFIG=\'{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
+    '"task": {"type": "worker", "index": 0}}\'',
+    "python examples/cifar10_vae.py --strategy=multi_worker --data_dir=/shared/tfds \\",
+    "    --model_dir=/shared/runs/cifar10 --batch_size=64 --epochs=100",
+    "```",
+    "",
+    "Several GPUs in one machine: `--strategy=mirrored`. **TPU (untested: no TPU has run "
+    "this code):** `tf.distribute.TPUStrategy` should need only a strategy built from "
+    "`tf.distribute.cluster_resolver.TPUClusterResolver` in `tfp_iaf.vae.make_strategy`, "
+    "`--jit_compile` (TPUs compile everything with XLA) and a data directory on GCS; the "
+    "IAF's sequential inverse (a `tf.while_loop`) is not needed for training.",
+]
+
+# --- the page ----------------------------------------------------------------------------------
+
+
+def _fence(text: str) -> str:
+    return "```\n" + text.strip() + "\n```"
+
+
+def _cifar_table(result: dict) -> str:
+    lines = [
+        "| policy | XLA | ms / step | images / s | first step (s, tracing) | note |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in result.get("rows", []):
+        note = row.get("error", "" if row.get("loss_finite", True) else "non-finite loss")
+        lines.append(
+            f"| {row['policy']} | {'on' if row['xla'] else 'off'} | {row.get('ms_per_step', '-')} "
+            f"| {row.get('images_per_s', '-')} | {row.get('first_step_s', '-')} | {note} |"
+        )
+    return f"Sizes: `{json.dumps(result.get('sizes', {}))}`\n\n" + "\n".join(lines)
+
+
+def _env_section(env: dict) -> str:
+    rows = [
+        ("date", env.get("date")),
+        ("GPU (nvidia-smi: name, driver, memory)", env.get("nvidia_smi")),
+        ("GPU (TensorFlow)", ", ".join(env.get("gpus", [])) or "none"),
+        ("TF build", env.get("tf_build")),
+        ("TensorFlow / TFP", f"{env.get('tensorflow')} / {env.get('tfp')}"),
+        ("host, CPUs, Python", f"{env.get('host')}, {env.get('cpus')}, {env.get('python')}"),
+    ]  # fmt: skip
+    for label, value in env.get("matmul_tflops", {}).items():
+        rows.append((f"matmul peak, {label} ({env.get('matmul_size')}^2), TFLOP/s", value))
+    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def _stage_section(name: str, result: dict) -> str:
+    head = f"**{result.get('status')}**, {result.get('seconds', '-')} s, finished "
+    head += f"{result.get('finished', '-')}."
+    parts = [f"### {name}", head]
+    if result.get("command"):
+        parts.append(f"Command: `{result['command']}`")
+    if name == "env":
+        parts.append(_env_section(result.get("env", {})))
+    elif name == "cifar":
+        parts.append(_cifar_table(result))
+    elif name == "mnist_train":
+        parts.append(f"Checkpoint reached: step {result.get('step')}.")
+    elif name == "mnist_eval" and result.get("figures"):
+        f = result["figures"]
+        epochs = f["steps"] / f["steps_per_epoch"] if f.get("steps_per_epoch") else None
+        parts.append(
+            f"Test log p(x) = **{f['test_log_px']:.2f}** nats (k = {f['num_importance_samples']}, "
+            f"{f['num_test_examples']} test images), ELBO {f['test_elbo']:.2f}, after "
+            f"{f['steps']} steps ({epochs:.1f} epochs, {f['train_seconds'] / 60:.1f} min of "
+            "training). The paper: -79.88 (IAF, static MNIST, far longer training)."
+        )
+    if name in ("tests", "placement", "dense", "conv", "sampling") and result.get("output"):
+        text = result["output"]
+        if name == "tests":  # the summary and the slowest tests, not every dot
+            text = "\n".join(text.strip().splitlines()[-40:])
+        parts.append(text.strip() if name in ("dense", "conv", "sampling") else _fence(text))
+    if result.get("stderr_tail"):
+        parts.append("stderr (tail):\n\n" + _fence(result["stderr_tail"][-1500:]))
+    return "\n\n".join(parts)
+
+
+def render(data: dict) -> str:
+    stages = data.get("stages", {})
+    smoke = data.get("smoke", False)
+    lines = [
+        "# GPU benchmarks (issue 13)",
+        "",
+        "_Rendered by `bench/gpu_suite.py` from the JSON next to this page; edit neither "
+        "by hand._",
+        "",
+    ]
+    if smoke:
+        lines += [
+            "**Smoke run: toy sizes on the CPU; these figures say nothing about speed.**",
+            "",
+        ]
+    elif not stages:
+        lines += [
+            "**No GPU run yet.** No accelerator has been available to the project so far: every "
+            "figure on this page waits for the commands below, run on a machine with one GPU. "
+            "Nothing here is estimated or extrapolated.",
+            "",
+        ]
+    lines += [
+        "## Runbook",
+        "",
+        "On a machine with one NVIDIA GPU (an H100 or H200 was planned): install the CUDA build "
+        "of TensorFlow, `pip install 'tensorflow[and-cuda]==2.21.*'`, then `pip install -e "
+        "'.[examples,test]'`, and put a prepared tfds `binarized_mnist` under a data directory "
+        "(tfds cannot download it offline). Each command below stays under 10 minutes, all "
+        "together about 30 minutes of GPU time; each writes its results here as it finishes, "
+        "so the page can be committed after any of them:",
+        "",
+        "```",
+        *RUNBOOK,
+        "```",
+        "",
+        "- `env,placement,tests`: versions and matmul peaks; every training and sampling "
+        "step with soft device placement off (an op without a GPU kernel fails the stage); "
+        "the test suite with the GPU visible, stopped after `--tests_timeout` seconds (the "
+        "figures below say whether it finished).",
+        "- `dense,conv,sampling`: bench_dense and bench_conv at the paper's sizes (fp32: the "
+        "IAF networks stay float32 under mixed precision), bench_sampling; `cifar`: the CIFAR "
+        "ResNet VAE's training step in fp32, mixed_float16 and mixed_bfloat16, without and "
+        "with XLA. bench_dense's GFLOP/s are against its own 2048^2 fp32 matmul, timed with a "
+        "copy of the result to the host; the `env` peaks chain 10 matmuls with no copy.",
+        "- `mnist_train` (twice, 7 minutes each; the second resumes from the first's "
+        "checkpoint) and `mnist_eval`: static MNIST, IAF depth 8 with MADEs of 1920 x 2, batch "
+        "100; test log p(x) with k = 1,000. The paper's -79.88 nats needs far more training "
+        "than these 14 minutes; more `mnist_train` runs continue it.",
+        "- `python bench/gpu_suite.py --smoke` runs every stage but `tests` at toy sizes on the "
+        "CPU (tests/test_gpu_suite.py runs it in CI); it writes to `--work_dir`, not here.",
+        "",
+        *MULTI_WORKER,
+        "",
+        "## Results",
+        "",
+    ]
+    if not stages:
+        lines.append("None yet.")
+    for name in STAGES:
+        if name in stages:
+            lines += [_stage_section(name, stages[name]), ""]
+    if data.get("command_lines"):
+        lines += ["## Commands run", "", "```", *data["command_lines"], "```"]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _paths() -> tuple[Path, Path]:
+    output = Path(FLAGS.output)
+    if FLAGS.smoke and not FLAGS["output"].present:  # never overwrite the real page
+        output = Path(FLAGS.work_dir) / "benchmarks_gpu_smoke.md"
+    results = Path(FLAGS.results) if FLAGS.results else output.with_suffix(".json")
+    return output, results
+
+
+def _save(data: dict, output: Path, results: Path) -> None:
+    results.parent.mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(data, indent=1) + "\n")
+    output.write_text(render(data))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    output, results = _paths()
+    data = json.loads(results.read_text()) if results.exists() else {}
+    if FLAGS.render_only:
+        output.write_text(render(data))
+        return
+    try:
+        stages = parse_stages(FLAGS.stage, FLAGS.smoke)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"  # in-process stages share the GPU
+    if FLAGS.smoke:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the toy sizes run on the CPU
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    try:
+        check_device(FLAGS.smoke, tf.config.list_physical_devices("GPU"))
+    except RuntimeError as e:
+        raise app.UsageError(str(e)) from None
+    if data.get("smoke", FLAGS.smoke) != FLAGS.smoke:
+        data = {}  # smoke and real figures never share a page
+    data["smoke"] = FLAGS.smoke
+    data.setdefault("stages", {})
+    data.setdefault("command_lines", []).append(
+        shlex.join(["python", os.path.relpath(__file__, ROOT), *sys.argv[1:]])
+    )
+    failed = []
+    Path(FLAGS.work_dir).mkdir(parents=True, exist_ok=True)
+    for stage in stages:
+        start = time.time()
+        print(f"[gpu_suite] {stage} ...", file=sys.stderr, flush=True)
+        try:
+            result = RUNNERS[stage](SIZES[FLAGS.smoke])
+        except Exception as e:  # noqa: BLE001  (recorded; the suite goes on to the next stage)
+            result = {"status": f"failed: {type(e).__name__}: {e}"}
+        result.setdefault("seconds", round(time.time() - start, 1))
+        result["finished"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        data["stages"][stage] = result
+        _save(data, output, results)
+        print(f"[gpu_suite] {stage}: {result['status']} ({result['seconds']} s)", file=sys.stderr)
+        if result["status"] != "ok":
+            failed.append(stage)
+    print(f"[gpu_suite] wrote {output} and {results}", file=sys.stderr)
+    if failed:
+        raise SystemExit(f"gpu_suite: stages failed: {', '.join(failed)} (see {output})")
+
+
+if __name__ == "__main__":
+    app.run(main)
