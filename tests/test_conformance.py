@@ -157,7 +157,7 @@ def inputs(config: Config, batch=(BATCH,), seed=0):
 
 def make(config: Config, name="flow", seed=1):
     """The flow, built and with every weight perturbed away from its near-identity init."""
-    tf.keras.utils.set_random_seed(seed)
+    tfp_iaf.tf_keras.utils.set_random_seed(seed)
     flow = config.build(config.dtype.name, name)
     x, kwargs = inputs(config)
     flow.forward(x, **kwargs)

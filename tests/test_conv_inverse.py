@@ -31,7 +31,7 @@ ROUND_TRIP = {tf.float32: 1e-5, tf.float64: 1e-10}
 
 def make_flow(name, order, dtype, gated, fast_inverse=True):
     event_shape, filters, options = NETWORKS[name]
-    tf.keras.utils.set_random_seed(7)
+    tfp_iaf.tf_keras.utils.set_random_seed(7)  # tf_keras keeps its own seed generator
     net = tfp_iaf.ConvMADE(
         event_shape, filters, order=order, dtype=dtype.name, fast_inverse=fast_inverse, **options
     )

@@ -77,7 +77,7 @@ def checklist_cases():
 @pytest.mark.parametrize("kind,order,gated,context,batch,dtype", checklist_cases())
 def test_iaf_properties(kind, order, gated, context, batch, dtype):
     """Round trips, fldj == -ildj, slogdet, a triangular Jacobian, shapes, gradients."""
-    tf.keras.utils.set_random_seed(1)
+    tfp_iaf.tf_keras.utils.set_random_seed(1)
     network = make_network(kind, order, bool(context), dtype)
     iaf = tfp_iaf.InverseAutoregressiveFlow(network, gated=gated)
     rng = np.random.default_rng(0)
@@ -98,7 +98,7 @@ def test_iaf_properties(kind, order, gated, context, batch, dtype):
 
 
 def make_iaf(gated=False, context=True, dtype=tf.float32, order=ORDERS[0]):
-    tf.keras.utils.set_random_seed(1)
+    tfp_iaf.tf_keras.utils.set_random_seed(1)
     network = make_network("made", order, context, dtype)
     iaf = tfp_iaf.InverseAutoregressiveFlow(network, gated=gated)
     iaf.forward(tf.zeros([EVENT], dtype), **inputs((), dtype, context)[1])  # builds the variables
@@ -156,7 +156,7 @@ def test_inverse_passes_equal_distinct_degrees():
 @pytest.mark.parametrize("gated", [False, True])
 def test_log_prob_integrates_to_one(gated):
     """E_r[q(z) / r(z)] = 1 for a wide Gaussian proposal r: a Monte-Carlo normalisation check."""
-    tf.keras.utils.set_random_seed(2)
+    tfp_iaf.tf_keras.utils.set_random_seed(2)
     net = tfp_iaf.MADE(2, [16, 16], dtype="float64")
     iaf = tfp_iaf.InverseAutoregressiveFlow(net, gated=gated)
     iaf.forward(tf.zeros([2], tf.float64))
@@ -239,7 +239,7 @@ def test_gated_update_matches_paper_formula():
 
 
 def stack_and_inputs(**kwargs):
-    tf.keras.utils.set_random_seed(4)
+    tfp_iaf.tf_keras.utils.set_random_seed(4)
     stack = tfp_iaf.dense_iaf_stack(EVENT, 3, [8, 8], context_size=CONTEXT, **kwargs)
     x, ctx = inputs((5,), tf.float32, True)
     stack.forward(fc.fresh(x), **ctx)  # builds (a fresh tensor: the bijector caches x)
@@ -326,7 +326,7 @@ def test_keras_model_owning_the_stack_trains_every_variable():
 @pytest.mark.parametrize("gated", [False, True])
 def test_made_incremental_inverse_matches_full_passes(kwargs, gated):
     """MADE's one-pass-of-work inverse equals the generic loop of full network passes."""
-    tf.keras.utils.set_random_seed(5)
+    tfp_iaf.tf_keras.utils.set_random_seed(5)
     net = tfp_iaf.MADE(context_size=2, dtype="float64", **kwargs)
     iaf = tfp_iaf.InverseAutoregressiveFlow(net, gated=gated)
     d = kwargs["event_size"]
