@@ -14,7 +14,10 @@ docs/tutorials/cifar10_resnet_vae.md). Killed, the same command resumes from `--
 (with a larger `--num_steps`, it continues to that total); Ctrl-C saves a checkpoint first and
 prints the command that resumes; a diverging run stops with exit status 1 and no results.
 Writes there: TensorBoard scalars (bits/dim, KL per layer), `samples.png`, `reconstructions.png`,
-and `results.json` (test bits/dim, ELBO and importance-sampled with k=`--num_importance_samples`).
+and `results.json` (test bits/dim, ELBO and importance-sampled with k=`--num_importance_samples`;
+`config.metric` says whether the edge bins were scored as a proper PMF or, `--metric=reference`,
+as the authors' code scores them). The paper's form of the decoder scale (starting at 0) is
+`--decoder_scale_init=zero`; the default matches it to the first batch.
 """
 
 from __future__ import annotations
@@ -37,6 +40,19 @@ flags.DEFINE_integer("iaf_steps", 1, "Conv IAF steps per layer (0: diagonal Gaus
 flags.DEFINE_enum("order", "raster", ["raster", "channel"], "Conv IAF order.")
 flags.DEFINE_bool("iaf_gated", True, "Gated IAF steps (scale <= 1); --noiaf_gated: affine.")
 flags.DEFINE_float("free_bits", 0.25, "KL floor per (layer, channel), nats (0: off).")
+flags.DEFINE_enum(
+    "decoder_scale_init",
+    "data",
+    ["data", "zero"],
+    "Decoder log-scale at the start: matched to the first batch (data) or 0 (zero, the paper's).",
+)
+flags.DEFINE_enum(
+    "metric",
+    "proper",
+    ["proper", "reference"],
+    "Evaluation's edge bins: a normalised PMF (proper) or the tails dropped as openai/iaf does "
+    "(reference). Training is unchanged.",
+)
 flags.DEFINE_integer("batch_size", 32, "Global training batch size.")
 flags.DEFINE_float("learning_rate", 2e-3, "Adamax learning rate.")
 flags.DEFINE_float("clip_norm", None, "Clip the gradients' global norm to this (unset: off).")
@@ -84,6 +100,8 @@ def make_model(config: Config) -> ResNetVAE:
         order=config.order,
         iaf_gated=config.iaf_gated,
         free_bits=config.free_bits,
+        decoder_scale_init=config.decoder_scale_init,
+        eval_edge_bins=config.metric,
         seed=config.seed,
     )
 

@@ -102,14 +102,23 @@ def test_two_steps_then_killed_run_resumes(cifar10_vae, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "option", ["mixed_precision", "jit_compile"], ids=["mixed-precision", "xla"]
+    "options",
+    [
+        {"mixed_precision": True},
+        {"jit_compile": True},
+        {"metric": "reference", "decoder_scale_init": "zero"},
+    ],
+    ids=["mixed-precision", "xla", "reference-metric-zero-scale"],
 )
-def test_two_steps_with_mixed_precision_or_xla(cifar10_vae, tmp_path, option, monkeypatch):
+def test_two_steps_with_mixed_precision_xla_or_reference_metric(
+    cifar10_vae, tmp_path, options, monkeypatch
+):
     grids = record_image_grids(monkeypatch)
-    config = cifar10_vae.Config(num_steps=2, model_dir=str(tmp_path), **{option: True}, **TINY)
+    config = cifar10_vae.Config(num_steps=2, model_dir=str(tmp_path), **options, **TINY)
     with tfds.testing.mock_data(num_examples=8):
         cifar10_vae.train_and_evaluate(config)
-    _check_outputs(tmp_path, steps=2, grids=grids)
+    results = _check_outputs(tmp_path, steps=2, grids=grids)
+    assert results["config"]["metric"] == options.get("metric", "proper")  # results say which
     assert tf_keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
 
 
@@ -212,6 +221,62 @@ def test_log_weights_shape_and_importance_bound(model):
     assert np.all(est.log_px.numpy() >= est.elbo.numpy() - 1e-3)
 
 
+def test_evaluation_edge_bins_change_only_saturated_subpixels(model):
+    """`eval_edge_bins="reference"` drops the tails' mass in `log_weights` (evaluation) only."""
+    seed = tf.constant([0, 9])
+    inner = np.clip(PIXELS, 1, 254)
+    try:
+        proper = [model.log_weights(x, 2, seed) for x in (inner, PIXELS)]
+        loss = model._step(PIXELS, seed)[0]
+        model.eval_edge_bins = "reference"
+        ref = [model.log_weights(x, 2, seed) for x in (inner, PIXELS)]
+        np.testing.assert_allclose(model._step(PIXELS, seed)[0], loss, rtol=0)  # training: same
+    finally:
+        model.eval_edge_bins = "proper"
+    np.testing.assert_array_equal(ref[0], proper[0])  # no pixel at 0 or 255: identical
+    assert np.all(ref[1].numpy() < proper[1].numpy())  # each image has edge pixels: lower
+    model.eval_edge_bins = "tails"
+    try:
+        with pytest.raises(ValueError, match="`eval_edge_bins` must be one of .*; got 'tails'"):
+            model.log_weights(PIXELS, 1, seed)
+    finally:
+        model.eval_edge_bins = "proper"
+
+
+def test_data_dependent_decoder_scale_beats_the_zero_start():
+    """The same weights and batch of natural-image crops: the log-scale `initialize` sets is
+    the moment match of the residuals around the initial mean, and scores better than 0."""
+    crops = tf.constant(photo_crops(8, 16, seed=4))
+    models = {}
+    for init in ("zero", "data"):
+        tf_keras.utils.set_random_seed(3)
+        models[init] = ResNetVAE(
+            (16, 16, 3), hidden_size=4, z_size=2, depth=1, num_blocks=1, decoder_scale_init=init
+        )
+        models[init].initialize(crops)
+    zero, data = models["zero"], models["data"]
+    assert float(zero.dec_log_scale) == 0.0  # the authors' start, untouched
+    log_scale = float(data.dec_log_scale)
+    assert math.isfinite(log_scale)
+    x_mean, _ = data.forward(crops, tf.constant([data.seed, 0]))
+    residual = vae.pixels_to_unit(crops).numpy() - x_mean.numpy()
+    np.testing.assert_allclose(log_scale, math.log(residual.std() * math.sqrt(3) / math.pi), 1e-4)
+    # Only the decoder scale differs: the data-dependent one gives fewer bits/dim.
+    for a, b in zip(zero.weights, data.weights, strict=True):
+        if a is not zero.dec_log_scale:
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    seed = tf.constant([0, 5])
+    bpd = {k: float(m._step(crops, seed)[1]["bits_per_dim"]) for k, m in models.items()}
+    assert bpd["data"] < bpd["zero"], bpd
+
+
+def test_constant_batch_keeps_the_decoder_scale_finite():
+    tf_keras.utils.set_random_seed(0)
+    model = ResNetVAE((8, 8, 1), hidden_size=2, z_size=1, depth=1, num_blocks=1)
+    model.initialize(np.full([2, 8, 8, 1], 128, np.uint8))
+    assert math.isfinite(float(model.dec_log_scale))
+
+
 @pytest.mark.parametrize("transpose", [False, True])
 def test_weight_norm_data_dependent_init_normalises_each_channel(transpose):
     layer = WeightNormConv2D(5, 3, strides=2, transpose=transpose, init_scale=0.1)
@@ -235,6 +300,18 @@ def test_weight_norm_data_dependent_init_normalises_each_channel(transpose):
         (lambda: ResNetVAE(image_shape=(30, 30, 3), depth=2), r"2\*\*depth=4; got \(30, 30, 3\)"),
         (lambda: ResNetVAE(free_bits=-1.0), "`free_bits` must be a finite number >= 0; got -1.0"),
         (lambda: ResNetIAFLayer((4, 4, 2), 4, iaf_steps=-1), "`iaf_steps` must be a non-negative"),
+        (
+            lambda: ResNetVAE(decoder_scale_init="ones"),
+            r"`decoder_scale_init` must be one of \('data', 'zero'\); got 'ones'",
+        ),
+        (
+            lambda: ResNetVAE(decoder_scale_init=0.0),
+            r"`decoder_scale_init` must be one of .*; got 0.0",
+        ),
+        (
+            lambda: ResNetVAE(eval_edge_bins="openai"),
+            r"`eval_edge_bins` must be one of \('proper', 'reference'\); got 'openai'",
+        ),
         (lambda: WeightNormConv2D(0), "`filters` must be a positive integer; got 0"),
         (
             lambda: WeightNormConv2D(2, init_scale=0.0),

@@ -1,4 +1,5 @@
-"""Discretized logistic likelihood: normalisation, hand-computed values, bits/dim, sampling."""
+"""Discretized logistic likelihood: normalisation, hand-computed values, bits/dim, sampling, and
+the reference (openai/iaf) scoring of the edge bins."""
 
 import math
 
@@ -18,7 +19,7 @@ ALL_BINS = pixels_to_unit(np.arange(256))
 
 
 def _sigmoid(t):
-    return 1.0 / (1.0 + math.exp(-t))
+    return 0.5 * (1.0 + math.tanh(0.5 * t))  # no overflow in the far tails
 
 
 @pytest.mark.parametrize("loc", [-0.7, -0.5, 0.0, 0.123, 0.5, 3.0])
@@ -85,6 +86,48 @@ def test_samples_follow_the_probabilities():
     probs = np.exp(discretized_logistic_log_prob(ALL_BINS, loc, log_scale).numpy())
     np.testing.assert_allclose(freq, probs, atol=0.01)
     assert abs(freq.argmax() - probs.argmax()) <= 1
+
+
+@pytest.mark.parametrize("loc", [-0.7, -0.4, 0.0, 0.49, 3.0])
+@pytest.mark.parametrize("log_scale", [-9.0, -4.0, -1.0, 2.0])
+def test_reference_edge_bins_equal_proper_inside_and_lose_the_tails(loc, log_scale):
+    x = tf.cast(ALL_BINS, tf.float64)
+    loc = tf.constant(loc, tf.float64)
+    proper = discretized_logistic_log_prob(x, loc, log_scale).numpy()
+    ref = discretized_logistic_log_prob(x, loc, log_scale, edge_bins="reference").numpy()
+    assert np.all(np.isfinite(ref))
+    np.testing.assert_array_equal(ref[1:-1], proper[1:-1])
+    assert ref[0] <= proper[0] and ref[-1] <= proper[-1]
+    # What is lost is exactly the tails' mass: P_proper - P_ref = sigma(l_0) and 1 - sigma(u_255).
+    s = math.exp(log_scale)
+    lost_low = _sigmoid((-0.5 - float(loc)) / s)
+    lost_high = 1.0 - _sigmoid((0.5 - float(loc)) / s)
+    np.testing.assert_allclose(
+        np.exp(proper[[0, -1]]) - np.exp(ref[[0, -1]]), [lost_low, lost_high], atol=1e-12
+    )
+    assert math.exp(float(tf.reduce_logsumexp(ref))) <= 1.0 - lost_low - lost_high + 1e-9
+    for i, lost in ((0, lost_low), (-1, lost_high)):
+        if lost > 1e-12 * math.exp(proper[i]):  # a tail that float64 can see: strictly lower
+            assert ref[i] < proper[i]
+
+
+def test_saturated_subpixel_reads_0_64_proper_and_2_93_reference_nats():
+    """Issue 11's example: pixel 255, the mean at its bin centre, log-scale -4."""
+    x, loc = pixels_to_unit(255), pixels_to_unit(255)
+    proper = -float(discretized_logistic_log_prob(x, loc, -4.0))
+    ref = -float(discretized_logistic_log_prob(x, loc, -4.0, edge_bins="reference"))
+    assert round(proper, 2) == 0.64 and round(ref, 2) == 2.93
+    # The authors' formula (openai/iaf tf_utils/distributions.py), 1e-7 included, in float64.
+    s, bin_size = math.exp(-4.0), 1.0 / 256
+    t = (math.floor(float(x) / bin_size) * bin_size - float(loc)) / s
+    authors = -math.log(_sigmoid(t + bin_size / s) - _sigmoid(t) + 1e-7)
+    np.testing.assert_allclose(ref, authors, rtol=1e-5)
+
+
+@pytest.mark.parametrize("edge_bins", ["tails", "", None, 1])
+def test_bad_edge_bins_raises(edge_bins):
+    with pytest.raises(ValueError, match=r"`edge_bins` must be one of \('proper', 'reference'\)"):
+        discretized_logistic_log_prob(0.0, 0.0, 0.0, edge_bins=edge_bins)
 
 
 @pytest.mark.parametrize(
