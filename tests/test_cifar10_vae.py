@@ -21,7 +21,8 @@ from tests.examples_util import (
 )
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.vae import experiment
-from tfp_iaf.vae.resnet_vae import ResNetIAFLayer, ResNetVAE
+from tfp_iaf.vae.resnet_layer import ResNetIAFLayer
+from tfp_iaf.vae.resnet_vae import ResNetVAE
 from tfp_iaf.vae.weight_norm import WeightNormConv2D, data_dependent_init
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,7 +33,8 @@ from tfp_iaf.vae.likelihood import (
     log_mean_exp,
 )
 from tfp_iaf.vae.model import VAE
-from tfp_iaf.vae.resnet_vae import LayerOutput, ResNetIAFLayer, ResNetVAE
+from tfp_iaf.vae.resnet_layer import LayerOutput, ResNetIAFLayer
+from tfp_iaf.vae.resnet_vae import ResNetVAE
 from tfp_iaf.vae.training import (
     TrainingDiverged,
     TrainingInterrupted,
