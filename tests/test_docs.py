@@ -61,6 +61,11 @@ def assert_output_matches(printed: str, expected: str, where: str) -> None:
 )
 def test_doc_code_runs_and_prints_what_the_doc_shows(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # As in a fresh process: no seed generator left in tf_keras by an earlier test (a doc that
+    # seeds Keras 3 or TensorFlow would otherwise build its tf_keras networks with other weights).
+    from tf_keras.src import backend as tf_keras_backend
+
+    monkeypatch.setattr(tf_keras_backend._SEED_GENERATOR, "generator", None, raising=False)
     namespace = {"__name__": "__doc__"}
     for i, (code, expected) in enumerate(code_and_expected_output(path.read_text())):
         where = f"{path.name}[block {i}]"
