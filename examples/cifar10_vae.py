@@ -41,6 +41,13 @@ flags.DEFINE_enum("order", "raster", ["raster", "channel"], "Conv IAF order.")
 flags.DEFINE_bool("iaf_gated", True, "Gated IAF steps (scale <= 1); --noiaf_gated: affine.")
 flags.DEFINE_float("free_bits", 0.25, "KL floor per (layer, channel), nats (0: off).")
 flags.DEFINE_enum(
+    "decoder_scale",
+    "pixel",
+    ["pixel", "global"],
+    "Decoder log-scale per subpixel, predicted by the decoder (pixel), or one scalar (global, "
+    "the paper's).",
+)
+flags.DEFINE_enum(
     "decoder_scale_init",
     "data",
     ["data", "zero"],
@@ -100,6 +107,7 @@ def make_model(config: Config) -> ResNetVAE:
         order=config.order,
         iaf_gated=config.iaf_gated,
         free_bits=config.free_bits,
+        decoder_scale=config.decoder_scale,
         decoder_scale_init=config.decoder_scale_init,
         eval_edge_bins=config.metric,
         seed=config.seed,

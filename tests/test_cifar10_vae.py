@@ -158,7 +158,7 @@ def model():
 
 
 def test_every_layer_prior_and_posterior_shapes(model):
-    _, outputs = model.forward(PIXELS, tf.constant([0, 1]))
+    _, _, outputs = model.forward(PIXELS, tf.constant([0, 1]))
     assert [b.latent_shape for b in model.blocks] == [(16, 16, 2), (8, 8, 2)]
     for block, out in zip(model.blocks, outputs, strict=True):
         *latents, context = out
@@ -171,7 +171,7 @@ def test_every_layer_prior_and_posterior_shapes(model):
 
 def test_sampling_mode_draws_every_layer_from_its_prior(model):
     seed = tf.constant([4, 5])
-    x_mean, outputs = model.forward(None, seed, batch_size=6)
+    x_mean, _, outputs = model.forward(None, seed, batch_size=6)
     noise = [  # layer i's seed is the forward seed folded with i
         tf.random.stateless_normal(
             [6, *b.latent_shape], tf.random.experimental.stateless_fold_in(seed, i)
@@ -259,7 +259,7 @@ def test_data_dependent_decoder_scale_beats_the_zero_start():
     assert float(zero.dec_log_scale) == 0.0  # the authors' start, untouched
     log_scale = float(data.dec_log_scale)
     assert math.isfinite(log_scale)
-    x_mean, _ = data.forward(crops, tf.constant([data.seed, 0]))
+    x_mean, _, _ = data.forward(crops, tf.constant([data.seed, 0]))
     residual = vae.pixels_to_unit(crops).numpy() - x_mean.numpy()
     np.testing.assert_allclose(log_scale, math.log(residual.std() * math.sqrt(3) / math.pi), 1e-4)
     # Only the decoder scale differs: the data-dependent one gives fewer bits/dim.

@@ -68,7 +68,7 @@ def test_every_layer_dtype(policy):
 @pytest.mark.parametrize("policy", POLICIES)
 def test_iaf_log_scales_log_dets_likelihood_and_loss_are_float32(policy):
     model = _model(policy)
-    _, outputs = model.forward(PIXELS, SEED)
+    _, _, outputs = model.forward(PIXELS, SEED)
     for block, out in zip(model.blocks, outputs, strict=True):
         for t in (out.posterior_loc, out.posterior_log_scale, out.z, out.kl):
             assert t.dtype == tf.float32

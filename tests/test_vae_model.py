@@ -138,7 +138,7 @@ def test_resnet_vae_kl_units_are_the_public_posterior_log_prob_minus_the_prior(i
     )
     x = tf.random.stateless_uniform([3, 8, 8, 3], seed=[1, 2], maxval=256, dtype=tf.int32)
     model.initialize(x)
-    _, outputs = model.forward(x, tf.constant([7, 8]))
+    _, _, outputs = model.forward(x, tf.constant([7, 8]))
     for block, out in zip(model.blocks, outputs, strict=True):
         q, kwargs = block.posterior(
             out.posterior_loc, out.posterior_log_scale, out.posterior_context

@@ -13,8 +13,10 @@ Kingma et al. 2016, https://arxiv.org/abs/1606.04934, following the authors' cod
   `z ~ q = tfd.TransformedDistribution(N(mu_q + mu_r, exp(log s_q + log s_r)), flow)`, the flow
   `iaf_steps` conv IAF steps (`tfp_iaf.conv_iaf_stack`) conditioned on `c_up + c_down`; then
   `h <- h + 0.1 * conv(elu([z, d]))` (upsampled when strided);
-- `x_mean = clip(deconv5x5/2(elu(h)))`, `p(x | z) = discretized logistic(x_mean, s_x)` with a
-  learned scalar `log s_x`, which `initialize` sets from the data (`decoder_scale_init="data"`:
+- `x_mean = clip(deconv5x5/2(elu(h)))`, `p(x | z) = discretized logistic(x_mean, s_x)` with
+  `log s_x = b + deconv5x5/2'(elu(h))` per subpixel (`decoder_scale="pixel"`: the decoder says
+  where it is unsure, as in PixelCNN++'s output) or the learned scalar `b` alone (`"global"`,
+  the authors' form); `initialize` sets `b` from the data (`decoder_scale_init="data"`:
   `s_x = max(std(x - x_mean), 1/256) * sqrt(3) / pi`, the logistic whose standard deviation
   `pi s / sqrt(3)` is the spread of the pixels around the initial decoder mean) or leaves at 0
   (`"zero"`, the authors' form, which then moves about one learning rate per step);
@@ -52,6 +54,7 @@ tfd = tfp.distributions
 __all__ = ["LayerOutput", "ResNetIAFLayer", "ResNetVAE"]
 
 DECODER_SCALE_INITS = ("data", "zero")
+DECODER_SCALES = ("pixel", "global")
 _METRICS = ("loss", "bits_per_dim", "elbo", "nll", "kl", "dec_log_scale")
 
 
@@ -75,6 +78,10 @@ class ResNetVAE(tf_keras.Model):
       free_bits: KL floor `lambda` per (layer, channel), nats, averaged over the minibatch.
       iaf_weight_norm: weight-normalised masked convolutions in the IAF networks.
       iaf_gated: gated (default) or affine IAF steps (see `ResNetIAFLayer`).
+      decoder_scale: `"pixel"` (default): `log s_x` is the learned scalar plus a per-subpixel
+        offset that a second transposed convolution of the decoder's last state predicts (its
+        weight norm starts it at a standard deviation of 0.1); `"global"`: the scalar alone,
+        the authors' form (the paper preset).
       decoder_scale_init: how `initialize` sets the decoder's log-scale `log s_x`: `"data"`
         (default) matches a logistic's standard deviation to the spread of the batch's pixels
         around the initial decoder mean, so the first steps already score better than a uniform
@@ -89,7 +96,7 @@ class ResNetVAE(tf_keras.Model):
 
     Raises:
       ValueError: bad sizes (non-positive, `H` or `W` not divisible by `2^depth`), a negative
-        `free_bits`, an unknown `decoder_scale_init` or `eval_edge_bins`, or what
+        `free_bits`, an unknown `decoder_scale`, `decoder_scale_init` or `eval_edge_bins`, or what
         `ResNetIAFLayer` raises.
     """
 
@@ -105,6 +112,7 @@ class ResNetVAE(tf_keras.Model):
         free_bits: float = 0.25,
         iaf_weight_norm: bool = False,
         iaf_gated: bool = True,
+        decoder_scale: str = "pixel",
         decoder_scale_init: str = "data",
         eval_edge_bins: str = "proper",
         seed: int = 0,
@@ -132,7 +140,11 @@ class ResNetVAE(tf_keras.Model):
                 f"`decoder_scale_init` must be one of {DECODER_SCALE_INITS}; "
                 f"got {decoder_scale_init!r}"
             )
-        self.decoder_scale_init = decoder_scale_init
+        if not isinstance(decoder_scale, str) or decoder_scale not in DECODER_SCALES:
+            raise ValueError(
+                f"`decoder_scale` must be one of {DECODER_SCALES}; got {decoder_scale!r}"
+            )
+        self.decoder_scale_init, self.decoder_scale = decoder_scale_init, decoder_scale
         self.eval_edge_bins = check_edge_bins(eval_edge_bins, "eval_edge_bins")
         self.image_shape, self.hidden_size, self.z_size = image_shape, hidden_size, z_size
         self.free_bits, self.seed = float(free_bits), int(seed)
@@ -159,7 +171,16 @@ class ResNetVAE(tf_keras.Model):
         self.x_enc = WeightNormConv2D(hidden_size, 5, strides=2, name="x_enc")
         self.x_dec = WeightNormConv2D(image_shape[2], 5, strides=2, transpose=True, name="x_dec")
         self.h_top = self.add_weight("h_top", shape=(hidden_size,), initializer="zeros")
-        self.dec_log_scale = self.add_weight("dec_log_scale", shape=(), initializer="zeros")
+        # Read in float32 under a mixed policy too: the likelihood is float32 throughout.
+        self.dec_log_scale = self.add_weight(
+            "dec_log_scale", shape=(), initializer="zeros", experimental_autocast=False
+        )
+        # Created last, and only when used: the "global" model's weights are drawn as before.
+        self.x_dec_scale = None
+        if decoder_scale == "pixel":
+            self.x_dec_scale = WeightNormConv2D(
+                image_shape[2], 5, strides=2, transpose=True, name="x_dec_scale"
+            )
         names = [*_METRICS, *(f"kl_{b.name}" for b in self.blocks)]
         self._trackers = {m: tf_keras.metrics.Mean(name=m) for m in names}
 
@@ -172,8 +193,8 @@ class ResNetVAE(tf_keras.Model):
 
     def forward(
         self, x: tf.Tensor | None, seed: tf.Tensor, batch_size: int | tf.Tensor | None = None
-    ) -> tuple[tf.Tensor, list[LayerOutput]]:
-        """One pass: `x_mean` of `p(x | z)` in `[-0.5, 0.5]` and every layer's `LayerOutput`.
+    ) -> tuple[tf.Tensor, tf.Tensor, list[LayerOutput]]:
+        """One pass: `p(x | z)`'s mean in `[-0.5, 0.5]` and log-scale, every layer's output.
 
         Args:
           x: integer pixels `[batch, H, W, C]`, or None for sampling mode (every `z` from its
@@ -182,8 +203,9 @@ class ResNetVAE(tf_keras.Model):
           batch_size: the batch in sampling mode.
 
         Returns:
-          `(x_mean: [batch, H, W, C] float32, outputs)`; `outputs[i]` belongs to
-          `self.blocks[i]` (bottom-up order).
+          `(x_mean, x_log_scale, outputs)`: `x_mean: [batch, H, W, C]` float32, `x_log_scale`
+          float32 of that shape (`decoder_scale="pixel"`) or a scalar (`"global"`);
+          `outputs[i]` belongs to `self.blocks[i]` (bottom-up order).
         """
         up_terms = [None] * len(self.blocks)
         if x is not None:
@@ -197,9 +219,13 @@ class ResNetVAE(tf_keras.Model):
         outputs = [None] * len(self.blocks)
         for i in reversed(range(len(self.blocks))):
             h, outputs[i] = self.blocks[i].down(h, up_terms[i], seeds[i])
-        x_mean = as_float32(self.x_dec(tf.nn.elu(h)))
+        h = tf.nn.elu(h)
+        x_mean = as_float32(self.x_dec(h))
         half = 0.5 - 1.0 / 512.0  # the authors keep the mean inside the outer bin centres
-        return tf.clip_by_value(x_mean, -half, half), outputs
+        log_scale = tf.convert_to_tensor(self.dec_log_scale)
+        if self.x_dec_scale is not None:
+            log_scale = log_scale + as_float32(self.x_dec_scale(h))
+        return tf.clip_by_value(x_mean, -half, half), log_scale, outputs
 
     def call(self, x, training=None):
         """Single-sample ELBO of every example in nats, `[batch]` (fixed seed)."""
@@ -218,15 +244,15 @@ class ResNetVAE(tf_keras.Model):
         """
         data_dependent_init(self, x)
         if self.decoder_scale_init == "data":
-            x_mean, _ = self.forward(x, tf.constant([self.seed, 0]))
+            x_mean, _, _ = self.forward(x, tf.constant([self.seed, 0]))
             spread = tf.math.reduce_std(pixels_to_unit(x) - x_mean)
             scale = tf.maximum(spread, 1.0 / 256.0) * (math.sqrt(3.0) / math.pi)
             self.dec_log_scale.assign(tf.math.log(scale))
 
     def _terms(self, x, seed, edge_bins="proper"):
-        x_mean, outputs = self.forward(x, seed)
+        x_mean, log_scale, outputs = self.forward(x, seed)
         log_px = discretized_logistic_log_prob(
-            pixels_to_unit(x), x_mean, self.dec_log_scale, edge_bins=edge_bins
+            pixels_to_unit(x), x_mean, log_scale, edge_bins=edge_bins
         )
         return tf.reduce_sum(log_px, axis=[1, 2, 3]), [o.kl for o in outputs]
 
@@ -292,7 +318,7 @@ class ResNetVAE(tf_keras.Model):
     def sample(self, num_samples: int, seed: int | tf.Tensor = 0) -> tf.Tensor:
         """Images from the prior (sampling mode): the means of `p(x | z)`, in `[0, 1]`."""
         seed = tf.constant([0, seed]) if isinstance(seed, int) else seed
-        x_mean, _ = self.forward(None, seed, batch_size=num_samples)
+        x_mean, _, _ = self.forward(None, seed, batch_size=num_samples)
         return x_mean + 0.5
 
     def reconstruct(self, x: tf.Tensor, seed: int | tf.Tensor = 0) -> tf.Tensor:
