@@ -8,6 +8,7 @@ from tfp_iaf.iaf import IAFStack, InverseAutoregressiveFlow
 from tfp_iaf.layers import MaskedConv2D, MaskedDense, WeightNormConv2D
 from tfp_iaf.linear import LinearAutoregressive
 from tfp_iaf.made import MADE
+from tfp_iaf.planar import PlanarFlow
 from tfp_iaf.posterior import unit_log_prob
 from tfp_iaf.stacks import conv_iaf_stack, dense_iaf_stack
 from tfp_iaf.weight_norm import data_dependent_init
@@ -29,6 +30,7 @@ __all__ = [
     "MADE",
     "MaskedConv2D",
     "MaskedDense",
+    "PlanarFlow",
     "WeightNormConv2D",
     "conv_iaf_stack",
     "data_dependent_init",
