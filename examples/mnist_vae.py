@@ -5,8 +5,9 @@ maps, each stage a stride-2 block followed by a stride-1 block), a 450-unit dens
 Gaussian latent, a symmetric decoder of transposed convolutions, ELU everywhere, a Bernoulli
 likelihood. The posterior is a diagonal Gaussian (`--posterior=diag`) or a diagonal Gaussian
 followed by `--iaf_depth` IAF steps on MADEs of two `--iaf_width` hidden layers, fed the encoder's
-context `h` (`--posterior=iaf`). Adamax with Polyak averaging; evaluation and samples use the
-averaged weights.
+context `h` (`--posterior=iaf`), or `--planar_depth` planar steps whose parameters the context
+gives (`--posterior=planar`, the normalizing-flow baseline of the paper's eq. 6). Adamax with
+Polyak averaging; evaluation and samples use the averaged weights.
 
 Train on statically binarized MNIST from a prepared tfds directory (or add `--download`),
 then evaluate the test set:
@@ -38,7 +39,8 @@ import tfp_iaf
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.vae.experiment import register_flag_validators, run_or_exit
 
-flags.DEFINE_enum("posterior", "iaf", ["diag", "iaf"], "Posterior family.")
+flags.DEFINE_enum("posterior", "iaf", ["diag", "iaf", "planar"], "Posterior family.")
+flags.DEFINE_integer("planar_depth", 8, "Planar steps (--posterior=planar).")
 flags.DEFINE_integer("iaf_depth", 2, "IAF steps.")
 flags.DEFINE_integer("iaf_width", 320, "Width of the MADE hidden layers (two of them).")
 flags.DEFINE_bool("gated", False, "Gated (LSTM-style) IAF updates instead of affine ones.")
@@ -70,7 +72,7 @@ flags.register_validator(
     lambda v: v >= 1,
     message="--iaf_depth must be at least 1; for the diagonal posterior use --posterior=diag",
 )
-for _name in ("iaf_width", "context_size"):
+for _name in ("iaf_width", "context_size", "planar_depth"):
     flags.register_validator(_name, lambda v: v >= 1, message=f"--{_name} must be at least 1")
 flags.register_validator("free_bits", lambda v: v >= 0, message="--free_bits must be >= 0")
 register_flag_validators()
@@ -140,7 +142,7 @@ def make_decoder() -> tf_keras.Sequential:
 
 
 def make_model(config: Config) -> vae.VAE:
-    """The VAE of `config`, with a diagonal or IAF posterior."""
+    """The VAE of `config`, with a diagonal, IAF or planar-flow posterior."""
     tf_keras.utils.set_random_seed(config.seed)
     flow, context = None, None
     if config.posterior == "iaf":
@@ -152,8 +154,13 @@ def make_model(config: Config) -> vae.VAE:
             context_size=context,
             gated=config.gated,
         )
+    elif config.posterior == "planar":
+        context = config.context_size
+        flow = tfp_iaf.PlanarFlow(LATENT_SIZE, config.planar_depth, context_size=context)
     elif config.posterior != "diag":
-        raise ValueError(f"`posterior` must be 'diag' or 'iaf'; got {config.posterior!r}")
+        raise ValueError(
+            f"`posterior` must be 'diag', 'iaf' or 'planar'; got {config.posterior!r}"
+        )
     return vae.VAE(
         make_encoder(),
         make_decoder(),

@@ -61,6 +61,23 @@ def test_static_mnist_diag_posterior_two_steps(mnist_vae, tmp_path, monkeypatch)
     assert results["num_test_examples"] > 0  # mock data ignore the "test[:5]" slice
 
 
+def test_static_mnist_planar_posterior_two_steps(mnist_vae, tmp_path, monkeypatch):
+    grids = record_image_grids(monkeypatch)
+    config = mnist_vae.Config(
+        posterior="planar",
+        planar_depth=3,
+        dataset="binarized_mnist",
+        num_steps=2,
+        model_dir=str(tmp_path),
+        num_eval_examples=5,
+        **TINY,
+    )
+    with tfds.testing.mock_data(num_examples=10):
+        results = mnist_vae.train_and_evaluate(config)
+    _check_outputs(tmp_path, results, steps=2, grids=grids)
+    assert results["test_log_px"] >= results["test_elbo"]  # k > 1 samples tighten the bound
+
+
 class WeightRecorder(tf_keras.callbacks.Callback):
     """Raw weights when training starts (after the restore) and ends (before the averages)."""
 
@@ -125,7 +142,9 @@ def test_dynamic_mnist_gated_iaf_from_flags_resumes(mnist_vae, tmp_path, monkeyp
 
 
 def test_unknown_posterior(mnist_vae):
-    with pytest.raises(ValueError, match=r"`posterior` must be 'diag' or 'iaf'; got 'flow'"):
+    with pytest.raises(
+        ValueError, match=r"`posterior` must be 'diag', 'iaf' or 'planar'; got 'flow'"
+    ):
         mnist_vae.make_model(mnist_vae.Config(posterior="flow"))
 
 

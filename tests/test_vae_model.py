@@ -47,6 +47,42 @@ def test_log_q_per_unit_sums_to_the_transformed_distribution_log_prob(gated):
     np.testing.assert_allclose(tf.reduce_sum(log_q, -1), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_planar_posterior_log_q_and_log_weights_come_from_the_public_distribution():
+    tf_keras.utils.set_random_seed(0)
+    model = vae.VAE(
+        tf_keras.Sequential([tf_keras.layers.Dense(8, activation="elu")]),
+        tf_keras.Sequential([tf_keras.layers.Dense(4)]),
+        LATENT,
+        flow=tfp_iaf.PlanarFlow(LATENT, 3, context_size=CONTEXT),
+        context_size=CONTEXT,
+    )
+    model(X)
+    z, log_q = model.sample_posterior(X, 6, tf.constant([1, 2]))
+    loc, scale, h = model.posterior_parameters(X)
+    q = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(loc, scale), model.flow)
+    expected = q.log_prob(tf.identity(z), bijector_kwargs={"context": h})  # fresh: the inverse
+    assert z.shape == (6, 3, LATENT) and log_q.shape == (6, 3, 1)  # the total: no unit terms
+    np.testing.assert_allclose(log_q[..., 0], expected, rtol=1e-4, atol=1e-4)
+    # log w = log p(x | z) + log p(z) - log q(z | x), for the same samples.
+    seed = tf.constant([4, 4])
+    z, log_q = model.sample_posterior(X, 5, seed)
+    logits = model.decode(z)
+    log_px_z = -tf.reduce_sum(
+        tf.nn.sigmoid_cross_entropy_with_logits(
+            labels=tf.broadcast_to(X, logits.shape), logits=logits
+        ),
+        -1,
+    )
+    log_pz = tfd.MultivariateNormalDiag(tf.zeros(LATENT)).log_prob(z)
+    np.testing.assert_allclose(
+        model.log_weights(X, 5, seed), log_px_z + log_pz - log_q[..., 0], rtol=1e-4, atol=1e-4
+    )
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(model(X))
+    grads = tape.gradient(loss, model.flow.trainable_variables)
+    assert grads and all(g is not None for g in grads)
+
+
 def test_diag_log_q_is_the_gaussian_density():
     model = make_vae(flow=False)
     z, log_q = model.sample_posterior(X, 5, tf.constant([0, 1]))
@@ -101,7 +137,25 @@ def _parts():
     [
         ({"latent_size": 0}, ValueError, r"`latent_size` must be a positive integer; got 0"),
         ({"free_bits": -1.0}, ValueError, r"`free_bits` must be a finite number >= 0; got -1.0"),
-        ({"flow": "iaf"}, TypeError, r"`flow` must be a tfp_iaf.IAFStack; got str"),
+        (
+            {"flow": "iaf"},
+            TypeError,
+            r"`flow` must be a tfp_iaf.IAFStack or tfp_iaf.PlanarFlow; got str",
+        ),
+        (
+            {
+                "flow": tfp_iaf.PlanarFlow(3, 2, context_size=5),
+                "context_size": 5,
+                "free_bits": 0.5,
+            },
+            ValueError,
+            r"`free_bits` must be 0 with a PlanarFlow .*; got free_bits=0.5",
+        ),
+        (
+            {"flow": tfp_iaf.PlanarFlow(2, 2, context_size=5), "context_size": 5},
+            ValueError,
+            r"`flow` must act on event shape \(3,\) \(latent_size\); got \(2,\)",
+        ),
         (
             {"flow": tfp_iaf.dense_iaf_stack(2, 1, [4], context_size=5), "context_size": 5},
             ValueError,

@@ -21,6 +21,7 @@ import tensorflow_probability as tfp
 from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.iaf import IAFStack
+from tfp_iaf.planar import PlanarFlow
 from tfp_iaf.posterior import unit_log_prob
 from tfp_iaf.vae.free_bits import free_bits_kl
 
@@ -40,8 +41,9 @@ class VAE(tf_keras.Model):
       encoder: layer mapping `x` to features `[batch, F]`.
       decoder: layer mapping `z: [N, latent_size]` to Bernoulli logits `[N, *obs_shape]`.
       latent_size: dimension of `z`.
-      flow: an `IAFStack` on `latent_size` (built with `context_size`), or None for the
-        diagonal Gaussian posterior.
+      flow: an `IAFStack` or a `PlanarFlow` on `latent_size` (built with `context_size`), or
+        None for the diagonal Gaussian posterior. A planar flow's log-det does not split over
+        latent units, so it takes no free bits.
       context_size: size of the context `h` the encoder head produces for the flow; must match
         the flow's networks. Ignored (0) without a flow.
       free_bits: the KL floor `lambda` per latent unit, in nats (0 disables it).
@@ -50,8 +52,9 @@ class VAE(tf_keras.Model):
 
     Raises:
       ValueError: a non-positive `latent_size`, a negative `free_bits`, a `flow` whose event
-        size or context size does not match, or a `context_size` without a flow.
-      TypeError: a `flow` that is not an `IAFStack`.
+        size or context size does not match, a `context_size` without a flow, or free bits
+        with a `PlanarFlow`.
+      TypeError: a `flow` that is neither an `IAFStack` nor a `PlanarFlow`.
     """
 
     def __init__(
@@ -69,16 +72,28 @@ class VAE(tf_keras.Model):
         super().__init__(name=name)
         latent_size = _checks.positive_int("latent_size", latent_size)
         free_bits = _checks.non_negative_float("free_bits", free_bits)
-        if flow is not None:
-            if not isinstance(flow, IAFStack):
-                raise TypeError(f"`flow` must be a tfp_iaf.IAFStack; got {type(flow).__name__}")
+        if isinstance(flow, PlanarFlow):
+            if free_bits:
+                raise ValueError(
+                    f"`free_bits` must be 0 with a PlanarFlow (its log-det has no per-unit "
+                    f"terms to floor); got free_bits={free_bits!r}"
+                )
+            event_shape, flow_context = (flow.event_size,), flow.context_size
+        elif isinstance(flow, IAFStack):
             network = flow.steps[0].network
-            if network.event_shape != (latent_size,):
+            event_shape = network.event_shape
+            flow_context = None if network.context_shape is None else network.context_shape[0]
+        elif flow is not None:
+            raise TypeError(
+                f"`flow` must be a tfp_iaf.IAFStack or tfp_iaf.PlanarFlow; got "
+                f"{type(flow).__name__}"
+            )
+        if flow is not None:
+            if event_shape != (latent_size,):
                 raise ValueError(
                     f"`flow` must act on event shape ({latent_size},) (latent_size); got "
-                    f"{network.event_shape}"
+                    f"{event_shape}"
                 )
-            flow_context = None if network.context_shape is None else network.context_shape[0]
             if flow_context != context_size:
                 raise ValueError(
                     f"`context_size` must match the flow's context size {flow_context}; "
@@ -130,7 +145,10 @@ class VAE(tf_keras.Model):
         loc, scale, context = self.posterior_parameters(x)
         q, kwargs = self._posterior(loc, scale, context)
         z = q.sample(num_samples, seed=seed, **({"bijector_kwargs": kwargs} if kwargs else {}))
-        log_q = unit_log_prob(q, z, kwargs)
+        if isinstance(self.flow, PlanarFlow):  # no per-unit terms: the total, as one "unit"
+            log_q = q.log_prob(z, bijector_kwargs=kwargs)[..., None]
+        else:
+            log_q = unit_log_prob(q, z, kwargs)
         stats = {"log_sigma0": tf.reduce_mean(tf.math.log(scale))}
         if self.flow is not None:
             # Cached with the sample: no network pass.
@@ -146,8 +164,9 @@ class VAE(tf_keras.Model):
         """Samples `z ~ q(z | x)` with a stateless int32 `[2]` `seed`.
 
         Returns:
-          `(z, log_q)`: both `[num_samples, batch, latent]`; `log_q` holds every unit's share of
-          `log q(z | x)` (they sum to it).
+          `(z, log_q)`: `z: [num_samples, batch, latent]`; `log_q` holds every unit's share of
+          `log q(z | x)` (they sum to it), `[num_samples, batch, latent]`, or `[..., 1]`, the
+          total, with a `PlanarFlow`.
         """
         z, log_q, _ = self._sample(x, num_samples, seed)
         return z, log_q
@@ -159,13 +178,17 @@ class VAE(tf_keras.Model):
         return tf.reshape(logits, tf.concat([tf.shape(z)[:-1], tf.shape(logits)[1:]], axis=0))
 
     def _terms(self, x, num_samples, seed):
-        """`log p(x | z)`: `[n, batch]`; per-unit KL `log q - log p(z)`: `[n, batch, latent]`."""
+        """`log p(x | z)`: `[n, batch]`; per-unit KL `log q - log p(z)`: `[n, batch, latent]`
+        (`[n, batch, 1]`, the total, with a `PlanarFlow`)."""
         z, log_q, stats = self._sample(x, num_samples, seed)
         logits = self.decode(z)
         labels = tf.broadcast_to(tf.cast(x, logits.dtype), tf.shape(logits))
         ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
         log_px_z = -tf.reduce_sum(ce, axis=list(range(2, logits.shape.rank)))
-        return log_px_z, log_q - tfd.Normal(0.0, 1.0).log_prob(z), stats
+        log_pz = tfd.Normal(0.0, 1.0).log_prob(z)
+        if log_q.shape[-1] != log_pz.shape[-1]:
+            log_pz = tf.reduce_sum(log_pz, axis=-1, keepdims=True)
+        return log_px_z, log_q - log_pz, stats
 
     def log_weights(self, x: tf.Tensor, num_samples: int, seed: tf.Tensor) -> tf.Tensor:
         """Log importance weights `log p(x, z) - log q(z | x)`: `[num_samples, batch]`.
