@@ -75,3 +75,53 @@ def test_zero_free_bits_is_the_plain_kl_even_with_negative_group_means():
         tape.watch(kl)
         loss = vae.free_bits_kl(kl, 0.0)
     np.testing.assert_allclose(tape.gradient(loss, kl), np.full([2, 2], 0.5))
+
+
+# group_size: the floor per minibatch of `group_size` examples (the authors' per-tower floor).
+
+
+@pytest.mark.parametrize("free_bits", [0.0, 0.3, 5.0])
+@pytest.mark.parametrize("sum_axes", [(), (1,)])
+def test_group_size_of_the_whole_batch_is_the_ungrouped_objective(free_bits, sum_axes):
+    kl = tf.random.stateless_normal([6, 4, 3], [0, 1])
+    np.testing.assert_allclose(
+        vae.free_bits_kl(kl, free_bits, sum_axes, group_size=6),
+        vae.free_bits_kl(kl, free_bits, sum_axes),
+        rtol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("group_size", [1, 2, 3])
+def test_groups_are_floored_separately_and_averaged(group_size):
+    rng = np.random.default_rng(2)
+    kl = rng.normal(size=(6, 5)).astype(np.float32)
+    lam = 0.2
+    expected = np.mean(
+        [
+            np.sum(np.maximum(kl[g : g + group_size].mean(axis=0), lam))
+            for g in range(0, 6, group_size)
+        ]
+    )
+    got = vae.free_bits_kl(tf.constant(kl), lam, group_size=group_size)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    # Not the whole-batch floor: grouping changes which units are floored.
+    if group_size < 6:
+        assert not np.isclose(float(got), float(vae.free_bits_kl(tf.constant(kl), lam)))
+
+
+def test_group_size_must_divide_the_batch():
+    with pytest.raises(
+        ValueError, match=r"`group_size` must divide the batch size 6; got group_size=4"
+    ):
+        vae.free_bits_kl(tf.zeros([6, 2]), 0.1, group_size=4)
+    with pytest.raises(
+        ValueError, match=r"`group_size` must be a positive integer or None; got 0"
+    ):
+        vae.free_bits_kl(tf.zeros([6, 2]), 0.1, group_size=0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2])])
+    def unknown_batch(kl):
+        return vae.free_bits_kl(kl, 0.1, group_size=4)
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`group_size` 4 must divide"):
+        unknown_batch(tf.zeros([6, 2]))

@@ -33,6 +33,7 @@ from tfp_iaf.vae.likelihood import (
     log_mean_exp,
 )
 from tfp_iaf.vae.model import VAE
+from tfp_iaf.vae.presets import Preset, apply_preset, describe_presets, preset_config
 from tfp_iaf.vae.resnet_layer import LayerOutput, ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
 from tfp_iaf.vae.training import (
@@ -53,6 +54,7 @@ __all__ = [
     "FlagsConfig",
     "ImportanceEstimate",
     "LayerOutput",
+    "Preset",
     "ResNetIAFLayer",
     "ResNetVAE",
     "TrainResult",
@@ -61,8 +63,10 @@ __all__ = [
     "TrainingStopped",
     "VAE",
     "WeightNormConv2D",
+    "apply_preset",
     "bits_per_dim",
     "data_dependent_init",
+    "describe_presets",
     "discretized_logistic_log_prob",
     "discretized_logistic_sample",
     "evaluate_dataset",
@@ -79,6 +83,7 @@ __all__ = [
     "make_optimizer",
     "make_strategy",
     "pixels_to_unit",
+    "preset_config",
     "register_flag_validators",
     "run_experiment",
     "run_or_exit",

@@ -282,7 +282,10 @@ def _run(
             model = make_model(train_ds)
             model.compile(
                 optimizer=make_optimizer(
-                    config.learning_rate, config.ema_momentum, config.clip_norm
+                    config.learning_rate,
+                    config.ema_momentum,
+                    config.clip_norm,
+                    kind=getattr(config, "optimizer", "adamax"),
                 ),
                 jit_compile=jit_compile,
             )

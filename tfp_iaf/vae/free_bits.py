@@ -51,24 +51,61 @@ def group_kl(kl: tf.Tensor, sum_axes: Sequence[int] = ()) -> tf.Tensor:
     return tf.reduce_mean(kl, axis=0)
 
 
-def free_bits_kl(kl: tf.Tensor, free_bits: float, sum_axes: Sequence[int] = ()) -> tf.Tensor:
+def free_bits_kl(
+    kl: tf.Tensor,
+    free_bits: float,
+    sum_axes: Sequence[int] = (),
+    group_size: int | None = None,
+) -> tf.Tensor:
     """The KL term of the free-bits objective, `sum_j max(lambda, E_M[KL_j])`.
+
+    With `group_size`, the batch is split into minibatches `M_1, M_2, ...` of that many
+    examples and the result is their mean, `mean_g sum_j max(lambda, E_{M_g}[KL_j])`: the
+    authors average the KL per 32-image GPU tower before the floor, so a 256-image step of the
+    paper's run is 8 such groups.
 
     Args:
       kl: `[batch, *unit_shape]` per-example, per-unit KL.
       free_bits: `lambda` >= 0, in nats per group. `0` gives the plain minibatch-mean KL,
         `sum_j E_M[KL_j]`, with no floor at all: single-sample KLs can have a negative mean.
       sum_axes: axes summed into one group (see `group_kl`).
+      group_size: examples per minibatch the floor applies to; None: the whole batch. It must
+        divide the batch size (checked statically when the batch size is known, else at run
+        time).
 
     Returns:
       A scalar: the floored KL per example, to add to the negative reconstruction term.
 
     Raises:
-      TypeError: a `free_bits` that is not a number.
-      ValueError: a negative or non-finite `free_bits`, or any error of `group_kl`.
+      TypeError: a `free_bits` that is not a number, or a non-integer `group_size`.
+      ValueError: a negative or non-finite `free_bits`, a non-positive `group_size` or one that
+        does not divide a static batch size, or any error of `group_kl`.
     """
     free_bits = _checks.non_negative_float("free_bits", free_bits)
-    per_group = group_kl(kl, sum_axes)
-    if free_bits == 0:  # the plain KL, as the authors' `kl_min = 0`
-        return tf.reduce_sum(per_group)
-    return tf.reduce_sum(tf.maximum(per_group, tf.cast(free_bits, per_group.dtype)))
+    group_size = _checks.positive_int("group_size", group_size, optional=True)
+    if group_size is None:
+        per_group = group_kl(kl, sum_axes)
+        if free_bits == 0:  # the plain KL, as the authors' `kl_min = 0`
+            return tf.reduce_sum(per_group)
+        return tf.reduce_sum(tf.maximum(per_group, tf.cast(free_bits, per_group.dtype)))
+    kl = tf.convert_to_tensor(kl)
+    group_kl(kl[:1], sum_axes)  # the shape checks
+    batch = kl.shape[0]
+    if batch is not None and batch % group_size:
+        raise ValueError(
+            f"`group_size` must divide the batch size {batch}; got group_size={group_size}"
+        )
+    shape = tf.shape(kl)
+    check = tf.debugging.assert_equal(
+        shape[0] % group_size, 0, message=f"`group_size` {group_size} must divide the batch size"
+    )
+    with tf.control_dependencies([check]):
+        grouped = tf.reshape(kl, tf.concat([[-1, group_size], shape[1:]], axis=0))
+    rank = kl.shape.rank
+    axes = [a % rank + 1 for a in sum_axes]  # +1: the minibatch axis in front
+    if axes:
+        grouped = tf.reduce_sum(grouped, axis=axes)
+    per_group = tf.reduce_mean(grouped, axis=1)  # [minibatches, *group_shape]
+    if free_bits:
+        per_group = tf.maximum(per_group, tf.cast(free_bits, per_group.dtype))
+    return tf.reduce_mean(tf.reduce_sum(tf.reshape(per_group, [tf.shape(per_group)[0], -1]), 1))

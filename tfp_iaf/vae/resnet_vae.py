@@ -55,6 +55,7 @@ __all__ = ["LayerOutput", "ResNetIAFLayer", "ResNetVAE"]
 
 DECODER_SCALE_INITS = ("data", "zero")
 DECODER_SCALES = ("pixel", "global")
+LOSS_UNITS = ("bits_per_dim", "nats_sum")
 _METRICS = ("loss", "bits_per_dim", "elbo", "nll", "kl", "dec_log_scale")
 
 
@@ -76,6 +77,9 @@ class ResNetVAE(tf_keras.Model):
       iaf_steps: conv IAF steps per layer (0: diagonal Gaussian posteriors).
       order: IAF order, `"raster"` or `"channel"` (reversed between steps).
       free_bits: KL floor `lambda` per (layer, channel), nats, averaged over the minibatch.
+      free_bits_group_size: examples per minibatch that the floor averages over (None: each
+        replica's whole batch). The authors floor per 32-image GPU tower, so their 256-image
+        steps are 8 groups (`tfp_iaf.vae.free_bits_kl`'s `group_size`).
       iaf_weight_norm: weight-normalised masked convolutions in the IAF networks.
       iaf_gated: gated (default) or affine IAF steps (see `ResNetIAFLayer`).
       decoder_scale: `"pixel"` (default): `log s_x` is the learned scalar plus a per-subpixel
@@ -87,6 +91,11 @@ class ResNetVAE(tf_keras.Model):
         around the initial decoder mean, so the first steps already score better than a uniform
         model (docs/benchmarks_decoder_scale.md); `"zero"` keeps `log s_x = 0`, the authors'
         form (the paper preset).
+      loss_units: the training loss: `"bits_per_dim"` (default), the replica batch's mean in
+        bits per dimension; `"nats_sum"`, its sum in nats, as the authors' code minimises per
+        GPU tower (the paper preset). The same gradient direction, scaled by
+        `batch * dims * log 2`; it matters through Adamax's `eps`. Reported metrics are
+        unchanged (the `loss` metric is in these units).
       eval_edge_bins: the edge bins of `log_weights` (evaluation: ELBO and importance-sampled
         log p(x)): `"proper"` (default, a normalised PMF) or `"reference"` (the tails dropped,
         as the authors' code; see `tfp_iaf.vae.discretized_logistic_log_prob`). Training and
@@ -96,7 +105,8 @@ class ResNetVAE(tf_keras.Model):
 
     Raises:
       ValueError: bad sizes (non-positive, `H` or `W` not divisible by `2^depth`), a negative
-        `free_bits`, an unknown `decoder_scale`, `decoder_scale_init` or `eval_edge_bins`, or what
+        `free_bits`, an unknown `decoder_scale`, `decoder_scale_init`, `loss_units` or
+        `eval_edge_bins`, a non-positive `free_bits_group_size`, or what
         `ResNetIAFLayer` raises.
     """
 
@@ -110,10 +120,12 @@ class ResNetVAE(tf_keras.Model):
         iaf_steps: int = 1,
         order: str = "raster",
         free_bits: float = 0.25,
+        free_bits_group_size: int | None = None,
         iaf_weight_norm: bool = False,
         iaf_gated: bool = True,
         decoder_scale: str = "pixel",
         decoder_scale_init: str = "data",
+        loss_units: str = "bits_per_dim",
         eval_edge_bins: str = "proper",
         seed: int = 0,
         name: str = "resnet_vae",
@@ -133,6 +145,9 @@ class ResNetVAE(tf_keras.Model):
                 f"got {image_shape}"
             )
         free_bits = _checks.non_negative_float("free_bits", free_bits)
+        self.free_bits_group_size = _checks.positive_int(
+            "free_bits_group_size", free_bits_group_size, optional=True
+        )
         if not isinstance(decoder_scale_init, str) or (
             decoder_scale_init not in DECODER_SCALE_INITS
         ):
@@ -145,6 +160,9 @@ class ResNetVAE(tf_keras.Model):
                 f"`decoder_scale` must be one of {DECODER_SCALES}; got {decoder_scale!r}"
             )
         self.decoder_scale_init, self.decoder_scale = decoder_scale_init, decoder_scale
+        if not isinstance(loss_units, str) or loss_units not in LOSS_UNITS:
+            raise ValueError(f"`loss_units` must be one of {LOSS_UNITS}; got {loss_units!r}")
+        self.loss_units = loss_units
         self.eval_edge_bins = check_edge_bins(eval_edge_bins, "eval_edge_bins")
         self.image_shape, self.hidden_size, self.z_size = image_shape, hidden_size, z_size
         self.free_bits, self.seed = float(free_bits), int(seed)
@@ -274,9 +292,16 @@ class ResNetVAE(tf_keras.Model):
         kl_layers = [tf.reduce_sum(k, axis=[1, 2, 3]) for k in kls]
         kl = tf.add_n(kl_layers)
         # Free bits per (layer, channel): spatial axes summed, channels are the groups.
-        kl_obj = tf.add_n([free_bits_kl(k, self.free_bits, sum_axes=(1, 2)) for k in kls])
+        group = self.free_bits_group_size
+        kl_obj = tf.add_n(
+            [free_bits_kl(k, self.free_bits, sum_axes=(1, 2), group_size=group) for k in kls]
+        )
         nats_to_bpd = 1.0 / (self.num_dims * math.log(2.0))
-        loss = (kl_obj - tf.reduce_mean(log_px_z)) * nats_to_bpd
+        nats = kl_obj - tf.reduce_mean(log_px_z)  # per example
+        if self.loss_units == "nats_sum":
+            loss = nats * tf.cast(tf.shape(log_px_z)[0], nats.dtype)
+        else:
+            loss = nats * nats_to_bpd
         values = {
             "loss": loss,
             "bits_per_dim": tf.reduce_mean(kl - log_px_z) * nats_to_bpd,

@@ -72,10 +72,29 @@ class _DebiasedAveragingAdamax(tf_keras.optimizers.Adamax):
             )
 
 
+class _ReferenceAdamax(_DebiasedAveragingAdamax):
+    """The authors' Adamax (openai/iaf `tf_utils/adamax.py`): no bias correction, and `eps`
+    inside the running maximum: `m <- b1 m + (1 - b1) g`, `u <- max(b2 u + eps, |g|)`,
+    `w <- w - lr m / u`. The first step is `lr (1 - b1) sign(g)`, a tenth of Keras's."""
+
+    def update_step(self, gradient, variable):
+        if isinstance(gradient, tf.IndexedSlices):
+            gradient = tf.convert_to_tensor(gradient)
+        key = self._index_dict[self._var_key(variable)]
+        m, u = self._m[key], self._u[key]
+        m.assign_add((gradient - m) * (1 - self.beta_1))
+        u.assign(tf.maximum(self.beta_2 * u + self.epsilon, tf.abs(gradient)))
+        variable.assign_sub(tf.cast(self.learning_rate, variable.dtype) * m / u)
+
+
+OPTIMIZERS = ("adamax", "reference")
+
+
 def make_optimizer(
     learning_rate: float = 1e-3,
     ema_momentum: float | None = 0.998,
     clip_norm: float | None = None,
+    kind: str = "adamax",
 ) -> tf_keras.optimizers.Optimizer:
     """Adamax (the paper's optimizer) with debiased weight averaging.
 
@@ -87,22 +106,29 @@ def make_optimizer(
         this (each replica's, under a distribution strategy); None: no clipping. An early
         gradient spike then cannot move every weight by a full step at once (see
         docs/benchmarks_stability.md).
+      kind: `"adamax"`: Keras's Adamax (bias-corrected, `eps = 1e-7` added to the maximum);
+        `"reference"`: the authors' (no bias correction, `eps = 1e-8` inside the maximum, so
+        the first steps are ten times smaller), for the paper preset.
 
     Returns:
       A `tf_keras.optimizers.Adamax`.
 
     Raises:
-      ValueError: a non-positive `learning_rate` or `clip_norm`, or an `ema_momentum` outside
-        [0, 1).
+      ValueError: a non-positive `learning_rate` or `clip_norm`, an `ema_momentum` outside
+        [0, 1), or an unknown `kind`.
     """
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"`kind` must be one of {OPTIMIZERS}; got {kind!r}")
     if not learning_rate > 0:
         raise ValueError(f"`learning_rate` must be positive; got {learning_rate!r}")
     if ema_momentum is not None and not 0 <= ema_momentum < 1:
         raise ValueError(f"`ema_momentum` must be in [0, 1) or None; got {ema_momentum!r}")
     if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
         raise ValueError(f"`clip_norm` must be a positive number or None; got {clip_norm!r}")
-    return _DebiasedAveragingAdamax(
+    reference = kind == "reference"
+    return (_ReferenceAdamax if reference else _DebiasedAveragingAdamax)(
         learning_rate,
+        epsilon=1e-8 if reference else 1e-7,
         global_clipnorm=clip_norm,
         use_ema=ema_momentum is not None,
         ema_momentum=0.99 if ema_momentum is None else ema_momentum,
