@@ -58,3 +58,16 @@ def test_default_scale_makes_small_grids_at_least_560_pixels_wide(
 def test_bad_input_is_named(tmp_path, images, kwargs, error, match):
     with pytest.raises(error, match=match):
         vae.save_image_grid(images, str(tmp_path / "g.png"), **kwargs)
+
+
+def test_a_long_title_is_shrunk_to_fit_the_band(tmp_path):
+    """A caption wider than the grid is not cut at the PNG's edges: its band's outer columns
+    stay white, and its text is still there."""
+    title = (
+        "18 test images, each followed by its reconstruction (step 400, Polyak-averaged weights)"
+    )
+    path = vae.save_image_grid(np.full([36, 32, 32, 3], 0.5), str(tmp_path / "g.png"), title=title)
+    band = decode_png(path)[:TITLE_HEIGHT, :, :3].astype(int)
+    assert band.min() < 128  # text
+    for edge in (band[:, :4], band[:, -4:]):
+        assert edge.min() == 255, "the title touches the edge"

@@ -73,7 +73,7 @@ def save_image_grid(
     fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
     try:
         fig.figimage(grid, xo=0, yo=0, origin="upper")
-        fig.text(
+        text = fig.text(
             0.5,
             1.0 - 0.5 * TITLE_HEIGHT / height,
             title,
@@ -81,6 +81,11 @@ def save_image_grid(
             va="center",
             fontsize=11,
         )
+        # A caption wider than the grid would be cut at the edges: shrink it to fit (the
+        # measured extent runs a few percent under the saved PNG's, hence the margin).
+        text_width = text.get_window_extent(renderer=fig.canvas.get_renderer()).width
+        if text_width > 0.9 * width:
+            text.set_fontsize(max(5.0, 11 * 0.9 * width / text_width))
         fig.savefig(path, dpi=dpi, facecolor="white")
     finally:
         plt.close(fig)
