@@ -70,13 +70,25 @@ class ConvMADE(AutoregressiveNetwork):
       fast_inverse: solve the inverse with `tfp_iaf.conv_inverse` (each unit computed once:
         about one forward pass of work); False runs the whole network once per pass
         (`AutoregressiveNetwork.sequential_solve`, the reference). Same results to rounding.
+      output_scale: a constant multiplier of the outputs (the IAF authors' code uses 0.1).
+      output_init_scale: None (default): the output layer starts near zero (and, under weight
+        normalisation, is data-initialised to a standard deviation of about 0.01); a positive
+        number (needs `weight_norm`): the output layer is drawn like the hidden ones, from
+        `kernel_initializer`, and data-initialised to this standard deviation, as the authors'
+        code does (with 1, before `output_scale`).
+      project_context: True (default): the context enters through the 1x1 projection `V c`;
+        False: it is added to the first layer's pre-activation as it is (`V` the identity, no
+        weights; the authors' form), so `context_channels` must equal `filters[0]`.
       **kwargs: passed to `tf_keras.layers.Layer` (`name`, `dtype`, ...).
 
     Raises:
       ValueError: a bad `event_shape` (not rank 3), an even `kernel_size`, `filters` empty or not
-        multiples of `C`, a bad `order`, `num_params` or `context_channels`, or `residual` with
-        unequal widths. At call time: an input or context of the wrong shape.
-      TypeError: `fast_inverse` is not a bool.
+        multiples of `C`, a bad `order`, `num_params` or `context_channels`, `residual` with
+        unequal widths, a non-positive `output_scale` or `output_init_scale`,
+        `output_init_scale` without `weight_norm`, or `project_context=False` with
+        `context_channels != filters[0]`. At call time: an input or context of the wrong shape.
+      TypeError: `fast_inverse` is not a bool, or `output_scale` / `output_init_scale` is not
+        a number.
 
     Examples:
 
@@ -107,6 +119,9 @@ class ConvMADE(AutoregressiveNetwork):
         weight_norm: bool = False,
         kernel_initializer="glorot_uniform",
         fast_inverse: bool = True,
+        output_scale: float = 1.0,
+        output_init_scale: float | None = None,
+        project_context: bool = True,
         **kwargs,
     ):
         if not isinstance(fast_inverse, bool):
@@ -130,6 +145,21 @@ class ConvMADE(AutoregressiveNetwork):
         context_channels = _checks.positive_int(
             "context_channels", context_channels, optional=True
         )
+        output_scale = _checks.finite_float("output_scale", output_scale, positive=True)
+        if output_init_scale is not None:
+            output_init_scale = _checks.finite_float(
+                "output_init_scale", output_init_scale, positive=True
+            )
+            if not weight_norm:
+                raise ValueError(
+                    f"`output_init_scale` needs `weight_norm=True`; got output_init_scale="
+                    f"{output_init_scale!r} with weight_norm={weight_norm!r}"
+                )
+        if not project_context and context_channels not in (None, filters[0]):
+            raise ValueError(
+                "`project_context=False` adds the context to the first layer as it is, so "
+                f"`context_channels` must equal filters[0]={filters[0]}; got {context_channels}"
+            )
         degrees, masks = masks_lib.conv_made_masks(
             event_shape, filters, kernel_size, num_params, order
         )
@@ -148,25 +178,31 @@ class ConvMADE(AutoregressiveNetwork):
         self.residual = residual
         self.weight_norm = weight_norm
         self.fast_inverse = fast_inverse
+        self.output_scale, self.output_init_scale = output_scale, output_init_scale
+        self.project_context = project_context
         self.activation = tf_keras.activations.get(activation)
         last = len(masks) - 1
+        # Under weight normalisation `g` is the kernel's norm: by default the output layer starts
+        # (and is data-initialised) near zero, as the small initializer makes it without.
+        out_norm = _OUTPUT_NORM if output_init_scale is None else output_init_scale
+        out_init = output_initializer() if output_init_scale is None else kernel_initializer
         self.masked_layers = [
             MaskedConv2D(
                 mask,
-                kernel_initializer=kernel_initializer if i < last else output_initializer(),
+                kernel_initializer=kernel_initializer if i < last else out_init,
                 weight_norm=weight_norm,
-                # Under weight normalisation `g` is the kernel's norm: the output layer starts
-                # (and is data-initialised) near zero, as the small initializer makes it without.
                 scale_initializer=(
-                    "ones" if i < last else tf_keras.initializers.Constant(_OUTPUT_NORM)
+                    "ones" if i < last else tf_keras.initializers.Constant(out_norm)
                 ),
-                init_scale=1.0 if i < last else _OUTPUT_NORM,
+                init_scale=1.0 if i < last else out_norm,
                 dtype=self.dtype,
                 name=f"masked_conv_{i}",
             )
             for i, mask in enumerate(masks)
         ]
-        self.context_layer = self.context_projection(filters[0], name="context")
+        self.context_layer = (
+            self.context_projection(filters[0], name="context") if project_context else None
+        )
 
     def build(self, input_shape):
         height, width, channels = self.event_shape
@@ -203,6 +239,12 @@ class ConvMADE(AutoregressiveNetwork):
         """
         if not self.fast_inverse:
             return super().sequential_solve(y, context, solve_fn)
+        if self.output_scale != 1.0:
+            inner, scale = solve_fn, self.output_scale
+
+            def solve_fn(y, params):  # the solvers compute the output layer's own values
+                return inner(y, params * tf.cast(scale, params.dtype))
+
         y = tf.convert_to_tensor(y, dtype_hint=self.dtype)
         context = as_tensor(context, self.dtype)
         self.check_inputs(y, context)
@@ -216,7 +258,7 @@ class ConvMADE(AutoregressiveNetwork):
         term = None
         if context is not None:
             context = tf.pad(context, [[0, tf.maximum(1 - count, 0)], [0, 0], [0, 0], [0, 0]])
-            term = self.context_layer(context)
+            term = self._context_term(context)
         solver = (
             conv_inverse.raster_solve
             if self.order.startswith("raster")
@@ -232,6 +274,9 @@ class ConvMADE(AutoregressiveNetwork):
 
         return unflatten(x), unflatten(log_scale)
 
+    def _context_term(self, context):
+        return context if self.context_layer is None else self.context_layer(context)
+
     def call(self, x, context=None):
         x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
         context = as_tensor(context, self.dtype)
@@ -240,8 +285,10 @@ class ConvMADE(AutoregressiveNetwork):
         h, context, batch_shape, static_batch = self._flat_batch(x, context)
         terms = [None] * len(self.masked_layers)
         if context is not None:
-            terms[0] = self.context_layer(context)  # the context joins the first layer
+            terms[0] = self._context_term(context)  # the context joins the first layer
         h = apply_masked_layers(h, self.masked_layers, terms, self.activation, self.residual)
+        if self.output_scale != 1.0:
+            h = h * tf.cast(self.output_scale, h.dtype)
         out = tf.reshape(h, tf.concat([batch_shape, [*event, self.num_params]], axis=0))
         out.set_shape(static_batch.concatenate([*event, self.num_params]))
         return out

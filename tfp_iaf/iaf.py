@@ -42,7 +42,8 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
       network: an `AutoregressiveNetwork` with `num_params == 2` (e.g. `MADE`).
       gated: use the gated (LSTM-style) update instead of the affine one.
       forget_bias: added to the gate logit; the default 2.0 starts `g` near 0.88.
-      log_scale_bound: `B` above, a positive float (affine update only).
+      log_scale_bound: `B` above, a positive float (affine update only), or None for no bound
+        (`log_sigma = b`, the IAF authors' form; nothing then keeps `exp` from overflowing).
       validate_args: check at run time that inputs are finite.
       name: name of the bijector.
 
@@ -80,7 +81,7 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
         network: AutoregressiveNetwork,
         gated: bool = False,
         forget_bias: float = 2.0,
-        log_scale_bound: float = 5.0,
+        log_scale_bound: float | None = 5.0,
         validate_args: bool = False,
         name: str | None = None,
     ):
@@ -97,7 +98,10 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
         if not isinstance(gated, bool):
             raise TypeError(f"`gated` must be a bool; got {gated!r} ({type(gated).__name__})")
         forget_bias = _checks.finite_float("forget_bias", forget_bias)
-        log_scale_bound = _checks.finite_float("log_scale_bound", log_scale_bound, positive=True)
+        if log_scale_bound is not None:
+            log_scale_bound = _checks.finite_float(
+                "log_scale_bound", log_scale_bound, positive=True
+            )
         name = name or ("gated_iaf" if gated else "iaf")
         with tf.name_scope(name) as name:
             self._network = network
@@ -133,6 +137,8 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
             logit = b + tf.cast(self._forget_bias, b.dtype)
             log_gate = tf.math.log_sigmoid(logit)
             return (1.0 - tf.math.sigmoid(logit)) * a, log_gate
+        if self._log_scale_bound is None:
+            return a, b
         bound = tf.cast(self._log_scale_bound, b.dtype)
         return a, bound * tf.math.tanh(b / bound)
 
@@ -234,6 +240,7 @@ class IAFStack(AutoregressiveFlow):
         *,
         gated: bool = False,
         forget_bias: float = 2.0,
+        log_scale_bound: float | None = 5.0,
         validate_args: bool = False,
         name: str = "iaf_stack",
     ) -> IAFStack:
@@ -243,6 +250,7 @@ class IAFStack(AutoregressiveFlow):
                 network,
                 gated=gated,
                 forget_bias=forget_bias,
+                log_scale_bound=log_scale_bound,
                 validate_args=validate_args,
                 name=f"iaf_{t}",
             )

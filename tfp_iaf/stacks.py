@@ -84,6 +84,8 @@ def conv_iaf_stack(
     activation="elu",
     residual: bool = False,
     weight_norm: bool = False,
+    log_scale_bound: float | None = 5.0,
+    network_kwargs: dict | None = None,
     dtype="float32",
     validate_args: bool = False,
     name: str = "conv_iaf_stack",
@@ -108,6 +110,9 @@ def conv_iaf_stack(
       activation: ConvMADE activation.
       residual: residual hidden layers.
       weight_norm: weight-normalised masked convolutions.
+      log_scale_bound: the affine steps' soft bound on `|log_sigma|`, or None for none (see
+        `InverseAutoregressiveFlow`).
+      network_kwargs: more `ConvMADE` arguments (e.g. `output_scale`, `project_context`).
       dtype: float dtype of the networks.
       validate_args: checks on the steps' inputs.
       name: name of the stack.
@@ -142,8 +147,14 @@ def conv_iaf_stack(
             weight_norm=weight_norm,
             dtype=dtype,
             name=f"conv_made_{t}",
+            **(network_kwargs or {}),
         )
         networks.append(network)
     return IAFStack.from_networks(
-        networks, gated=gated, forget_bias=forget_bias, validate_args=validate_args, name=name
+        networks,
+        gated=gated,
+        forget_bias=forget_bias,
+        log_scale_bound=log_scale_bound,
+        validate_args=validate_args,
+        name=name,
     )

@@ -73,7 +73,13 @@ def data_dependent_init(model, *args, **kwargs):
     Raises:
       ValueError: `model` has no weight-normalised layer, or the call did not reach all of them.
     """
-    layers = [m for m in model.submodules if getattr(m, "weight_norm", False) is True]
+    # A network that merely holds weight-normalised layers (a `ConvMADE(weight_norm=True)`)
+    # has the flag too, but no `initializing` state: only the layers themselves take part.
+    layers = [
+        m
+        for m in model.submodules
+        if getattr(m, "weight_norm", False) is True and hasattr(m, "initializing")
+    ]
     if not layers:
         raise ValueError(
             f"`model` {model.name!r} has no weight-normalised layer to initialise "

@@ -21,10 +21,21 @@ from tfp_iaf.stacks import conv_iaf_stack
 
 tfd = tfp.distributions
 
-__all__ = ["LayerOutput", "ResNetIAFLayer"]
+__all__ = ["IAF_INITS", "LayerOutput", "ResNetIAFLayer"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _RESIDUAL_SCALE = 0.1
+IAF_INITS = ("default", "reference")
+# The authors' IAF networks (openai/iaf `tf_utils/layers.py`, `ar_multiconv2d`): weight-normed
+# masked convolutions, every one data-initialised to unit standard deviation (the output layer
+# included), directions drawn from N(0, 0.05^2), the context added to the first layer's
+# pre-activation without a projection, and the outputs multiplied by 0.1 (`tf_train.py`).
+_REFERENCE_AR_OUTPUT_SCALE = 0.1
+_REFERENCE_NETWORK_KWARGS = {
+    "output_scale": _REFERENCE_AR_OUTPUT_SCALE,
+    "output_init_scale": 1.0,
+    "project_context": False,
+}
 
 
 def _normal_log_prob(x, loc, log_scale):
@@ -67,11 +78,36 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
         (docs/benchmarks_stability.md).
       top: the last layer of the bottom-up pass, whose output state nothing reads (it has no
         bottom-up residual branch, so that every weight gets a gradient).
+      iaf_init: how the IAF networks are built and initialised. `"default"`: ours (below);
+        `"reference"`: the form of the authors' code (openai/iaf, `ar_multiconv2d` in
+        `tf_utils/layers.py`, used by `IAFLayer.down` in `tf_train.py`). The differences:
+
+        - output: ours starts near zero through a small initializer (weight-normed: data-
+          initialised to a standard deviation of 0.01); reference: the output convolution is
+          data-initialised to standard deviation 1 like the hidden ones and its outputs are
+          multiplied by 0.1 (`ConvMADE(output_scale=0.1, output_init_scale=1)`), so both the
+          shift and the log-scale start at a standard deviation of 0.1 on the init batch;
+        - weight norm: reference: every masked convolution is weight-normalised and
+          data-initialised by `ResNetVAE.initialize` (implied: `iaf_weight_norm` is ignored),
+          directions drawn from `N(0, 0.05^2)`; ours: `iaf_weight_norm` (default off) and
+          Glorot directions;
+        - context: ours projects `c_up + c_down` by a learned 1x1 convolution before adding it
+          to the first masked layer's pre-activation; reference: added as it is
+          (`ConvMADE(project_context=False)`: `hidden_size` channels into `hidden_size`);
+        - affine steps (`iaf_gated=False`, the authors' only kind): ours bound the log-scale
+          softly, `5 tanh(b / 5)`; reference: unbounded (`log_scale_bound=None`).
+
+        Not reproduced: the reference stores the weight-norm gain as `log(s) / 3` under an
+        `exp` (so after initialisation its layers are not exactly normalised; ours keep one
+        weight norm, `g = s`); it data-initialises on prior samples of `z` (ours: the posterior
+        sample of `ResNetVAE.initialize`'s pass); it writes its affine step as
+        `(z - m) / exp(s)`, ours as `a + exp(b) z` (the same family, `b = -s`,
+        `a = -m exp(-s)`).
       **kwargs: passed to `tf_keras.layers.Layer`.
 
     Raises:
-      ValueError: a negative `iaf_steps`, or what `tfp_iaf.conv_iaf_stack` raises (e.g.
-        `hidden_size` not a multiple of `z_size`).
+      ValueError: a negative `iaf_steps`, an unknown `iaf_init`, or what
+        `tfp_iaf.conv_iaf_stack` raises (e.g. `hidden_size` not a multiple of `z_size`).
     """
 
     def __init__(
@@ -84,10 +120,14 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
         iaf_weight_norm: bool = False,
         iaf_gated: bool = True,
         top: bool = False,
+        iaf_init: str = "default",
         **kwargs,
     ):
         super().__init__(**kwargs)
         iaf_steps = _checks.non_negative_int("iaf_steps", iaf_steps)  # 0: diagonal Gaussian
+        if not isinstance(iaf_init, str) or iaf_init not in IAF_INITS:
+            raise ValueError(f"`iaf_init` must be one of {IAF_INITS}; got {iaf_init!r}")
+        self.iaf_init = iaf_init
         self.latent_shape = tuple(int(n) for n in latent_shape)
         z, h = self.latent_shape[2], hidden_size
         self.z_size, self.hidden_size, self.downsample, self.top = z, h, downsample, top
@@ -102,6 +142,21 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
         self.flow = None
         self.iaf_networks = []
         if iaf_steps:
+            reference = {}
+            if iaf_init == "reference":
+                reference = {
+                    "log_scale_bound": None,
+                    "network_kwargs": {
+                        **_REFERENCE_NETWORK_KWARGS,
+                        # A config, not an instance: every layer gets its own initializer
+                        # (one unseeded instance would draw the same values each time).
+                        "kernel_initializer": {
+                            "class_name": "RandomNormal",
+                            "config": {"mean": 0.0, "stddev": 0.05},
+                        },
+                    },
+                }
+                iaf_weight_norm = True
             self.flow = conv_iaf_stack(
                 self.latent_shape,
                 iaf_steps,
@@ -111,6 +166,7 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
                 weight_norm=iaf_weight_norm,
                 gated=iaf_gated,
                 name=f"{self.name}_iaf",
+                **reference,
             )
             # Keras tracks the networks' variables through this list.
             self.iaf_networks = [step.network for step in self.flow.steps]

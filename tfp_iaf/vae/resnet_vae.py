@@ -82,6 +82,10 @@ class ResNetVAE(tf_keras.Model):
         steps are 8 groups (`tfp_iaf.vae.free_bits_kl`'s `group_size`).
       iaf_weight_norm: weight-normalised masked convolutions in the IAF networks.
       iaf_gated: gated (default) or affine IAF steps (see `ResNetIAFLayer`).
+      iaf_init: `"default"` (ours) or `"reference"`: the IAF networks as the authors' code
+        builds and initialises them (outputs times 0.1, every masked convolution weight-normed
+        and data-initialised by `initialize`, the context added without a projection, affine
+        log-scales unbounded); each difference is listed under `ResNetIAFLayer`.
       decoder_scale: `"pixel"` (default): `log s_x` is the learned scalar plus a per-subpixel
         offset that a second transposed convolution of the decoder's last state predicts (its
         weight norm starts it at a standard deviation of 0.1); `"global"`: the scalar alone,
@@ -108,7 +112,7 @@ class ResNetVAE(tf_keras.Model):
       ValueError: bad sizes (non-positive, `H` or `W` not divisible by `2^depth`), a negative
         `free_bits`, an unknown `decoder_scale`, `decoder_scale_init`, `loss_units` or
         `eval_edge_bins`, a non-positive `free_bits_group_size`, or what
-        `ResNetIAFLayer` raises.
+        `ResNetIAFLayer` raises (e.g. an unknown `iaf_init`).
     """
 
     def __init__(
@@ -124,6 +128,7 @@ class ResNetVAE(tf_keras.Model):
         free_bits_group_size: int | None = None,
         iaf_weight_norm: bool = False,
         iaf_gated: bool = True,
+        iaf_init: str = "default",
         decoder_scale: str = "pixel",
         decoder_scale_init: str = "data",
         loss_units: str = "bits_per_dim",
@@ -182,6 +187,7 @@ class ResNetVAE(tf_keras.Model):
                         order=order,
                         iaf_weight_norm=iaf_weight_norm,
                         iaf_gated=iaf_gated,
+                        iaf_init=iaf_init,
                         top=i == depth - 1 and j == num_blocks - 1,
                         name=f"layer_{i}_{j}",
                     )
