@@ -9,7 +9,29 @@ import tensorflow_datasets as tfds
 from tests.examples_util import loaded_example
 from tfp_iaf import tf_keras, vae
 
-PAPER_PARAMETERS = 41.56e6  # openai/iaf's 3.11 model, as its tf_train.py counts them
+
+def _reference_parameters(blocks=20, h=160, z=32):
+    """The trainable variables openai/iaf's `tf_train.py` creates for its 3.11 model (depth 1,
+    so no layer downsamples): every `conv2d`/`deconv2d` is weight-normed (`V`, `g`, `b`); the
+    masked convolutions of `ar_multiconv2d` are too, their `V` stored whole."""
+
+    def conv(k, n_in, n_out):
+        return k * k * n_in * n_out + 2 * n_out
+
+    per_layer = (
+        conv(3, h, 2 * z + 2 * h)  # up_conv1: q mean, q log-sd, up context, residual branch
+        + conv(3, h, h)  # up_conv3
+        + conv(3, h, 4 * z + 2 * h)  # down_conv1: prior, posterior offsets, context, h_det
+        + conv(3, z, h) + conv(3, h, h) + 2 * conv(3, h, z)  # ar_multiconv2d [h, h] -> [z, z]
+        + conv(3, z + h, h)  # down_conv2
+    )  # fmt: skip
+    return blocks * per_layer + conv(5, 3, h) + h + (5 * 5 * h * 3 + 2 * 3) + 1  # x_enc, h_top,
+    # x_dec, dec_log_stdv
+
+
+# The reference's top layer computes a bottom-up residual branch (160 channels of up_conv1, and
+# up_conv3) whose output nothing reads; ours omits it (`ResNetIAFLayer(top=True)`).
+_REFERENCE_DEAD_TOP_BRANCH = (3 * 3 * 160 * 160 + 2 * 160) * 2
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +73,10 @@ def test_cifar_paper_preset_has_the_references_size(cifar10_vae):
     )
     model(tf.zeros([1, 32, 32, 3], tf.uint8))
     count = _count(model.trainable_variables)
-    # 41,600,807: 0.1% above the reference's count. The known difference: our IAF networks
-    # project the context with a 1x1 convolution of their own (issue 11, item 4).
-    assert abs(count / PAPER_PARAMETERS - 1) < 2e-3, count
+    assert _reference_parameters() == 41_557_927  # "41.56M"
+    assert count == _reference_parameters() - _REFERENCE_DEAD_TOP_BRANCH == 41_096_487
     assert len(model.blocks) == 20 and model.decoder_scale == "global"
+    assert {block.iaf_init for block in model.blocks} == {"reference"}
     assert model.free_bits_group_size == 32 and model.loss_units == "nats_sum"
 
 

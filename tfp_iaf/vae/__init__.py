@@ -34,7 +34,7 @@ from tfp_iaf.vae.likelihood import (
 )
 from tfp_iaf.vae.model import VAE
 from tfp_iaf.vae.presets import Preset, apply_preset, describe_presets, preset_config
-from tfp_iaf.vae.resnet_layer import LayerOutput, ResNetIAFLayer
+from tfp_iaf.vae.resnet_layer import IAF_INITS, LayerOutput, ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
 from tfp_iaf.vae.training import (
     TrainingDiverged,
@@ -52,6 +52,7 @@ __all__ = [
     "DATASETS",
     "DatasetUnavailableError",
     "FlagsConfig",
+    "IAF_INITS",
     "ImportanceEstimate",
     "LayerOutput",
     "Preset",
