@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow_probability.python.internal import cache_util
 
 from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
@@ -191,31 +192,51 @@ class PlanarFlow(tfb.Bijector):
             )
         return x
 
-    def _forward(self, x, context=None):
-        z = self._checked(x, "x")
-        for u_hat, w, b, _ in self._steps(context):
-            z = z + u_hat * tf.tanh(tf.reduce_sum(w * z, axis=-1) + b)[..., None]
-        return z
+    # A pass returns `(output, {"ildj": ...})`, stored with the `(x, y)` pair under the key that
+    # TFP's `Bijector` reads its cached log-dets from: after `q.sample`, `log_prob` of the sample
+    # costs no further pass, and neither does the log-det of a point just inverted.
+    _cache = cache_util.BijectorCacheWithGreedyAttrs(
+        forward_name="_forward_and_ildj", inverse_name="_inverse_and_ildj"
+    )
 
-    def _forward_log_det_jacobian(self, x, context=None):
+    def _forward_and_ildj(self, x, context=None):
         z = self._checked(x, "x")
-        total = tf.zeros([], self.dtype)
+        fldj = tf.zeros([], self.dtype)
         for u_hat, w, b, c in self._steps(context):
             t = tf.tanh(tf.reduce_sum(w * z, axis=-1) + b)
-            # 1 + c (1 - t^2) > 0 since c > -1; log1p keeps it accurate near 0.
-            total = total + tf.math.log1p(c * (1.0 - tf.square(t)))
+            fldj = fldj + _step_log_det(c, t)
             z = z + u_hat * t[..., None]
-        return total
+        return z, {"ildj": -fldj}
+
+    def _inverse_and_ildj(self, y, context=None):
+        z = self._checked(y, "y")
+        fldj = tf.zeros([], self.dtype)
+        for u_hat, w, b, c in reversed(self._steps(context)):
+            a = _solve_step(tf.reduce_sum(w * z, axis=-1), b, c, self.dtype)  # w . z_{k-1}
+            t = tf.tanh(a + b)
+            fldj = fldj + _step_log_det(c, t)
+            z = z - u_hat * t[..., None]
+        return z, {"ildj": -fldj}
+
+    def _forward(self, x, context=None):
+        return self._forward_and_ildj(x, context=context)[0]
 
     def _inverse(self, y, context=None):
-        z = self._checked(y, "y")
-        for u_hat, w, b, c in reversed(self._steps(context)):
-            a = _solve_step(tf.reduce_sum(w * z, axis=-1), b, c, self.dtype)
-            z = z - u_hat * tf.tanh(a + b)[..., None]
-        return z
+        return self._inverse_and_ildj(y, context=context)[0]
+
+    def _forward_log_det_jacobian(self, x, context=None):
+        self.forward(x, context=context)  # one pass, through the cache
+        return -self._cache.forward_attributes(x, context=context)["ildj"]
 
     def _inverse_log_det_jacobian(self, y, context=None):
-        return -self._forward_log_det_jacobian(self._inverse(y, context=context), context=context)
+        self.inverse(y, context=context)
+        return self._cache.inverse_attributes(y, context=context)["ildj"]
+
+
+def _step_log_det(c, t):
+    """`log |det dz_k / dz_{k-1}| = log(1 + c (1 - t^2))`: positive since `c > -1`; `log1p`
+    keeps it accurate near 0."""
+    return tf.math.log1p(c * (1.0 - tf.square(t)))
 
 
 def _solve_step(s, b, c, dtype):
