@@ -7,12 +7,11 @@ and the units computed earlier are read back from a cache (the conv analogue of
 `MADE.sequential_solve`, and of fast PixelCNN generation).
 
 - `channel_solve` (orders `"channel"`, `"channel_reversed"`): hidden channel group `g` (channel
-  degree `g`) of every layer depends only on event channels of degree `<= g`. Pass `r` solves
-  the event channel of degree `r + 1`: it computes group `r` of each hidden layer (a convolution
-  of the layer's whole input, whose groups `> r` are still zero and masked out anyway, into the
-  `F / C` channels of group `r`), then the `num_params` output channels of that event channel.
-  `C` passes of `1 / C` of a layer each: one forward pass of multiply-adds in all, each unit
-  computed as the forward pass computes it (same inputs, the kernel's own columns).
+  degree `g`) of every layer depends only on event channels of degree `<= g`. Every layer keeps
+  an accumulator of its pre-activations over the groups still to come; pass `r` reads group
+  `r` off each hidden layer's, activates it and pushes it into the next layer's groups `>= r`,
+  then solves the event channel of degree `r + 1` from the output accumulator and pushes it
+  into the first layer's groups `> r`. `C` passes; each masked weight used once.
 - `raster_solve` (orders `"raster"`, `"raster_reversed"`): a hidden unit at spatial position `s`
   depends only on inputs at positions before `s` in the order and, at `s`, on channels of degree
   `<=` its group's. The loop runs over positions (a `tf.while_loop` of `H * W` iterations, fixed
@@ -23,8 +22,8 @@ and the units computed earlier are read back from a cache (the conv analogue of
   `H * W * C` small steps.
 
 Both compute the same sums as the network's own `call` (the terms a mask zeroes are dropped or
-multiplied by cached zeros), so they agree with the naive inverse to rounding (the channel
-solver bit for bit on CPU).
+multiplied by cached zeros), in another order, so they agree with the naive inverse to
+rounding.
 
 Inputs are flattened to one batch axis (`n >= 1`) by `ConvMADE.sequential_solve`.
 """
@@ -53,12 +52,17 @@ def _solve_order(net) -> np.ndarray:
 
 
 def channel_solve(net, y: tf.Tensor, context_term: tf.Tensor | None, solve_fn: SolveFn):
-    """The channel-order inverse in `C` passes of one hidden group per layer each.
+    """The channel-order inverse in `C` passes, each unit's contributions pushed forward once.
 
-    The passes are unrolled (`C` is static). Pass `r` convolves each layer's whole input (its
-    groups `> r`, not computed yet, are zeros that the mask closes anyway) into the channels of
-    group `r` only: `1 / C` of the layer's work, with the kernel's own column slice, so every
-    unit gets the same value as in the network's forward pass, bit for bit on CPU.
+    Every layer keeps an accumulator of its pre-activations over the groups not computed yet.
+    Pass `r` reads group `r` off each hidden layer's accumulator (all its inputs are in by
+    then), activates it, and adds its contribution to the next layer's groups `>= r` (one
+    convolution of the group's `F / C` channels into those groups); the output accumulator
+    then holds the parameters of the event channel solved at pass `r`, whose value is pushed
+    into the first layer's groups `> r`. The passes are unrolled (`C` is static). Each masked
+    weight is used once: about half a forward pass of multiply-adds (the triangle the mask
+    keeps), in `C` small convolutions per layer whose outputs are wide. The sums are the
+    forward pass's, added in another order: equal to rounding.
 
     Args:
       net: a built `ConvMADE` in a channel order.
@@ -72,47 +76,53 @@ def channel_solve(net, y: tf.Tensor, context_term: tf.Tensor | None, solve_fn: S
     channels, p = net.event_shape[2], net.num_params
     *hidden, out_layer = net.masked_layers
     solved = _solve_order(net)  # channel solved at pass r
-    groups = [units // channels for units in net.filters]
+    widths = [*(units // channels for units in net.filters), p]  # group width per layer
     kernels = [layer.masked_kernel() for layer in net.masked_layers]
+    kernels[-1] = _in_solving_order(kernels[-1], solved, p)  # pass r's parameters first
     biases = [
         _bias(layer, units, net.dtype) for layer, units in zip(hidden, net.filters, strict=True)
     ]
-    out_bias = _bias(out_layer, channels * p, net.dtype)
-    zeros = tf.zeros_like(y[..., :1])
+    biases.append(_in_solving_order(_bias(out_layer, channels * p, net.dtype), solved, p))
+    pixels = tf.zeros_like(y[..., :1])
+    # acc[l]: layer l's pre-activations, groups >= the current pass only.
+    acc = [pixels + b for b in biases]
+    if context_term is not None:
+        acc[0] = acc[0] + context_term
 
     def conv(x, kernel):
         return tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
 
-    def full(values, width):  # the computed channels, then zeros up to `width`
-        missing = width - sum(int(v.shape[-1]) for v in values)
-        pad = [tf.tile(zeros, [1, 1, 1, missing])] if missing else []
-        return tf.concat([*values, *pad], axis=-1)
-
-    xs = [None] * channels  # solved event channels [n, H, W, 1], in channel order
+    xs = [None] * channels
     log_scales = [None] * channels
-    units = [[] for _ in hidden]  # per layer, its groups computed so far
+    previous = [None] * len(hidden)  # each hidden layer's group r, for the residual sum
     for r in range(channels):
-        for layer, width in enumerate(groups):
-            cols = slice(r * width, (r + 1) * width)
-            if layer == 0:
-                below = tf.concat([zeros if v is None else v for v in xs], axis=-1)
-            else:
-                below = full(units[layer - 1], net.filters[layer - 1])
-            pre = conv(below, kernels[layer][..., cols]) + biases[layer][cols]
-            if layer == 0 and context_term is not None:
-                pre = pre + context_term[..., cols]
-            value = net.activation(pre)
+        for layer in range(len(hidden)):
+            w, w_next = widths[layer], widths[layer + 1]
+            value = net.activation(acc[layer][..., :w])
             if net.residual and layer > 0:
-                value = value + units[layer - 1][r]
-            units[layer].append(value)
+                value = value + previous[layer - 1]
+            previous[layer] = value
+            acc[layer] = acc[layer][..., w:]
+            # Into the next layer's groups >= r: those of degree >= this group's.
+            acc[layer + 1] = acc[layer + 1] + conv(
+                value, kernels[layer + 1][:, :, r * w : (r + 1) * w, r * w_next :]
+            )
+        params, acc[-1] = acc[-1][..., :p], acc[-1][..., p:]
         c = solved[r]
-        cols = slice(c * p, (c + 1) * p)
-        below = full(units[-1], net.filters[-1])
-        params = conv(below, kernels[-1][..., cols]) + out_bias[cols]
         x_c, log_scale_c = solve_fn(y[..., c], params)
         xs[c] = x_c[..., None]
         log_scales[c] = log_scale_c[..., None]
+        if r + 1 < channels:  # into the first layer's groups > r
+            acc[0] = acc[0] + conv(xs[c], kernels[0][:, :, c : c + 1, (r + 1) * widths[0] :])
     return tf.concat(xs, axis=-1), tf.concat(log_scales, axis=-1)
+
+
+def _in_solving_order(t: tf.Tensor, solved: np.ndarray, p: int) -> tf.Tensor:
+    """`t`'s last axis, `p` columns per event channel, reordered to the channels' solving order
+    (by slices, so that gradients stay dense)."""
+    if np.array_equal(solved, np.arange(len(solved))):
+        return t
+    return tf.concat([t[..., c * p : (c + 1) * p] for c in solved], axis=-1)
 
 
 def _open_taps(mask: np.ndarray) -> np.ndarray:
