@@ -190,7 +190,7 @@ def inverse_cases(event_shape, filters, batch, naive_passes=None):
                 maximum_iterations=timed,
             )
 
-        cases[order] = (forward, fast_inverse, naive_inverse, passes, timed)
+        cases[order] = (forward, fast_inverse, naive_inverse, passes, timed, x)
     return cases
 
 
@@ -208,7 +208,8 @@ def inverse_table(label, event_shape, filters, batch, repeats, naive_passes=None
         "| naive / forward | naive / fast |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for order, (*_, passes, timed) in cases.items():
+    errors = []
+    for order, (_, fast, naive, passes, timed, x) in cases.items():
         (f, f_min), (i, i_min), (n, n_min) = next(times), next(times), next(times)
         shown = f"{n:.0f} ({n_min:.0f})"
         if timed != passes:  # extrapolated from `timed` passes
@@ -218,6 +219,21 @@ def inverse_table(label, event_shape, filters, batch, repeats, naive_passes=None
             f"| {order} | {passes} | {f:.1f} ({f_min:.1f}) | {i:.0f} ({i_min:.0f}) "
             f"| **{i / f:.1f}x** ({i_min / f_min:.1f}x) | {shown} | {n / f:.0f}x | {n / i:.0f}x |"
         )
+        x_fast = fast()
+        if timed == passes:
+            x_naive = naive()
+            errors.append(
+                f"{order}: max |fast - naive| {_max_abs(x_fast, x_naive):.1e}, round trip max "
+                f"|x - inverse(forward(x))| fast {_max_abs(x_fast, x):.1e}, naive "
+                f"{_max_abs(x_naive, x):.1e}"
+            )
+        else:
+            errors.append(f"{order}: round trip max error, fast {_max_abs(x_fast, x):.1e}")
+    print("\nAccuracy (float32, these weights): " + "; ".join(errors))
+
+
+def _max_abs(a, b) -> float:
+    return float(tf.reduce_max(tf.abs(a - b)))
 
 
 def main(argv):
