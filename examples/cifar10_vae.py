@@ -30,7 +30,9 @@ from absl import app, flags
 
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.vae import ResNetVAE
-from tfp_iaf.vae.experiment import register_flag_validators, run_or_exit
+from tfp_iaf.vae.experiment import run_or_exit
+
+DEFAULT_EPOCHS = 1  # unless --epochs or --num_steps is given
 
 flags.DEFINE_integer("depth", 2, "Resolution stages (the first at 16x16).")
 flags.DEFINE_integer("num_blocks", 2, "Stochastic ResNet layers per stage.")
@@ -76,31 +78,17 @@ flags.DEFINE_enum(
     ["bits_per_dim", "nats_sum"],
     "Training loss: batch-mean bits/dim, or the batch's sum in nats (the authors').",
 )
-flags.DEFINE_enum(
-    "optimizer",
-    "adamax",
-    ["adamax", "reference"],
-    "Keras Adamax, or the authors' (no bias correction; see tfp_iaf.vae.make_optimizer).",
+vae.define_experiment_flags(
+    __name__,
+    dataset="CIFAR-10",
+    model_dir="runs/cifar10_vae",
+    batch_size=32,
+    default_epochs=DEFAULT_EPOCHS,
+    ema_momentum=0.999,
+    importance_chunk=16,
+    eval_batch_size=50,
+    mixed_precision_help="float16 convolutions; IAF, log-dets, loss float32.",
 )
-flags.DEFINE_string("preset", None, "A named configuration (--preset=list shows them).")
-flags.DEFINE_integer("batch_size", 32, "Global training batch size.")
-flags.DEFINE_float("learning_rate", 2e-3, "Adamax learning rate.")
-flags.DEFINE_float("clip_norm", None, "Clip the gradients' global norm to this (unset: off).")
-flags.DEFINE_float("ema_momentum", 0.999, "Polyak averaging decay.")
-flags.DEFINE_integer("epochs", None, "Training epochs (default 1 unless --num_steps is set).")
-flags.DEFINE_integer("num_steps", None, "Training steps, instead of --epochs.")
-flags.DEFINE_string("data_dir", None, "tfds data directory holding a prepared cifar10.")
-flags.DEFINE_bool("download", False, "Let tfds download CIFAR-10.")
-flags.DEFINE_string("model_dir", "runs/cifar10_vae", "Checkpoints, TensorBoard logs, results.")
-flags.DEFINE_integer("save_every", 500, "Steps between checkpoints.")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "Distribution.")
-flags.DEFINE_bool("mixed_precision", False, "float16 convolutions; IAF, log-dets, loss float32.")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
-flags.DEFINE_integer("num_importance_samples", 128, "k of the importance-sampled log p(x).")
-flags.DEFINE_integer("importance_chunk", 16, "Importance samples per pass (memory).")
-flags.DEFINE_integer("eval_batch_size", 50, "Evaluation batch size.")
-flags.DEFINE_integer("num_eval_examples", None, "Evaluate on the first N test examples only.")
-flags.DEFINE_integer("seed", 0, "Random seed.")
 for _name in ("depth", "num_blocks", "hidden_size", "z_size"):
     flags.register_validator(_name, lambda v: v >= 1, message=f"--{_name} must be at least 1")
 flags.register_validator("iaf_steps", lambda v: v >= 0, message="--iaf_steps must be >= 0")
@@ -115,7 +103,6 @@ flags.register_multi_flags_validator(
     lambda f: f["hidden_size"] % f["z_size"] == 0,
     message="--hidden_size must be a multiple of --z_size",
 )
-register_flag_validators()
 
 IMAGE_SHAPE = (32, 32, 3)
 PRESETS = {
@@ -208,7 +195,7 @@ def train_and_evaluate(config: Config) -> dict:
         load_split=vae.load_cifar10,
         make_model=functools.partial(build_model, config),
         make_images=functools.partial(make_images, config),
-        default_epochs=1,
+        default_epochs=DEFAULT_EPOCHS,
         headline="bits_per_dim",
         strategy=config.strategy,
         mixed_precision=config.mixed_precision,

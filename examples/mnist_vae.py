@@ -37,7 +37,9 @@ from absl import app, flags
 
 import tfp_iaf
 from tfp_iaf import tf_keras, vae
-from tfp_iaf.vae.experiment import register_flag_validators, run_or_exit
+from tfp_iaf.vae.experiment import run_or_exit
+
+DEFAULT_EPOCHS = 10  # unless --epochs or --num_steps is given
 
 flags.DEFINE_enum("posterior", "iaf", ["diag", "iaf", "planar"], "Posterior family.")
 flags.DEFINE_integer("planar_depth", 8, "Planar steps (--posterior=planar).")
@@ -46,34 +48,18 @@ flags.DEFINE_integer("iaf_width", 320, "Width of the MADE hidden layers (two of 
 flags.DEFINE_bool("gated", False, "Gated (LSTM-style) IAF updates instead of affine ones.")
 flags.DEFINE_integer("context_size", 64, "Size of the encoder's context h fed to the IAF.")
 flags.DEFINE_float("free_bits", 0.0, "KL floor lambda per latent unit, in nats (0: off).")
-flags.DEFINE_integer("batch_size", 100, "Training batch size.")
-flags.DEFINE_integer("epochs", None, "Training epochs (default 10 unless --num_steps is set).")
-flags.DEFINE_integer("num_steps", None, "Training steps, instead of --epochs.")
-flags.DEFINE_float("learning_rate", 2e-3, "Adamax learning rate.")
-flags.DEFINE_float("clip_norm", None, "Clip the gradients' global norm to this (unset: off).")
-flags.DEFINE_float("ema_momentum", 0.998, "Polyak averaging decay.")
-flags.DEFINE_enum(
-    "optimizer",
-    "adamax",
-    ["adamax", "reference"],
-    "Keras Adamax, or the authors' (no bias correction; see tfp_iaf.vae.make_optimizer).",
-)
-flags.DEFINE_string("preset", None, "A named configuration (--preset=list shows them).")
 flags.DEFINE_enum("dataset", "binarized_mnist", vae.DATASETS, "Static or dynamic binarization.")
-flags.DEFINE_string("data_dir", None, "tfds data directory holding a prepared copy.")
-flags.DEFINE_bool("download", False, "Let tfds download the dataset.")
-flags.DEFINE_string("model_dir", "runs/mnist_vae", "Checkpoints, TensorBoard logs, results.")
-flags.DEFINE_integer("save_every", 500, "Steps between checkpoints.")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "Distribution.")
-flags.DEFINE_bool(
-    "mixed_precision", False, "float16 encoder and decoder; IAF, log-dets, loss float32."
+vae.define_experiment_flags(
+    __name__,
+    dataset="--dataset",
+    model_dir="runs/mnist_vae",
+    batch_size=100,
+    default_epochs=DEFAULT_EPOCHS,
+    ema_momentum=0.998,
+    importance_chunk=32,
+    eval_batch_size=100,
+    mixed_precision_help="float16 encoder and decoder; IAF, log-dets, loss float32.",
 )
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
-flags.DEFINE_integer("num_importance_samples", 128, "k of the importance-sampled log p(x).")
-flags.DEFINE_integer("importance_chunk", 32, "Importance samples drawn per pass (memory).")
-flags.DEFINE_integer("eval_batch_size", 100, "Evaluation batch size.")
-flags.DEFINE_integer("num_eval_examples", None, "Evaluate on the first N test examples only.")
-flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.register_validator(
     "iaf_depth",
     lambda v: v >= 1,
@@ -82,7 +68,6 @@ flags.register_validator(
 for _name in ("iaf_width", "context_size", "planar_depth"):
     flags.register_validator(_name, lambda v: v >= 1, message=f"--{_name} must be at least 1")
 flags.register_validator("free_bits", lambda v: v >= 0, message="--free_bits must be >= 0")
-register_flag_validators()
 
 TABLE1 = "the paper's Table 1 row {} (dynamically binarized MNIST)"
 PRESETS = {
@@ -210,7 +195,7 @@ def train_and_evaluate(config: Config) -> dict:
                 model.sample(100, seed=config.seed).numpy(),
             )
         },
-        default_epochs=10,
+        default_epochs=DEFAULT_EPOCHS,
         headline="nats",
         strategy=config.strategy,
         mixed_precision=config.mixed_precision,

@@ -1,6 +1,8 @@
 """Flag validation (issue 10, item 5): bad values fail at parse time, before any data or
 TensorFlow work, naming the flag; a run that fails leaves no empty model directory."""
 
+import dataclasses
+
 import pytest
 from absl import flags
 from absl.testing import flagsaver
@@ -61,6 +63,40 @@ def test_cifar10_flags_fail_at_parse_time():
                 flags.FLAGS(["cifar10_vae.py", arg])
         with flagsaver.flagsaver():
             flags.FLAGS(["cifar10_vae.py", "--iaf_steps=0"])  # 0: the diagonal posterior
+
+
+def _shared_defaults(name):
+    with loaded_example(name) as example:
+        fields = {f.name: f.default for f in dataclasses.fields(example.Config)}
+    return {k: v for k, v in fields.items() if k in SHARED}
+
+
+SHARED = {
+    "batch_size", "epochs", "num_steps", "learning_rate", "clip_norm", "ema_momentum",
+    "optimizer", "preset", "data_dir", "download", "model_dir", "save_every", "strategy",
+    "mixed_precision", "jit_compile", "num_importance_samples", "importance_chunk",
+    "eval_batch_size", "num_eval_examples", "seed",
+}  # fmt: skip
+
+
+def test_examples_share_one_definition_of_the_training_flags_with_their_own_defaults():
+    registry = flags.FlagValues()
+    vae.define_experiment_flags(
+        "some_example", dataset="D", model_dir="runs/x", batch_size=7, default_epochs=3,
+        ema_momentum=0.5, importance_chunk=4, eval_batch_size=9, mixed_precision_help="fp16",
+        flag_values=registry,
+    )  # fmt: skip
+    config = vae.flags_config("some_example", registry)
+    assert {f.name for f in dataclasses.fields(config)} == SHARED
+    assert (config().batch_size, config().importance_chunk, config().model_dir) == (7, 4, "runs/x")
+    assert "default 3 unless" in registry["epochs"].help and "of D." in registry["data_dir"].help
+    with pytest.raises(flags.IllegalFlagValueError, match="--eval_batch_size must be a positive"):
+        registry(["prog", "--eval_batch_size=0"])  # the checks come with the definitions
+    mnist, cifar = _shared_defaults("mnist_vae"), _shared_defaults("cifar10_vae")
+    assert set(mnist) == set(cifar) == SHARED  # both examples define them all, through it
+    differing = {k for k in SHARED if mnist[k] != cifar[k]}
+    assert differing == {"batch_size", "ema_momentum", "model_dir", "importance_chunk",
+                         "eval_batch_size"}  # fmt: skip
 
 
 def test_a_failed_run_leaves_no_empty_model_dir(tmp_path):

@@ -16,6 +16,7 @@ from tfp_iaf.vae.discretized_logistic import (
 )
 from tfp_iaf.vae.experiment import (
     FlagsConfig,
+    define_experiment_flags,
     evaluate_model,
     flags_config,
     make_strategy,
@@ -67,6 +68,7 @@ __all__ = [
     "apply_preset",
     "bits_per_dim",
     "data_dependent_init",
+    "define_experiment_flags",
     "describe_presets",
     "discretized_logistic_log_prob",
     "discretized_logistic_sample",

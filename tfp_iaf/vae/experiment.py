@@ -3,9 +3,9 @@
 An example script defines its absl flags, its model and its data loading call; this module does
 the rest, the same way for every example:
 
-- `flags_config(__name__)` turns the flags the example defined into a dataclass (one field per
-  flag, defaulting to the flag's default), so no flag is restated; `Config.from_flags()` holds
-  the parsed values.
+- `define_experiment_flags(__name__, ...)` defines the flags every example shares, and
+  `flags_config(__name__)` turns the flags the example defined into a dataclass (both from
+  `tfp_iaf.vae.experiment_flags`); `Config.from_flags()` holds the parsed values.
 - `run_experiment(config, ...)`: loads the training split (shuffled, repeated) and the test split
   (the first `num_eval_examples` of it, if set); builds the model under the distribution strategy
   (and the mixed-float16 policy when asked) and compiles it with Adamax and debiased Polyak
@@ -15,8 +15,8 @@ the rest, the same way for every example:
   (`evaluate_model`); writes TensorBoard scalars and `model_dir/results.json`, logs a summary
   and returns the results. A failed run leaves no empty `model_dir`. Under
   `strategy="multi_worker"` every worker trains and evaluates, and only the chief writes files.
-- `register_flag_validators()`: parse-time checks of those flags; `run_or_exit(...)` in `main`
-  turns an interrupted or diverged training into a message and a non-zero exit.
+- `run_or_exit(...)` in `main` turns an interrupted or diverged training into a message and a
+  non-zero exit.
 
 The settings it reads from `config`, flags every example defines: `batch_size`, `epochs`,
 `num_steps`, `learning_rate`, `ema_momentum`, `clip_norm`, `data_dir`, `download`, `model_dir`,
@@ -26,9 +26,7 @@ The settings it reads from `config`, flags every example defines: `batch_size`, 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -36,15 +34,20 @@ import resource
 import shlex
 import sys
 import time
-import types
 from collections.abc import Callable, Mapping
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from absl import flags, logging
+from absl import logging
 
 from tfp_iaf._keras import tf_keras
+from tfp_iaf.vae.experiment_flags import (
+    FlagsConfig,
+    define_experiment_flags,
+    flags_config,
+    register_flag_validators,
+)
 from tfp_iaf.vae.images import save_image_grid
 from tfp_iaf.vae.likelihood import bits_per_dim, evaluate_dataset
 from tfp_iaf.vae.training import (
@@ -58,6 +61,7 @@ from tfp_iaf.vae.training import (
 
 __all__ = [
     "FlagsConfig",
+    "define_experiment_flags",
     "evaluate_model",
     "flags_config",
     "make_strategy",
@@ -83,59 +87,6 @@ _REPORTS = {
         {"bits_per_dim": "test_bits_per_dim", "elbo": "test_elbo"},
     ),
 }
-
-
-class FlagsConfig:
-    """Base of the dataclasses that `flags_config` makes: an example's settings, one per flag."""
-
-    @classmethod
-    def from_flags(cls, flag_values: flags.FlagValues = flags.FLAGS) -> Self:
-        """The settings as parsed from the command line (`flag_values` must be parsed)."""
-        return cls(**{f.name: flag_values[f.name].value for f in dataclasses.fields(cls)})
-
-
-def flags_config(
-    module: str | types.ModuleType,
-    flag_values: flags.FlagValues = flags.FLAGS,
-    name: str = "Config",
-) -> type[FlagsConfig]:
-    """A dataclass with one field per flag that `module` defines, in order of definition.
-
-    Each field defaults to its flag's default, so `Config(num_steps=2)` is the configuration of
-    the command line `--num_steps=2`, and an unknown keyword is a `TypeError` as for any
-    dataclass. Call it after the module's `flags.DEFINE_*` calls.
-
-    Args:
-      module: the module (or its `__name__`) that defined the flags; `"__main__"` works for a
-        script run from the command line (absl files its flags under `sys.argv[0]`).
-      flag_values: the flag registry.
-      name: the class's name.
-
-    Returns:
-      A dataclass, subclass of `FlagsConfig`.
-
-    Raises:
-      ValueError: `module` defines no flags.
-    """
-    module_name = getattr(module, "__name__", module)
-    defined = flag_values.get_flags_for_module(module)
-    if not defined:
-        raise ValueError(
-            f"`module` must have defined absl flags before `flags_config` is called; got "
-            f"{module_name!r}, which defines none"
-        )
-    fields = []
-    for flag in defined:
-        if flag.default.__class__.__hash__ is None:  # a list flag: each instance its own copy
-            default = dataclasses.field(default_factory=functools.partial(copy.copy, flag.default))
-        else:
-            default = dataclasses.field(default=flag.default)
-        fields.append((flag.name, Any, default))
-    namespace = {
-        "__module__": module_name,
-        "__doc__": f"The settings of `{module_name}`, one per flag, defaulting to the flag's.",
-    }
-    return dataclasses.make_dataclass(name, fields, bases=(FlagsConfig,), namespace=namespace)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -373,30 +324,3 @@ def run_or_exit(run: Callable[[], Any]) -> Any:
     except TrainingDiverged as e:
         logging.error("%s No results were written.", e)
         raise SystemExit(1) from None
-
-
-def _check(name: str, test: Callable[[Any], bool], expected: str, flag_values) -> None:
-    flags.register_validator(
-        name,
-        lambda v: v is None or test(v),
-        message=f"--{name} must be {expected}",
-        flag_values=flag_values,
-    )
-
-
-def register_flag_validators(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Parse-time checks of the flags every example defines (the settings `run_experiment`
-    reads), so a bad value fails before any data or TensorFlow work, naming the flag.
-
-    Call it after the `flags.DEFINE_*` calls. `--epochs`, `--num_steps` and
-    `--num_eval_examples` may be unset (None).
-    """
-    for name in (
-        "batch_size", "epochs", "num_steps", "save_every", "num_importance_samples",
-        "importance_chunk", "eval_batch_size", "num_eval_examples",
-    ):  # fmt: skip
-        _check(name, lambda v: v >= 1, "a positive integer", flag_values)
-    _check("seed", lambda v: v >= 0, "a non-negative integer", flag_values)
-    _check("learning_rate", lambda v: math.isfinite(v) and v > 0, "a positive number", flag_values)
-    _check("ema_momentum", lambda v: 0 <= v < 1, "in [0, 1)", flag_values)
-    _check("clip_norm", lambda v: math.isfinite(v) and v > 0, "a positive number", flag_values)
