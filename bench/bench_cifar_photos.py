@@ -18,10 +18,8 @@ page records the flags that differ from the example's defaults, the results and 
 
 from __future__ import annotations
 
-import datetime
 import importlib.util
 import os
-import platform
 import shlex
 import sys
 import time
@@ -29,6 +27,7 @@ import time
 import matplotlib.cbook
 import matplotlib.image
 import numpy as np
+import report as report_lib  # bench/report.py
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import app, flags
@@ -103,8 +102,8 @@ def report(results: dict, seconds: float) -> str:
     r = results
     return f"""## The CIFAR-10 example on crops of real photographs
 
-- Date: {datetime.date.today().isoformat()}; machine: {FLAGS.machine} ({platform.machine()},
-  {os.cpu_count()} logical CPUs visible); TensorFlow {tf.__version__} on CPU.
+- {report_lib.date_and_machine(FLAGS.machine)}; TensorFlow {tf.__version__}
+  on CPU.
 - Command: `python {shlex.join(sys.argv)}`
 - Example flags changed from their defaults: `{" ".join(changed_flags()) or "none"}`.
 - Data: {FLAGS.num_train_crops} training crops from the left {FLAGS.train_fraction:.0%} of six

@@ -21,16 +21,14 @@ failure stops the benchmark. The data directory must hold a prepared `binarized_
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import re
 import shlex
 import statistics
-import subprocess
 import sys
 
+import report as report_lib  # bench/report.py
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
@@ -143,8 +141,7 @@ def run_one(posterior: Posterior, seed: int) -> dict:
         with open(row_path) as f:
             return json.load(f)
     os.makedirs(model_dir, exist_ok=True)
-    cmd = [
-        sys.executable,
+    args = [
         EXAMPLE,
         *posterior.flags,
         "--dataset=binarized_mnist",
@@ -157,10 +154,8 @@ def run_one(posterior: Posterior, seed: int) -> dict:
         f"--num_eval_examples={FLAGS.num_eval_examples}",
         f"--seed={seed}",
     ]
-    logging.info("Running %s", shlex.join(cmd))
     log_path = os.path.join(model_dir, "log.txt")
-    with open(log_path, "a") as log:
-        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    done = report_lib.run_logged(args, log_path)
     with open(log_path) as f:
         diverged = [line for line in f if "Training diverged" in line]
     if done.returncode == 0:
@@ -169,7 +164,9 @@ def run_one(posterior: Posterior, seed: int) -> dict:
     elif diverged:
         row = {"diverged": True, "message": diverged[-1].strip()}
     else:
-        raise RuntimeError(f"{shlex.join(cmd)} failed (exit {done.returncode}); see {log_path}")
+        raise RuntimeError(
+            f"{shlex.join(done.args)} failed (exit {done.returncode}); see {log_path}"
+        )
     with open(row_path, "w") as f:
         json.dump(row, f, indent=2)
     logging.info("%s seed %d: %s", posterior.name, seed, row.get("message", "finished"))
@@ -216,8 +213,7 @@ def report(rows: list[tuple[Posterior, list[dict]]], command: str, missing: list
     )
     return f"""## MNIST VAE: posteriors at an equal budget, several seeds (static binarized MNIST)
 
-- Date: {datetime.date.today().isoformat()}; machine: {FLAGS.machine} ({platform.machine()},
-  {os.cpu_count()} logical CPUs visible); TensorFlow on CPU.
+- {report_lib.date_and_machine(FLAGS.machine)}; TensorFlow on CPU.
 - Command: `{command}`
 - Budget, the same for every run: {b["epochs"]} epoch(s) of the 50,000 training images, batch
   {b["batch_size"]} ({steps} Adamax steps, learning rate 0.002, Polyak averaging

@@ -12,15 +12,13 @@ ELBO (mean of the k log weights), the gap, and the evaluation time.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import platform
 import shlex
 import shutil
-import subprocess
 import sys
 
+import report  # bench/report.py
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -44,8 +42,7 @@ MODEL_FLAGS = ("posterior", "iaf_depth", "iaf_width", "gated", "context_size", "
 
 def evaluate(config: dict, k: int, model_dir: str) -> dict:
     flags_ = [f"--{n}={config[n]}" for n in MODEL_FLAGS if n in config and config[n] is not None]
-    cmd = [
-        sys.executable,
+    args = [
         EXAMPLE,
         *flags_,
         "--dataset=binarized_mnist",
@@ -60,8 +57,7 @@ def evaluate(config: dict, k: int, model_dir: str) -> dict:
         f"--eval_batch_size={FLAGS.eval_batch_size}",
         f"--num_eval_examples={FLAGS.num_eval_examples}",
     ]
-    with open(os.path.join(FLAGS.work_dir, f"k{k}.log"), "w") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    report.run_logged(args, os.path.join(FLAGS.work_dir, f"k{k}.log"), check=True)
     with open(os.path.join(model_dir, "results.json")) as f:
         results = json.load(f)
     if results["steps"] != results["resumed_from_step"]:
@@ -77,10 +73,7 @@ def main(argv):
     shutil.rmtree(FLAGS.work_dir, ignore_errors=True)
     model_dir = os.path.join(FLAGS.work_dir, "run")
     shutil.copytree(FLAGS.run_dir, model_dir)
-    print(
-        f"- Date: {datetime.date.today().isoformat()}; machine: {FLAGS.machine} "
-        f"({platform.machine()}, {os.cpu_count()} logical CPUs visible)."
-    )
+    print(f"- {report.date_and_machine(FLAGS.machine)}.")
     print(f"- Command: `python {shlex.join(sys.argv)}`")
     print(
         f"- Model: {FLAGS.run_dir} ({config['posterior']}, {config['epochs']} epoch(s)); "

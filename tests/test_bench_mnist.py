@@ -29,6 +29,7 @@ def _run_bench(script: str) -> str:
     # In a child process: the bench module defines absl flags that the examples define too.
     prelude = f"""
 import importlib.util, sys
+sys.path.insert(0, {str(BENCH.parent)!r})  # as `python bench/bench_mnist.py` has it, for report.py
 spec = importlib.util.spec_from_file_location("bench_mnist", {str(BENCH)!r})
 bench = importlib.util.module_from_spec(spec)
 sys.modules["bench_mnist"] = bench  # for its dataclass

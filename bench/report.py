@@ -1,0 +1,46 @@
+"""What the benchmark pages share: their date-and-machine line, and running an example script.
+
+The scripts run as `python bench/bench_x.py`, which puts this folder on `sys.path`, so they
+import it as `report`:
+
+- `date_and_machine(machine)`: today's date, the machine as the `--machine` flag describes it,
+  and what this process sees of it (architecture, logical CPUs), for a page's header;
+- `run_logged(args, log_path)`: runs `python args...` in a child process (an example, which
+  must not share the bench's flags or TensorFlow state), its output appended to `log_path`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shlex
+import subprocess
+import sys
+
+from absl import logging
+
+
+def date_and_machine(machine: str) -> str:
+    """`Date: YYYY-MM-DD; machine: <machine> (<arch>, <n> logical CPUs visible)`."""
+    return (
+        f"Date: {datetime.date.today().isoformat()}; machine: {machine} "
+        f"({platform.machine()}, {os.cpu_count()} logical CPUs visible)"
+    )
+
+
+def run_logged(args: list[str], log_path: str, check: bool = False) -> subprocess.CompletedProcess:
+    """Runs `sys.executable *args`, stdout and stderr appended to `log_path`.
+
+    Args:
+      args: the script and its flags.
+      log_path: the log file (appended to, so a resumed run keeps its history).
+      check: raise `subprocess.CalledProcessError` on a non-zero exit.
+
+    Returns:
+      The finished process (its output is in the log).
+    """
+    cmd = [sys.executable, *args]
+    logging.info("Running %s", shlex.join(cmd))
+    with open(log_path, "a") as log:
+        return subprocess.run(cmd, check=check, stdout=log, stderr=subprocess.STDOUT)
