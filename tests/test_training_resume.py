@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from tests.examples_util import run_tiny_experiment
+from tests.examples_util import TailConfig, array_loader, run_tiny_experiment
 from tfp_iaf import vae
 
 X = np.tile(np.eye(4, dtype=np.float32), (3, 1))  # 12 rows
@@ -52,3 +52,36 @@ def test_a_larger_num_steps_continues_to_exactly_that_total(
 def test_odd_step_budgets_keep_one_pass_epochs():
     assert vae.fit_schedule(60_000, 100, num_steps=997) == (997, 600)  # not 997 epochs of 1
     assert vae.fit_schedule(10_000, 2500, num_steps=21) == (21, 4)
+
+
+def _dense_vae(encoder_widths):
+    from tfp_iaf import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    encoder = tf_keras.Sequential(
+        [tf_keras.layers.Dense(w, activation="elu") for w in encoder_widths]
+    )
+    return vae.VAE(encoder, tf_keras.Sequential([tf_keras.layers.Dense(4)]), 2, seed=3)
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [([6], [6, 6]), ([6, 6], [6])],
+    ids=["model-has-more-variables", "checkpoint-has-more-values"],
+)
+def test_a_checkpoint_of_another_model_is_refused_not_half_restored(tmp_path, first, second):
+    def run_with(widths, num_steps):
+        return vae.run_experiment(
+            TailConfig(model_dir=str(tmp_path), num_steps=num_steps, batch_size=4),
+            load_split=array_loader(X),
+            make_model=lambda train_batches: _dense_vae(widths),
+            make_images=lambda model, test_batches: {},
+            default_epochs=1,
+        )
+
+    assert run_with(first, 2)["steps"] == 2
+    with pytest.raises(
+        ValueError, match=r"written by a model with other variables .* results\.json"
+    ):
+        run_with(second, 4)
+    assert run_with(first, 4)["resumed_from_step"] == 2  # its own model still resumes

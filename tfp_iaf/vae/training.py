@@ -317,7 +317,7 @@ def train(
     manager = tf.train.CheckpointManager(checkpoint, write_dir, 2)
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if latest:
-        checkpoint.restore(latest)
+        _restore_all(checkpoint, latest)
     initial_step, initial_seconds = int(step_var.numpy()), float(seconds_var.numpy())
     if latest and initial_step <= num_steps:
         logging.info("Resumed from step %d of %d (%s).", initial_step, num_steps, latest)
@@ -398,3 +398,19 @@ def train(
         model.optimizer.finalize_variable_values(model.trainable_variables)
     total = float(seconds_var.numpy())  # as saved with the last checkpoint
     return TrainResult(history, initial_step, step, total, total - initial_seconds)
+
+
+def _restore_all(checkpoint: tf.train.Checkpoint, path: str) -> None:
+    """Restores `path` into `checkpoint`, every value into a variable and every variable from a
+    value: a checkpoint of another configuration (a different posterior, decoder scale, ...)
+    would otherwise resume with part of the model left at its initialisation, or ignored."""
+    try:
+        checkpoint.restore(path).assert_consumed()
+    except (AssertionError, ValueError) as e:  # ValueError: a value of another shape
+        first = str(e).strip().splitlines()[0][:300]
+        raise ValueError(
+            f"the checkpoint in `model_dir` ({path}) was written by a model with other "
+            "variables than this one, so it cannot resume it: train with the flags that "
+            "wrote it (its results.json has them under 'config'), or use another model_dir. "
+            f"TensorFlow: {first}"
+        ) from None
