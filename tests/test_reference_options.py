@@ -5,6 +5,7 @@
 `tf_utils/layers.py`); the defaults unchanged.
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -250,12 +251,13 @@ def test_conv_made_output_scale_and_unprojected_context():
     hidden = direct.masked_layers[1](direct.activation(expected))
     out = direct.masked_layers[2](direct.activation(hidden))
     np.testing.assert_allclose(direct(x, context=c), tf.reshape(out, [2, 4, 4, 2, 2]), rtol=1e-6)
-    # The inverse (both solvers) undoes a forward step through the scaled outputs.
-    for fast in (True, False):
+    # The inverse (both solvers, both orders) undoes a forward step through the scaled outputs.
+    for fast, order in itertools.product((True, False), ("raster", "channel")):
         tf_keras.utils.set_random_seed(5)
         net = tfp_iaf.ConvMADE(
             (4, 4, 2),
             [4, 4],
+            order=order,
             output_scale=0.1,
             fast_inverse=fast,
             project_context=False,
