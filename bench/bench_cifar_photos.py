@@ -18,7 +18,6 @@ page records the flags that differ from the example's defaults, the results and 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
 import sys
@@ -32,13 +31,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-EXAMPLE = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "examples", "cifar10_vae.py"
-)
-spec = importlib.util.spec_from_file_location("cifar10_vae", EXAMPLE)
-example = importlib.util.module_from_spec(spec)
-sys.modules["cifar10_vae"] = example
-spec.loader.exec_module(example)  # defines the example's flags
+example = report_lib.load_example("cifar10_vae")  # defines the example's flags
 
 flags.DEFINE_float("train_fraction", 0.75, "Training crops from this left part of each photo.")
 flags.DEFINE_integer("num_train_crops", 20_000, "Distinct training crops (then repeated).")

@@ -6,19 +6,26 @@ import it as `report`:
 - `date_and_machine(machine)`: today's date, the machine as the `--machine` flag describes it,
   and what this process sees of it (architecture, logical CPUs), for a page's header;
 - `run_logged(args, log_path)`: runs `python args...` in a child process (an example, which
-  must not share the bench's flags or TensorFlow state), its output appended to `log_path`.
+  must not share the bench's flags or TensorFlow state), its output appended to `log_path`;
+- `load_example(name)`: imports `examples/<name>.py` into this process instead (its flags
+  defined here too), for a bench that calls the example's functions.
 """
 
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import os
 import platform
 import shlex
 import subprocess
 import sys
+import types
+from pathlib import Path
 
 from absl import logging
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def date_and_machine(machine: str) -> str:
@@ -44,3 +51,14 @@ def run_logged(args: list[str], log_path: str, check: bool = False) -> subproces
     logging.info("Running %s", shlex.join(cmd))
     with open(log_path, "a") as log:
         return subprocess.run(cmd, check=check, stdout=log, stderr=subprocess.STDOUT)
+
+
+def load_example(name: str) -> types.ModuleType:
+    """`examples/<name>.py` imported as module `name` (once per process): defines its flags."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before running it: its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module

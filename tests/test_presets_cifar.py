@@ -1,6 +1,10 @@
 """The CIFAR example's presets: each run for two steps on mock data, the paper's real size by
 parameter count, and the reference options it sets reaching the objective."""
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,29 +13,20 @@ import tensorflow_datasets as tfds
 from tests.examples_util import loaded_example
 from tfp_iaf import tf_keras, vae
 
-
-def _reference_parameters(blocks=20, h=160, z=32):
-    """The trainable variables openai/iaf's `tf_train.py` creates for its 3.11 model (depth 1,
-    so no layer downsamples): every `conv2d`/`deconv2d` is weight-normed (`V`, `g`, `b`); the
-    masked convolutions of `ar_multiconv2d` are too, their `V` stored whole."""
-
-    def conv(k, n_in, n_out):
-        return k * k * n_in * n_out + 2 * n_out
-
-    per_layer = (
-        conv(3, h, 2 * z + 2 * h)  # up_conv1: q mean, q log-sd, up context, residual branch
-        + conv(3, h, h)  # up_conv3
-        + conv(3, h, 4 * z + 2 * h)  # down_conv1: prior, posterior offsets, context, h_det
-        + conv(3, z, h) + conv(3, h, h) + 2 * conv(3, h, z)  # ar_multiconv2d [h, h] -> [z, z]
-        + conv(3, z + h, h)  # down_conv2
-    )  # fmt: skip
-    return blocks * per_layer + conv(5, 3, h) + h + (5 * 5 * h * 3 + 2 * 3) + 1  # x_enc, h_top,
-    # x_dec, dec_log_stdv
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-# The reference's top layer computes a bottom-up residual branch (160 channels of up_conv1, and
-# up_conv3) whose output nothing reads; ours omits it (`ResNetIAFLayer(top=True)`).
-_REFERENCE_DEAD_TOP_BRANCH = (3 * 3 * 160 * 160 + 2 * 160) * 2
+@pytest.fixture(scope="module")
+def model_size():
+    """bench/model_size.py: the authors' parameter count, from their layer shapes."""
+    spec = importlib.util.spec_from_file_location("model_size", BENCH / "model_size.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(BENCH))  # as `python bench/model_size.py` has it, for report.py
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +61,16 @@ def test_cifar_preset_two_steps(cifar10_vae, name, tmp_path):
     assert sorted(cifar10_vae.PRESETS) == ["default", "paper"]
 
 
-def test_cifar_paper_preset_has_the_references_size(cifar10_vae):
+def test_cifar_paper_preset_has_the_references_size(cifar10_vae, model_size):
     tf_keras.utils.set_random_seed(0)
     model = cifar10_vae.make_model(
         vae.preset_config(cifar10_vae.Config, cifar10_vae.PRESETS, "paper")
     )
     model(tf.zeros([1, 32, 32, 3], tf.uint8))
     count = _count(model.trainable_variables)
-    assert _reference_parameters() == 41_557_927  # "41.56M"
-    assert count == _reference_parameters() - _REFERENCE_DEAD_TOP_BRANCH == 41_096_487
+    assert model_size.reference_parameters() == 41_557_927  # "41.56M"
+    unread = model_size.REFERENCE_UNREAD_TOP_BRANCH
+    assert count == model_size.reference_parameters() - unread == 41_096_487
     assert len(model.blocks) == 20 and model.decoder_scale == "global"
     assert {block.iaf_init for block in model.blocks} == {"reference"}
     assert model.free_bits_group_size == 32 and model.loss_units == "nats_sum"
