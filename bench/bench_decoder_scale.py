@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import time
 
-import matplotlib.cbook
-import matplotlib.image
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+from photos import grace_hopper_crops  # bench/photos.py
 
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.vae.resnet_vae import DECODER_SCALE_INITS
@@ -41,16 +40,6 @@ flags.DEFINE_list("seeds", ["0"], "Seeds of the model and of the crops: one run 
 FLAGS = flags.FLAGS
 
 
-def crops(num: int, seed: int) -> np.ndarray:
-    """`num` random 32x32 uint8 crops of matplotlib's sample photograph."""
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-        photo = np.asarray(matplotlib.image.imread(f, format="jpg"), np.uint8)
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, photo.shape[0] - 32, num)
-    cols = rng.integers(0, photo.shape[1] - 32, num)
-    return np.stack([photo[r : r + 32, c : c + 32] for r, c in zip(rows, cols, strict=True)])
-
-
 def run(init: str, seed: int, test: tf.Tensor) -> dict[int, tuple[float, float]]:
     """`{step: (held-out ELBO bits/dim, decoder log-scale)}` of one training run."""
     tf_keras.utils.set_random_seed(seed)
@@ -61,7 +50,7 @@ def run(init: str, seed: int, test: tf.Tensor) -> dict[int, tuple[float, float]]
         decoder_scale_init=init,
         seed=seed,
     )
-    data = crops(FLAGS.steps * FLAGS.batch_size, 1000 + seed)
+    data = grace_hopper_crops(FLAGS.steps * FLAGS.batch_size, 1000 + seed)
     model.initialize(tf.constant(data[: FLAGS.batch_size]))
     model.compile(optimizer=vae.make_optimizer(FLAGS.learning_rate, None))
     train_step = tf.function(model.train_step)
@@ -88,7 +77,7 @@ def main(argv):
         if init not in DECODER_SCALE_INITS:
             raise app.UsageError(f"--inits takes {DECODER_SCALE_INITS}; got {init!r}")
     seeds = [int(s) for s in FLAGS.seeds]
-    test = tf.constant(crops(FLAGS.num_test, 99))
+    test = tf.constant(grace_hopper_crops(FLAGS.num_test, 99))
     print(
         f"ResNetVAE hidden {FLAGS.hidden_size}, z {FLAGS.z_size}, depth 2 x 2 blocks, 1 IAF step,"
         f" batch {FLAGS.batch_size}, Adamax lr {FLAGS.learning_rate}, {FLAGS.steps} steps,"

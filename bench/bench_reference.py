@@ -32,6 +32,7 @@ import time
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+from photos import grace_hopper_crops  # bench/photos.py
 
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.vae.resnet_layer import IAF_INITS
@@ -50,19 +51,6 @@ FLAGS = flags.FLAGS
 OPTIMIZERS = {"adamax": ("adamax", "bits_per_dim"), "reference": ("reference", "nats_sum")}
 
 
-def crops(num: int, seed: int) -> np.ndarray:
-    """`num` random 32x32 uint8 crops of matplotlib's sample photograph."""
-    import matplotlib.cbook
-    import matplotlib.image
-
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-        photo = np.asarray(matplotlib.image.imread(f, format="jpg"), np.uint8)
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, photo.shape[0] - 32, num)
-    cols = rng.integers(0, photo.shape[1] - 32, num)
-    return np.stack([photo[r : r + 32, c : c + 32] for r, c in zip(rows, cols, strict=True)])
-
-
 def run(iaf_init: str, optimizer: str, seed: int, test: tf.Tensor) -> dict[str, float]:
     """One training run: final train and held-out bits/dim, non-finite steps, seconds."""
     kind, loss_units = OPTIMIZERS[optimizer]
@@ -76,7 +64,7 @@ def run(iaf_init: str, optimizer: str, seed: int, test: tf.Tensor) -> dict[str, 
         loss_units=loss_units,
         seed=seed,
     )
-    data = crops(FLAGS.steps * FLAGS.batch_size, 1000 + seed)
+    data = grace_hopper_crops(FLAGS.steps * FLAGS.batch_size, 1000 + seed)
     start = time.time()
     model.initialize(tf.constant(data[: FLAGS.batch_size]))
     model.compile(optimizer=vae.make_optimizer(FLAGS.learning_rate, None, kind=kind))
@@ -105,7 +93,7 @@ def run(iaf_init: str, optimizer: str, seed: int, test: tf.Tensor) -> dict[str, 
 def main(argv):
     del argv
     seeds = [int(s) for s in FLAGS.seeds]
-    test = crops(FLAGS.num_eval, 99)
+    test = grace_hopper_crops(FLAGS.num_eval, 99)
     steps = "gated" if FLAGS.gated else "affine"
     print(
         f"ResNetVAE hidden {FLAGS.hidden_size}, z {FLAGS.z_size}, depth 2 x 2 blocks, 1 {steps}"
