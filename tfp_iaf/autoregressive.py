@@ -27,15 +27,25 @@ __all__ = [
     "ContextProjection",
     "apply_masked_layers",
     "output_initializer",
+    "seeded_initializer",
 ]
 
 # Output layers start this close to zero, so an untrained flow is close to the identity.
 OUTPUT_INIT_SCALE = 1e-4
 
 
-def output_initializer() -> tf_keras.initializers.Initializer:
+def output_initializer(seed: int | None = None) -> tf_keras.initializers.Initializer:
     """The initializer of output layers: weights of variance ~1e-4 / fan, a near-identity flow."""
-    return tf_keras.initializers.VarianceScaling(OUTPUT_INIT_SCALE, "fan_avg", "uniform")
+    return tf_keras.initializers.VarianceScaling(OUTPUT_INIT_SCALE, "fan_avg", "uniform", seed)
+
+
+def seeded_initializer(initializer, seed: int | None) -> tf_keras.initializers.Initializer:
+    """`initializer` (a name or an initializer) with `seed`, where it takes one."""
+    initializer = tf_keras.initializers.get(initializer)
+    config = initializer.get_config()
+    if seed is None or "seed" not in config:
+        return initializer
+    return type(initializer).from_config({**config, "seed": seed})
 
 
 class ContextProjection(tf_keras.layers.Layer):

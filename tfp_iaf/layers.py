@@ -127,12 +127,20 @@ class MaskedDense(tf_keras.layers.Layer):
         return y
 
 
+# Kernels below this many entries stay one block (see `_column_blocks`).
+MIN_BLOCKED_SIZE = 2**16
+
+
 def _column_blocks(mask: np.ndarray, num_blocks: int) -> list[tuple[int, int, int, int]]:
     """`(row_start, row_end, col_start, col_end)` per column block: the rows its mask uses.
 
-    Falls back to one dense block when blocking would save less than 15% of the work.
+    Falls back to one dense block when blocking would save less than 15% of the work, or when
+    the kernel is small (under `MIN_BLOCKED_SIZE` entries): there each extra matmul and concat
+    costs more than the multiply-adds it saves.
     """
     fan_in, fan_out = mask.shape
+    if fan_in * fan_out < MIN_BLOCKED_SIZE:
+        return [(0, fan_in, 0, fan_out)]
     edges = np.linspace(0, fan_out, min(num_blocks, fan_out) + 1).astype(int)
     blocks = []
     for c0, c1 in zip(edges[:-1], edges[1:], strict=True):

@@ -11,7 +11,12 @@ from tfp_iaf import _checks
 from tfp_iaf import masks as masks_lib
 from tfp_iaf._checks import as_tensor
 from tfp_iaf._keras import tf_keras
-from tfp_iaf.autoregressive import AutoregressiveNetwork, apply_masked_layers, output_initializer
+from tfp_iaf.autoregressive import (
+    AutoregressiveNetwork,
+    apply_masked_layers,
+    output_initializer,
+    seeded_initializer,
+)
 from tfp_iaf.layers import MaskedDense
 
 __all__ = ["MADE"]
@@ -44,7 +49,8 @@ class MADE(AutoregressiveNetwork):
       activation: hidden activation, any `tf_keras.activations.get` name or callable.
       residual: add each hidden layer's input to its output (needs equal widths).
       kernel_initializer: initializer of the hidden kernels.
-      seed: seed for "random" order and hidden degrees.
+      seed: seed for "random" order and hidden degrees, and of the initial weights (each
+        layer's initializer gets its own seed derived from it); None: unseeded weights.
       **kwargs: passed to `tf_keras.layers.Layer` (`name`, `dtype`, ...).
 
     Raises:
@@ -111,9 +117,9 @@ class MADE(AutoregressiveNetwork):
         self.masked_layers = [
             MaskedDense(
                 mask,
-                kernel_initializer=kernel_initializer
+                kernel_initializer=seeded_initializer(kernel_initializer, _layer_seed(seed, i))
                 if i < len(hidden_units)
-                else output_initializer(),
+                else output_initializer(_layer_seed(seed, i)),
                 dtype=self.dtype,
                 name=f"masked_{i}",
             )
@@ -124,7 +130,9 @@ class MADE(AutoregressiveNetwork):
             self.context_projection(
                 mask.shape[1],
                 name=f"context_{i}",
-                kernel_initializer="glorot_uniform" if i < last else output_initializer(),
+                kernel_initializer=seeded_initializer("glorot_uniform", _layer_seed(seed, -1 - i))
+                if i < last
+                else output_initializer(_layer_seed(seed, -1 - i)),
             )
             for i, mask in enumerate(masks)
         ]
@@ -244,3 +252,8 @@ class MADE(AutoregressiveNetwork):
         out = tf.reshape(h, out_shape)
         out.set_shape(h.shape[:-1].concatenate([self.event_size, self.num_params]))
         return out
+
+
+def _layer_seed(seed: int | None, layer: int) -> int | None:
+    """A distinct initializer seed per layer (so equal shapes do not get equal weights)."""
+    return None if seed is None else (int(seed) * 7919 + layer) % 2**31

@@ -27,6 +27,7 @@ def dense_iaf_stack(
     activation="elu",
     residual: bool = False,
     dtype="float32",
+    seed: int | None = None,
     validate_args: bool = False,
     name: str = "iaf_stack",
 ) -> IAFStack:
@@ -42,6 +43,7 @@ def dense_iaf_stack(
       activation: MADE activation.
       residual: residual hidden layers in the MADEs.
       dtype: float dtype of the networks.
+      seed: int seed of the networks' initial weights (step `t` gets `seed + t`), or None.
       validate_args: checks on the steps' inputs.
       name: name of the stack.
 
@@ -62,6 +64,7 @@ def dense_iaf_stack(
             activation=activation,
             residual=residual,
             dtype=dtype,
+            seed=None if seed is None else seed + t,
             name=f"made_{t}",
         )
         for t in range(num_steps)

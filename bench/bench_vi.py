@@ -1,0 +1,249 @@
+"""Variational inference on inference_gym targets: tfp_iaf's IAF surrogate against TFP's own.
+
+Every method is fitted to every target with the same optimiser, steps, Monte Carlo sample size and
+seeds, by one jit-compiled training step (`tfp.vi.monte_carlo_variational_loss`, reparameterised
+reverse KL). Methods:
+
+- `mean_field`, `full_rank`: `tfp.experimental.vi.build_affine_surrogate_posterior`, 'diag' and
+  'tril';
+- `asvi`: `tfp.experimental.vi.build_asvi_surrogate_posterior` of the model's prior (targets with
+  one);
+- `tfp_iaf_route`: `tfp.experimental.vi.build_split_flow_surrogate_posterior` with `--num_steps`
+  steps `tfb.Invert(tfb.MaskedAutoregressiveFlow(tfb.AutoregressiveNetwork(...)))`, the order
+  reversed between steps, hidden units and activation as ours;
+- `tfp_iaf`: `tfp_iaf.vi.surrogate_for(model)` with the same steps and hidden units.
+
+Per target and method, over `--seeds` seeds (mean +- standard error unless said):
+
+- the ELBO from `--eval_samples` samples;
+- the largest standardised mean error `|mean - gt_mean| / gt_sd`, and the largest
+  `|sd / gt_sd - 1|`, over every scalar of inference_gym's ground truth (constrained space);
+- the importance-sampled log-evidence `log mean(p / q)`;
+- the Pareto k-hat of the importance weights (median over seeds);
+- milliseconds per training step (median over seeds, after the first `WARMUP` steps).
+
+    python bench/bench_vi.py                       # the table of docs/benchmarks_vi.md
+    python bench/bench_vi.py --seeds=1 --steps=200 --targets=EightSchools   # a quick look
+
+Results are kept per (target, method, seed) in `--work_dir`, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+from absl import app, flags
+from inference_gym import using_tensorflow as gym
+from report import date_and_machine  # bench/report.py
+
+from tfp_iaf import vi
+from tfp_iaf.vi import structure
+
+tfb, tfd = tfp.bijectors, tfp.distributions
+
+TARGETS = [
+    "EightSchools",
+    "NealsFunnel",
+    "BrownianMotionUnknownScalesMissingMiddleObservations",
+    "IllConditionedGaussian",
+]
+METHODS = ["mean_field", "full_rank", "asvi", "tfp_iaf_route", "tfp_iaf"]
+WARMUP = 20
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("targets", TARGETS, "inference_gym targets.")
+flags.DEFINE_list("methods", METHODS, "Surrogates to fit.")
+flags.DEFINE_integer("seeds", 5, "Seeds per (target, method).")
+flags.DEFINE_integer("steps", 2000, "Training steps.")
+flags.DEFINE_integer("sample_size", 16, "Monte Carlo samples per step.")
+flags.DEFINE_float("learning_rate", 1e-2, "Adam's learning rate.")
+flags.DEFINE_integer("num_steps", 2, "Flow steps of both IAF surrogates.")
+flags.DEFINE_integer("hidden_units", 0, "Hidden width of both IAFs' 2-layer MADEs; 0: ours.")
+flags.DEFINE_integer("eval_samples", 4000, "Samples for the ELBO, errors and k-hat.")
+flags.DEFINE_string("work_dir", "runs/bench_vi", "Per-run results (resumable).")
+flags.DEFINE_string("machine", "2-core x86_64 CPU container, no GPU", "Machine description.")
+
+
+def constraining(model) -> tfb.Bijector:
+    """The model's event-space bijector as one (structured) bijector."""
+    shapes = structure.as_shapes(model.event_shape)
+    return structure.constraining_bijector(model.default_event_space_bijector, shapes)
+
+
+def unconstrained_size(model) -> int:
+    shapes = constraining(model).inverse_event_shape(model.event_shape)
+    return sum(tf.TensorShape(s).num_elements() for s in tf.nest.flatten(shapes))
+
+
+def hidden_width(model) -> int:
+    return FLAGS.hidden_units or max(32, 2 * unconstrained_size(model))
+
+
+def build(method: str, model, seed: int):
+    """The surrogate of `method` for `model`, initialised from `seed`; None if not applicable."""
+    bijector, shape = constraining(model), model.event_shape
+    width = hidden_width(model)
+    stateless = tf.constant([seed, 0], tf.int32)
+    if method in ("mean_field", "full_rank"):
+        return tfp.experimental.vi.build_affine_surrogate_posterior(
+            shape,
+            operators="diag" if method == "mean_field" else "tril",
+            bijector=bijector,
+            seed=stateless,
+        )
+    if method == "asvi":
+        if not hasattr(model, "prior_distribution"):
+            return None
+        return tfp.experimental.vi.build_asvi_surrogate_posterior(
+            model.prior_distribution(), seed=stateless
+        )
+    if method == "tfp_iaf_route":
+        steps = []
+        for t in range(FLAGS.num_steps):
+            if t:
+                steps.append(tfb.Invert(tfb.Permute(list(range(unconstrained_size(model)))[::-1])))
+            network = tfb.AutoregressiveNetwork(
+                params=2, hidden_units=[width, width], activation="elu"
+            )
+            steps.append(tfb.Invert(tfb.MaskedAutoregressiveFlow(network)))
+        tf.random.set_seed(seed)  # the Keras network's initial weights
+        q = tfp.experimental.vi.build_split_flow_surrogate_posterior(
+            shape, tfb.Chain(steps[::-1]), constraining_bijector=bijector
+        )
+        q.sample(seed=stateless)  # builds the networks
+        return q
+    if method == "tfp_iaf":
+        return vi.surrogate_for(
+            model, num_steps=FLAGS.num_steps, hidden_units=[width, width], seed=seed
+        )
+    raise ValueError(f"unknown method {method!r}")
+
+
+def fit(model, q, method: str, seed: int) -> float:
+    """Trains `q`; returns seconds per step after the first `WARMUP` steps."""
+    # TFP calls a target with a structured sample's parts as arguments; the model takes one.
+    target = vi.as_tfp_target(model.unnormalized_log_prob, q.dtype)
+    q.sample(seed=tf.constant([seed, 1]))  # creates every variable
+    variables = q.trainable_variables
+    optimizer = tf.optimizers.Adam(FLAGS.learning_rate)
+
+    # ASVI's joint distributions draw in a vectorized loop that TFP runs one sample at a time
+    # under stateless seeds, and XLA crashes on it: it runs as a graph with stateful sampling.
+    stateless = method != "asvi"
+    tf.random.set_seed(seed)
+
+    @tf.function(jit_compile=stateless)
+    def step(step_seed):
+        with tf.GradientTape() as tape:
+            loss = tfp.vi.monte_carlo_variational_loss(
+                target, q, sample_size=FLAGS.sample_size, seed=step_seed if stateless else None
+            )
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss
+
+    for i in range(FLAGS.steps):
+        if i == WARMUP:
+            start = time.perf_counter()
+        loss = step(tf.constant([seed, 1000 + i]))
+    loss.numpy()
+    return (time.perf_counter() - start) / (FLAGS.steps - WARMUP)
+
+
+def flat(structure) -> np.ndarray:
+    return np.concatenate([np.reshape(np.asarray(a), [-1]) for a in tf.nest.flatten(structure)])
+
+
+def evaluate(model, q, seed: int) -> dict:
+    z, log_w = vi.importance_weights(
+        model.unnormalized_log_prob, q, FLAGS.eval_samples, seed=tf.constant([seed, 2])
+    )
+    log_w = np.asarray(log_w, np.float64)
+    identity = model.sample_transformations["identity"]
+    values = tf.nest.map_structure(np.asarray, identity(z))
+    mean = flat(tf.nest.map_structure(lambda a: a.mean(0), values))
+    sd = flat(tf.nest.map_structure(lambda a: a.std(0), values))
+    gt_mean = flat(identity.ground_truth_mean)
+    gt_sd = flat(identity.ground_truth_standard_deviation)
+    finite = np.isfinite(log_w)
+    return {
+        "elbo": float(np.mean(log_w)) if finite.all() else float("nan"),
+        "mean_error": float(np.max(np.abs(mean - gt_mean) / gt_sd)),
+        "sd_error": float(np.max(np.abs(sd / gt_sd - 1.0))),
+        "log_evidence": vi.log_evidence(log_w[finite]),
+        "khat": vi.pareto_khat(log_w[finite]),
+    }
+
+
+def run_one(target: str, method: str, seed: int) -> dict | None:
+    path = os.path.join(FLAGS.work_dir, f"{target}-{method}-{FLAGS.steps}-{seed}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    model = getattr(gym.targets, target)()
+    q = build(method, model, seed)
+    if q is None:
+        return None
+    seconds = fit(model, q, method, seed)
+    result = {"ms_per_step": 1e3 * seconds, **evaluate(model, q, seed)}
+    os.makedirs(FLAGS.work_dir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f)
+    print(f"{target} {method} seed {seed}: {result}", flush=True)
+    return result
+
+
+def mean_se(values) -> str:
+    v = np.asarray(values, np.float64)
+    se = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else float("nan")
+    return f"{v.mean():.2f} +- {se:.2f}"
+
+
+def table(target: str, results: dict) -> list[str]:
+    rows = [
+        f"### {target}",
+        "",
+        "| method | ELBO | max std. mean error | max abs(sd / gt_sd - 1) | log-evidence (IS) "
+        "| k-hat (median) | ms / step | time vs TFP IAF route |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    ref = results.get("tfp_iaf_route")
+    ref_ms = np.median([r["ms_per_step"] for r in ref]) if ref else None
+    for method, runs in results.items():
+        ms = float(np.median([r["ms_per_step"] for r in runs]))
+        ratio = f"{ms / ref_ms:.2f}x" if ref_ms else "-"
+        rows.append(
+            f"| {method} | {mean_se([r['elbo'] for r in runs])} "
+            f"| {mean_se([r['mean_error'] for r in runs])} "
+            f"| {mean_se([r['sd_error'] for r in runs])} "
+            f"| {mean_se([r['log_evidence'] for r in runs])} "
+            f"| {np.median([r['khat'] for r in runs]):.2f} | {ms:.2f} | {ratio} |"
+        )
+    return rows + [""]
+
+
+def main(argv):
+    del argv
+    lines = [
+        "VI benchmark: " + date_and_machine(FLAGS.machine),
+        f"TF {tf.__version__}, TFP {tfp.__version__}; Adam({FLAGS.learning_rate}), "
+        f"{FLAGS.steps} steps, {FLAGS.sample_size} samples per step, {FLAGS.seeds} seeds, "
+        f"{FLAGS.num_steps} flow steps, evaluation on {FLAGS.eval_samples} samples",
+        "",
+    ]
+    for target in FLAGS.targets:
+        results = {}
+        for method in FLAGS.methods:
+            runs = [run_one(target, method, seed) for seed in range(FLAGS.seeds)]
+            if runs[0] is not None:
+                results[method] = runs
+        lines += table(target, results)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    app.run(main)
