@@ -2,7 +2,8 @@
 
 - `build_iaf_surrogate_posterior(event_shape, bijector)`: the surrogate, for one shape or a
   structure of them, on the model's support; `surrogate_for(model)` reads all that off a pinned
-  JointDistribution or an inference_gym model.
+  JointDistribution or an inference_gym model; `flat_to_event` is the bijector from one flat
+  unconstrained vector onto the model, for any other flat surrogate.
 - `fit_surrogate_posterior(target, surrogate, ...)`: TFP's fit, for targets that take one
   structured value (`as_tfp_target` adapts such a target to TFP's own fit).
 - `importance_weights`, `log_evidence`, `pareto_khat`: how good the fitted surrogate is.
@@ -10,13 +11,14 @@
 
 from tfp_iaf.vi.diagnostics import importance_weights, log_evidence, pareto_khat
 from tfp_iaf.vi.fit import as_tfp_target, check_target, fit_surrogate_posterior
-from tfp_iaf.vi.surrogate import build_iaf_surrogate_posterior, surrogate_for
+from tfp_iaf.vi.surrogate import build_iaf_surrogate_posterior, flat_to_event, surrogate_for
 
 __all__ = [
     "as_tfp_target",
     "build_iaf_surrogate_posterior",
     "check_target",
     "fit_surrogate_posterior",
+    "flat_to_event",
     "importance_weights",
     "log_evidence",
     "pareto_khat",

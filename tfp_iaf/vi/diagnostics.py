@@ -83,7 +83,7 @@ def _gpd_shape(x: np.ndarray) -> float:
     theta = theta / (3.0 * x[int(n / 4 + 0.5) - 1]) + 1.0 / x[-1]
     k = np.mean(np.log1p(-theta[:, None] * x), axis=1)
     log_lik = n * (np.log(-theta / k) - k - 1.0)
-    weights = 1.0 / np.sum(np.exp(log_lik[None, :] - log_lik[:, None]), axis=1)
-    theta_hat = float(np.sum(theta * weights) / np.sum(weights))
+    weights = np.exp(log_lik - np.logaddexp.reduce(log_lik))  # the grid's posterior weights
+    theta_hat = float(np.sum(theta * weights))
     k_hat = float(np.mean(np.log1p(-theta_hat * x)))
     return (n * k_hat + 10 * 0.5) / (n + 10)

@@ -16,7 +16,7 @@ from tfp_iaf.vi import structure
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["build_iaf_surrogate_posterior", "surrogate_for"]
+__all__ = ["build_iaf_surrogate_posterior", "flat_to_event", "surrogate_for"]
 
 AFFINE_KINDS = ("tril", "diag", "shift")
 # Beyond this many unconstrained dimensions a full-rank affine step has more parameters than
@@ -101,23 +101,11 @@ def build_iaf_surrogate_posterior(
     >>> z["scale"].shape, z["x"].shape, q.log_prob(z).shape
     (TensorShape([5]), TensorShape([5, 3]), TensorShape([5]))
     """
-    shapes = structure.as_shapes(event_shape)
-    dtypes = structure.as_dtypes(dtype, shapes)
-    dtype = tf.nest.flatten(dtypes)[0]
-    constrain = structure.constraining_bijector(bijector, shapes)
     if seed is not None and not _checks.is_int(seed):
         raise TypeError(f"`seed` must be an int or None; got {seed!r} ({type(seed).__name__})")
     initial_scale = _checks.finite_float("initial_scale", initial_scale, positive=True)
-
-    # The unconstrained space: each part's shape under the inverse of `bijector`.
-    free_shapes = constrain.inverse_event_shape(shapes)
-    if structure.is_single(shapes):
-        free_shapes = tf.TensorShape(free_shapes)
-    parts = [tf.TensorShape(s) for s in tf.nest.flatten(free_shapes)]
-    sizes = [s.num_elements() for s in parts]
-    size = sum(sizes)
-    if size == 0:
-        raise ValueError(f"`event_shape` must have at least one element; got {shapes!r}")
+    to_event, size = flat_to_event(event_shape, bijector, validate_args=validate_args)
+    dtype = tf.nest.flatten(structure.as_dtypes(dtype, structure.as_shapes(event_shape)))[0]
 
     num_steps = (2 if size > 1 else 0) if num_steps is None else num_steps
     num_steps = _checks.non_negative_int("num_steps", num_steps)
@@ -145,13 +133,12 @@ def build_iaf_surrogate_posterior(
                 )
             )
         flat.extend(_affine_step(size, affine, initial_scale, dtype, seeds, validate_args))
-        unflatten = _unflatten(free_shapes, parts, sizes, dtype)
         base = tfd.Sample(
             tfd.Normal(tf.zeros([], dtype), tf.ones([], dtype)),
             [size],
             validate_args=validate_args,
         )
-        chain = tfb.Chain([constrain, *unflatten, *reversed(flat)], validate_args=validate_args)
+        chain = tfb.Chain([to_event, *reversed(flat)], validate_args=validate_args)
         surrogate = tfd.TransformedDistribution(
             base, chain, validate_args=validate_args, name=name or "iaf_surrogate_posterior"
         )
@@ -201,16 +188,47 @@ def _affine_step(size, affine, initial_scale, dtype, seeds, validate_args):
     return [tfb.ScaleMatvecTriL(scale_tril, validate_args=validate_args), shift]
 
 
-def _unflatten(free_shapes, parts, sizes, dtype) -> list[tfb.Bijector]:
-    """Bijectors from the flat vector to the unconstrained structure, in application order."""
-    if isinstance(free_shapes, tf.TensorShape):
-        return [tfb.Reshape(free_shapes, [sizes[0]])]
-    keys = tf.nest.pack_sequence_as(free_shapes, list(range(len(parts))))
-    return [
-        tfb.Split(sizes),
-        tfb.JointMap([tfb.Reshape(p, [n]) for p, n in zip(parts, sizes, strict=True)]),
-        tfb.Restructure(keys),
-    ][::-1]
+def flat_to_event(event_shape, bijector=None, *, validate_args: bool = False):
+    """The bijector from one flat unconstrained vector onto a model's (structured) support.
+
+    `[..., D] -> event_shape`: split into the parts of the event (in `tf.nest.flatten` order),
+    each reshaped to its unconstrained shape, restructured, then mapped by `bijector`. Any
+    flat-vector surrogate (TFP's `build_affine_surrogate_posterior(event_shape=[D])`, a
+    `tfd.MultivariateNormalTriL`, a flow) becomes a surrogate of the model through it.
+
+    Args:
+      event_shape: one shape or a nested structure of shapes (see
+        `build_iaf_surrogate_posterior`).
+      bijector: None, a (structured) bijector, or a structure of bijectors onto the support.
+      validate_args: checks in the bijectors.
+
+    Returns:
+      `(bijector, D)`: the bijector, and the size `D` of the flat unconstrained vector.
+
+    Raises:
+      TypeError, ValueError: as `build_iaf_surrogate_posterior` for `event_shape` and
+        `bijector`, and for an event of size 0.
+    """
+    shapes = structure.as_shapes(event_shape)
+    constrain = structure.constraining_bijector(bijector, shapes)
+    free_shapes = constrain.inverse_event_shape(shapes)  # each part's unconstrained shape
+    if structure.is_single(shapes):
+        free_shapes = tf.TensorShape(free_shapes)
+        size = free_shapes.num_elements()
+        unflatten = [tfb.Reshape(free_shapes, [size], validate_args=validate_args)]
+    else:
+        parts = [tf.TensorShape(s) for s in tf.nest.flatten(free_shapes)]
+        sizes = [p.num_elements() for p in parts]
+        size = sum(sizes)
+        keys = tf.nest.pack_sequence_as(free_shapes, list(range(len(parts))))
+        unflatten = [
+            tfb.Restructure(keys),
+            tfb.JointMap([tfb.Reshape(p, [n]) for p, n in zip(parts, sizes, strict=True)]),
+            tfb.Split(sizes, validate_args=validate_args),
+        ]
+    if size == 0:
+        raise ValueError(f"`event_shape` must have at least one element; got {shapes!r}")
+    return tfb.Chain([constrain, *unflatten], validate_args=validate_args), size
 
 
 def surrogate_for(model, **kwargs) -> tfd.TransformedDistribution:
