@@ -350,8 +350,8 @@ def test_made_incremental_inverse_matches_full_passes(kwargs, gated):
 @pytest.mark.parametrize("order", ["left-to-right", "right-to-left", "random"])
 def test_blocked_kernels_compute_the_masked_product(order):
     """The block-sparse kernel equals x @ (kernel * mask) with the assembled kernel. Kernels of
-    `MIN_BLOCKED_SIZE` (2**16) entries or more are blocked, smaller ones stay whole."""
-    net = tfp_iaf.MADE(9, [16, 256, 256], order=order, seed=0, dtype="float64")
+    `MIN_BLOCKED_SIZE` (2**13) entries or more are blocked, smaller ones stay whole."""
+    net = tfp_iaf.MADE(9, [16, 128, 128], order=order, seed=0, dtype="float64")
     x = tf.constant(np.random.default_rng(1).standard_normal((5, 9)))
     net(x)
     fc.perturb(net.trainable_variables)

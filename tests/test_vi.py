@@ -56,7 +56,8 @@ def test_log_prob_is_the_change_of_variables(name):
     q = surrogate(name, tf.float64)
     perturb(q.trainable_variables, scale=0.2)
     chain = q.bijector
-    flat_to_free = tfb.Chain(chain.bijectors[1:])  # everything but the constraining bijector
+    to_event = chain.bijectors[0]  # flat_to_event: the constraining bijector first
+    flat_to_free = tfb.Chain([*to_event.bijectors[1:], *chain.bijectors[1:]])
     eps = tf.random.stateless_normal([6, q.distribution.event_shape[0]], (3, 4), dtype=tf.float64)
     with tf.GradientTape() as tape:
         tape.watch(eps)
@@ -64,7 +65,7 @@ def test_log_prob_is_the_change_of_variables(name):
         flat = tf.concat([tf.reshape(p, [6, -1]) for p in tf.nest.flatten(free)], axis=-1)
     jacobian = tape.batch_jacobian(flat, eps)
     log_det_flow = tf.linalg.slogdet(jacobian)[1]
-    constrain = chain.bijectors[0]
+    constrain = to_event.bijectors[0]
     free_shapes = constrain.inverse_event_shape(q.event_shape)
     ndims = 2 if name == "single" else tf.nest.map_structure(len, free_shapes)
     log_det_constrain = constrain.forward_log_det_jacobian(free, ndims)

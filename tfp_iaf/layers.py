@@ -128,7 +128,7 @@ class MaskedDense(tf_keras.layers.Layer):
 
 
 # Kernels below this many entries stay one block (see `_column_blocks`).
-MIN_BLOCKED_SIZE = 2**16
+MIN_BLOCKED_SIZE = 2**13
 
 
 def _column_blocks(mask: np.ndarray, num_blocks: int) -> list[tuple[int, int, int, int]]:
