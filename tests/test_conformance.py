@@ -38,9 +38,11 @@ class Config:
     build: Callable[[str, str], tfb.Bijector]  # (dtype name, bijector name) -> flow
 
 
-def _step(network_fn, gated=False):
+def _step(network_fn, gated=False, **kwargs):
     def build(dtype, name):
-        return tfp_iaf.InverseAutoregressiveFlow(network_fn(dtype), gated=gated, name=name)
+        return tfp_iaf.InverseAutoregressiveFlow(
+            network_fn(dtype), gated=gated, name=name, **kwargs
+        )
 
     return build
 
@@ -60,6 +62,13 @@ CONFIGS = [
         None,
         F64,
         _step(lambda d: tfp_iaf.MADE(4, [8], order="right-to-left", dtype=d), gated=True),
+    ),
+    Config(
+        "made-scaled_shift-noctx-f64",
+        (4,),
+        None,
+        F64,
+        _step(lambda d: tfp_iaf.MADE(4, [8], dtype=d), scaled_shift=True),
     ),
     Config(
         "dense_stack-affine-noctx-f64",

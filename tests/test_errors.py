@@ -256,6 +256,12 @@ def test_bad_conv_mask_arguments(call, match):
             r"`forget_bias` must be a finite number; got True \(bool\)",
         ),
         ({"gated": 1}, TypeError, r"`gated` must be a bool; got 1 \(int\)"),
+        ({"scaled_shift": "yes"}, TypeError, r"`scaled_shift` must be a bool; got 'yes' \(str\)"),
+        (
+            {"gated": True, "scaled_shift": True},
+            ValueError,
+            r"`scaled_shift=True` is a form of the affine update; got gated=True",
+        ),
     ],
 )
 def test_bad_update_parameters(kwargs, error, match):

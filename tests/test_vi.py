@@ -49,11 +49,13 @@ def test_samples_have_the_models_structure_dtype_and_support(name, dtype):
         assert isinstance(z, Params) and np.all(z.scale > 0)
 
 
-@pytest.mark.parametrize("name", list(STRUCTURES))
-def test_log_prob_is_the_change_of_variables(name):
+@pytest.mark.parametrize(
+    "name,affine", [(n, None) for n in STRUCTURES] + [("dict", "tril"), ("list", "diag")]
+)
+def test_log_prob_is_the_change_of_variables(name, affine):
     """`log q(z) = log N(eps) - log|det d z_free / d eps| - log|det d z / d z_free|`, from the
     autodiff Jacobian, at points whose log-density is not cached (the sequential inverse)."""
-    q = surrogate(name, tf.float64)
+    q = surrogate(name, tf.float64, affine=affine)
     perturb(q.trainable_variables, scale=0.2)
     chain = q.bijector
     to_event = chain.bijectors[0]  # flat_to_event: the constraining bijector first
@@ -85,7 +87,7 @@ def test_every_variable_trains_and_the_seed_fixes_the_initial_values():
             seed=(5, 6),
         )
     grads = tape.gradient(loss, q.trainable_variables)
-    assert len(q.trainable_variables) >= 2 + 2 * 6  # loc, scale and two 3-layer MADEs
+    assert len(q.trainable_variables) == 2 * 6  # two 3-layer MADEs: kernels and biases
     assert all(g is not None and np.any(g != 0) for g in grads)
     again = surrogate("dict")
     other = vi.build_iaf_surrogate_posterior(*STRUCTURES["dict"], seed=1)
@@ -238,6 +240,7 @@ def test_log_evidence_of_an_exact_surrogate_is_the_normaliser():
         (([2],), {"seed": 1.5}, TypeError, r"`seed` must be an int or None; got 1.5"),
         (([2],), {"initial_scale": 0.0}, ValueError, r"`initial_scale`"),
         (([2],), {"num_steps": -1}, ValueError, r"`num_steps` must be a non-negative integer"),
+        (([2],), {"num_steps": 0}, ValueError, r"`num_steps=0` with `affine=None` leaves nothing"),
     ],
 )
 def test_bad_arguments_name_the_argument(args, kwargs, error, match):

@@ -22,6 +22,9 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
     - affine (default): `log_sigma = B * tanh(b / B)` with `B = log_scale_bound`, then
       - forward `y = a + exp(log_sigma) * x`, one parallel network pass;
       - log-det `sum(log_sigma)`.
+    - affine with `scaled_shift=True`: `y = exp(log_sigma) * (x + a)`, the same family with the
+      shift in the units of `x` (the form of TFP's `Invert(MaskedAutoregressiveFlow)`); it
+      trains better as a variational posterior on funnels (docs/benchmarks_vi.md).
     - gated (`gated=True`, paper section 4): `g = sigmoid(b + forget_bias)`, then
       - forward `y = g * x + (1 - g) * a`;
       - log-det `sum(log_sigmoid(b + forget_bias))`.
@@ -42,6 +45,7 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
       network: an `AutoregressiveNetwork` with `num_params == 2` (e.g. `MADE`).
       gated: use the gated (LSTM-style) update instead of the affine one.
       forget_bias: added to the gate logit; the default 2.0 starts `g` near 0.88.
+      scaled_shift: the affine update's shift applied before the scale (see above).
       log_scale_bound: `B` above, a positive float (affine update only), or None for no bound
         (`log_sigma = b`, the IAF authors' form; nothing then keeps `exp` from overflowing).
       validate_args: check at run time that inputs are finite.
@@ -84,6 +88,8 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
         log_scale_bound: float | None = 5.0,
         validate_args: bool = False,
         name: str | None = None,
+        *,
+        scaled_shift: bool = False,
     ):
         parameters = dict(locals())
         if not isinstance(network, AutoregressiveNetwork):
@@ -95,8 +101,11 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
             raise ValueError(
                 f"`network` must output num_params=2 (shift and scale); got {network.num_params}"
             )
-        if not isinstance(gated, bool):
-            raise TypeError(f"`gated` must be a bool; got {gated!r} ({type(gated).__name__})")
+        for arg, value in (("gated", gated), ("scaled_shift", scaled_shift)):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{arg}` must be a bool; got {value!r} ({type(value).__name__})")
+        if gated and scaled_shift:
+            raise ValueError("`scaled_shift=True` is a form of the affine update; got gated=True")
         forget_bias = _checks.finite_float("forget_bias", forget_bias)
         if log_scale_bound is not None:
             log_scale_bound = _checks.finite_float(
@@ -108,6 +117,7 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
             self._gated = gated
             self._forget_bias = forget_bias
             self._log_scale_bound = log_scale_bound
+            self._scaled_shift = scaled_shift
             super().__init__(
                 forward_min_event_ndims=network.event_ndims,
                 is_constant_jacobian=False,
@@ -137,10 +147,10 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
             logit = b + tf.cast(self._forget_bias, b.dtype)
             log_gate = tf.math.log_sigmoid(logit)
             return (1.0 - tf.math.sigmoid(logit)) * a, log_gate
-        if self._log_scale_bound is None:
-            return a, b
-        bound = tf.cast(self._log_scale_bound, b.dtype)
-        return a, bound * tf.math.tanh(b / bound)
+        if self._log_scale_bound is not None:
+            bound = tf.cast(self._log_scale_bound, b.dtype)
+            b = bound * tf.math.tanh(b / bound)
+        return (tf.exp(b) * a if self._scaled_shift else a), b
 
     def shift_and_log_scale(self, x, context=None):
         """The affine map of the forward step at `x`: `y = shift + exp(log_scale) * x`."""
@@ -241,6 +251,7 @@ class IAFStack(AutoregressiveFlow):
         gated: bool = False,
         forget_bias: float = 2.0,
         log_scale_bound: float | None = 5.0,
+        scaled_shift: bool = False,
         validate_args: bool = False,
         name: str = "iaf_stack",
     ) -> IAFStack:
@@ -251,6 +262,7 @@ class IAFStack(AutoregressiveFlow):
                 gated=gated,
                 forget_bias=forget_bias,
                 log_scale_bound=log_scale_bound,
+                scaled_shift=scaled_shift,
                 validate_args=validate_args,
                 name=f"iaf_{t}",
             )

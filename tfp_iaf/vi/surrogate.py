@@ -18,17 +18,14 @@ tfd = tfp.distributions
 
 __all__ = ["build_iaf_surrogate_posterior", "flat_to_event", "surrogate_for"]
 
-AFFINE_KINDS = ("tril", "diag", "shift")
-# Beyond this many unconstrained dimensions a full-rank affine step has more parameters than
-# its IAF steps' networks, so the default falls back to a diagonal one.
-MAX_TRIL_SIZE = 256
+AFFINE_KINDS = (None, "tril", "diag")
 
 
 def build_iaf_surrogate_posterior(
     event_shape,
     bijector=None,
     *,
-    num_steps: int | None = None,
+    num_steps: int = 2,
     hidden_units: Sequence[int] | None = None,
     affine: str | None = None,
     initial_scale: float = 1e-2,
@@ -45,17 +42,19 @@ def build_iaf_surrogate_posterior(
     event are flattened into one unconstrained vector of size `D`; the surrogate is
 
     - `eps ~ N(0, I_D)`;
-    - `u = IAF_T(...IAF_1(eps))`: `num_steps` IAF steps on MADE networks, their order reversed
-      between steps, each started near the identity (output weights ~1e-2);
-    - `z = loc + L u`: an affine step, `L` lower-triangular (`affine="tril"`) or diagonal,
-      started at `loc ~ U(-2, 2)` and `L = initial_scale * I` as TFP's affine surrogates are;
-    - `z` split into the parts of the event, reshaped, and mapped onto the model's support by
+    - optionally (`affine="tril"` or `"diag"`), `eps <- loc + L eps`, started at
+      `loc ~ U(-2, 2)` and `L = initial_scale * I` as TFP's affine surrogates are;
+    - `u = IAF_T(...IAF_1(eps))`: `num_steps` IAF steps on MADE networks, each started near the
+      identity, in the form `u_i = sigma_i (eps_i + a_i)` (`scaled_shift=True`), the order
+      reversed between steps and the last step in the event's own order: a JointDistribution
+      lists parents before children, so each parameter is drawn given the ones it depends on
+      (a funnel's scale before the values it scales);
+    - `u` split into the parts of the event, reshaped, and mapped onto the model's support by
       `bijector`.
 
-    The IAF steps see standardised inputs whatever the posterior's scale (the affine step comes
-    after them), so their networks start and train at a scale of ~1, and a funnel (a scale that
-    depends on another parameter) is one affine IAF update: `u_i = mu_i(u_<i) + sigma_i(u_<i)
-    eps_i`.
+    The defaults are measured (docs/benchmarks_vi.md): on inference_gym's funnels an affine
+    step, before or after the IAF steps, and the `a + sigma eps` form of the update both gave
+    lower ELBOs.
 
     `log_prob` of the surrogate's own samples costs no inverse pass (the flow caches its
     log-dets with each sample), so `tfp.vi.fit_surrogate_posterior` trains it at the cost of the
@@ -71,14 +70,14 @@ def build_iaf_surrogate_posterior(
         bijector (structured, e.g. `tfb.JointMap`, when `event_shape` is), or a structure of
         bijectors like `event_shape`. E.g. an inference_gym model's
         `default_event_space_bijector`, or `jd.experimental_default_event_space_bijector()`.
-      num_steps: IAF steps; default 2 (0 when `D == 1`, where an IAF step is affine).
+      num_steps: IAF steps (with `D == 1`, an IAF step is an affine map).
       hidden_units: the MADEs' hidden widths; default `[max(32, 2 D)] * 2`.
-      affine: "tril" (full-rank) or "diag"; default "tril" up to `D = 256`, "diag" beyond.
+      affine: None (no affine step), "tril" (full-rank) or "diag".
       initial_scale: the affine step's initial scale, > 0.
       gated: gated IAF updates (`y = g x + (1 - g) m`) instead of affine ones.
       activation: the MADEs' hidden activation.
       dtype: float dtype of the samples (one dtype, or the structure of `event_shape`).
-      seed: int seed of every initial value (`loc` and the networks' weights), or None.
+      seed: int seed of every initial value (the networks' weights, `loc`), or None.
       validate_args: checks on the bijectors' inputs.
       name: name of the distribution.
 
@@ -89,7 +88,7 @@ def build_iaf_surrogate_posterior(
       TypeError: `event_shape` is not a shape or a structure of shapes; a `bijector` that is
         not a bijector or a structure of them; a non-float `dtype`; a non-int `seed`.
       ValueError: `bijector`'s structure does not match `event_shape`; an event of size 0; a
-        bad `num_steps`, `hidden_units`, `affine` or `initial_scale`.
+        bad `num_steps`, `hidden_units`, `affine` or `initial_scale`; no step at all.
 
     Examples:
 
@@ -104,35 +103,29 @@ def build_iaf_surrogate_posterior(
     if seed is not None and not _checks.is_int(seed):
         raise TypeError(f"`seed` must be an int or None; got {seed!r} ({type(seed).__name__})")
     initial_scale = _checks.finite_float("initial_scale", initial_scale, positive=True)
-    to_event, size = flat_to_event(event_shape, bijector, validate_args=validate_args)
-    dtype = tf.nest.flatten(structure.as_dtypes(dtype, structure.as_shapes(event_shape)))[0]
-
-    num_steps = (2 if size > 1 else 0) if num_steps is None else num_steps
     num_steps = _checks.non_negative_int("num_steps", num_steps)
-    if hidden_units is None:
-        hidden_units = [max(32, 2 * size)] * 2
-    affine = affine or ("tril" if size <= MAX_TRIL_SIZE else "diag")
     if affine not in AFFINE_KINDS:
         raise ValueError(f"`affine` must be one of {AFFINE_KINDS}; got {affine!r}")
+    if num_steps == 0 and affine is None:
+        raise ValueError("`num_steps=0` with `affine=None` leaves nothing to fit; got both")
+    to_event, size = flat_to_event(event_shape, bijector, validate_args=validate_args)
+    dtype = tf.nest.flatten(structure.as_dtypes(dtype, structure.as_shapes(event_shape)))[0]
+    if hidden_units is None:
+        hidden_units = [max(32, 2 * size)] * 2
 
     rng = np.random.default_rng(seed)
     seeds = rng.integers(2**30, size=2) if seed is not None else None
     with tf.name_scope(name or "build_iaf_surrogate_posterior"):
-        flat = []  # sampling order: IAF steps, then the affine step
+        flat = []  # in sampling order
+        if affine is not None:
+            flat += _affine_step(size, affine, initial_scale, dtype, seeds, validate_args)
+        iaf = None
         if num_steps:
-            flat.append(
-                _iaf_steps(
-                    size,
-                    num_steps,
-                    hidden_units,
-                    gated,
-                    activation,
-                    dtype,
-                    None if seeds is None else int(seeds[1]),
-                    validate_args,
-                )
+            iaf_seed = None if seeds is None else int(seeds[1])
+            iaf = _iaf_steps(
+                size, num_steps, hidden_units, gated, activation, dtype, iaf_seed, validate_args
             )
-        flat.extend(_affine_step(size, affine, initial_scale, dtype, seeds, validate_args))
+            flat.append(iaf)
         base = tfd.Sample(
             tfd.Normal(tf.zeros([], dtype), tf.ones([], dtype)),
             [size],
@@ -142,8 +135,8 @@ def build_iaf_surrogate_posterior(
         surrogate = tfd.TransformedDistribution(
             base, chain, validate_args=validate_args, name=name or "iaf_surrogate_posterior"
         )
-        if num_steps:
-            flat[0].forward(tf.zeros([1, size], dtype))  # creates the networks' variables
+        if iaf is not None:
+            iaf.forward(tf.zeros([1, size], dtype))  # creates the networks' variables
     return surrogate
 
 
@@ -163,7 +156,13 @@ def _iaf_steps(size, num_steps, hidden_units, gated, activation, dtype, seed, va
         )
         for t in range(num_steps)
     ]
-    return IAFStack.from_networks(networks, gated=gated, validate_args=validate_args, name="iaf")
+    return IAFStack.from_networks(
+        networks,
+        gated=gated,
+        scaled_shift=not gated,
+        validate_args=validate_args,
+        name="iaf",
+    )
 
 
 def _affine_step(size, affine, initial_scale, dtype, seeds, validate_args):
@@ -173,8 +172,6 @@ def _affine_step(size, affine, initial_scale, dtype, seeds, validate_args):
     else:
         loc = tf.random.stateless_uniform([size], loc_seed, -2.0, 2.0, dtype)
     shift = tfb.Shift(tf.Variable(loc, name="loc"), validate_args=validate_args)
-    if affine == "shift":
-        return [shift]
     if affine == "diag":
         scale = tfp.util.TransformedVariable(
             tf.fill([size], tf.cast(initial_scale, dtype)), tfb.Softplus(), name="scale_diag"
