@@ -30,6 +30,7 @@ def build_iaf_surrogate_posterior(
     affine: str | None = None,
     initial_scale: float = 1e-2,
     gated: bool = False,
+    log_scale_bound: float | None = 5.0,
     activation="elu",
     dtype=tf.float32,
     seed: int | None = None,
@@ -75,6 +76,10 @@ def build_iaf_surrogate_posterior(
       affine: None (no affine step), "tril" (full-rank) or "diag".
       initial_scale: the affine step's initial scale, > 0.
       gated: gated IAF updates (`y = g x + (1 - g) m`) instead of affine ones.
+      log_scale_bound: each step's soft bound on `|log sigma|` (see
+        `InverseAutoregressiveFlow`), or None. The bound keeps a step from overflowing, but two
+        steps then scale by at most `exp(10)`: a posterior whose scales span more (an
+        ill-conditioned Gaussian, docs/benchmarks_vi.md) needs None or `affine="diag"`.
       activation: the MADEs' hidden activation.
       dtype: float dtype of the samples (one dtype, or the structure of `event_shape`).
       seed: int seed of every initial value (the networks' weights, `loc`), or None.
@@ -123,7 +128,15 @@ def build_iaf_surrogate_posterior(
         if num_steps:
             iaf_seed = None if seeds is None else int(seeds[1])
             iaf = _iaf_steps(
-                size, num_steps, hidden_units, gated, activation, dtype, iaf_seed, validate_args
+                size,
+                num_steps,
+                hidden_units,
+                gated,
+                log_scale_bound,
+                activation,
+                dtype,
+                iaf_seed,
+                validate_args,
             )
             flat.append(iaf)
         base = tfd.Sample(
@@ -140,7 +153,9 @@ def build_iaf_surrogate_posterior(
     return surrogate
 
 
-def _iaf_steps(size, num_steps, hidden_units, gated, activation, dtype, seed, validate_args):
+def _iaf_steps(
+    size, num_steps, hidden_units, gated, log_scale_bound, activation, dtype, seed, validate_args
+):
     # The last step (the one nearest the model) runs in the event's own order: a
     # JointDistribution lists parents before children, so each parameter is drawn given the
     # ones it depends on (a funnel's scale before the values it scales).
@@ -160,6 +175,7 @@ def _iaf_steps(size, num_steps, hidden_units, gated, activation, dtype, seed, va
         networks,
         gated=gated,
         scaled_shift=not gated,
+        log_scale_bound=log_scale_bound,
         validate_args=validate_args,
         name="iaf",
     )
