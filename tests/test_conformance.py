@@ -371,8 +371,17 @@ def test_bijective_and_finite(config):
     flow = make(config)
     x, kwargs = inputs(config)
     y, _ = inputs(config, seed=7)
+    # A conv inverse's passes feed their rounding forward (fc.sequential_tolerance): at 4x the
+    # inputs, oneDNN's float32 convolutions (CPUs with AMX) measured 2.5e-4.
+    conv = config.id.startswith("conv")
     fc.assert_bijective_and_finite(
-        flow, 4.0 * x, 4.0 * y, kwargs, event_ndims(config), config.dtype
+        flow,
+        4.0 * x,
+        4.0 * y,
+        kwargs,
+        event_ndims(config),
+        config.dtype,
+        tol=fc.sequential_tolerance(config.dtype) if conv else None,
     )
 
 
@@ -571,10 +580,10 @@ def test_h5_weights_round_trip(holder, tmp_path):
     model(x)
     fc.perturb(model.trainable_variables)
     names = [v.name for v in model.variables]
-    assert len(set(names)) == len(names) == 2 + 22
+    assert len(set(names)) == len(names) == 2 + 12  # encoder; 2 MADEs x 3 layers x 2
     if holder == "model":  # the flow's networks are the model's layers: summary() shows them
         assert [layer.name for layer in model.layers[1:]] == ["made_0", "made_1"]
-        assert len(model.trainable_variables) == 24  # not counted twice
+        assert len(model.trainable_variables) == 14  # not counted twice
     model.save_weights(str(tmp_path / "w.h5"))
     restored = _h5_model(holder)
     restored(x)

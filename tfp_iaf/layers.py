@@ -272,7 +272,7 @@ class MaskedConv2D(tf_keras.layers.Layer):
         shape = tf.shape(x)
         batch_shape, spatial = shape[:-3], shape[-3:-1]
         x4 = tf.reshape(x, tf.concat([[-1], shape[-3:]], axis=0))
-        y = tf.nn.conv2d(x4, self.masked_kernel(), strides=1, padding="SAME")
+        y = _conv2d(x4, self.masked_kernel())
         if self.initializing and self.scale is not None:
             y = initialize_from_output(self, y, self.scale, self.bias, self.init_scale)
         elif self.bias is not None:
@@ -280,6 +280,17 @@ class MaskedConv2D(tf_keras.layers.Layer):
         y = tf.reshape(y, tf.concat([batch_shape, spatial, [self.filters]], axis=0))
         y.set_shape(x.shape[:-1].concatenate([self.filters]))
         return y
+
+
+def _conv2d(x4: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """`conv2d` (stride 1, SAME) of `[n, H, W, C]`, an empty batch included: oneDNN's kernel
+    (TensorFlow's default on x86) returns the input's shape for `n = 0`, so the batch is padded
+    to one image and the output cut back to `n`."""
+    if x4.shape[0] is not None and x4.shape[0] > 0:  # known non-empty: no padding
+        return tf.nn.conv2d(x4, kernel, strides=1, padding="SAME")
+    n = tf.shape(x4)[0]
+    padded = tf.pad(x4, [[0, tf.maximum(1 - n, 0)], [0, 0], [0, 0], [0, 0]])
+    return tf.nn.conv2d(padded, kernel, strides=1, padding="SAME")[:n]
 
 
 class WeightNormConv2D(tf_keras.layers.Layer):
