@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from tfp_iaf import _checks
@@ -70,16 +71,53 @@ class LinearAutoregressive(AutoregressiveNetwork):
             self.build_sublayer(self.coefficients, (None, self.context_size))
         super().build(input_shape)
 
+    def _maps(self, context):
+        """`(L, b)`: the masked `[..., D, D]` shift matrix and the `[..., D]` second output."""
+        d = self.event_size
+        flat = self.constants if context is None else self.coefficients(context)
+        lower = tf.reshape(flat[..., : d * d], tf.concat([tf.shape(flat)[:-1], [d, d]], 0))
+        return lower * tf.constant(self.mask, dtype=self.dtype), flat[..., d * d :]
+
     def call(self, x, context=None):
         x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
         context = as_tensor(context, self.dtype)
         self.check_inputs(x, context)
-        d = self.event_size
-        flat = self.constants if context is None else self.coefficients(context)
-        lower = tf.reshape(flat[..., : d * d], tf.concat([tf.shape(flat)[:-1], [d, d]], 0))
-        lower = lower * tf.constant(self.mask, dtype=self.dtype)
+        lower, second = self._maps(context)
         shift = tf.linalg.matvec(lower, x)
-        log_scale = tf.broadcast_to(flat[..., d * d :], tf.shape(shift))
-        out = tf.stack([shift, log_scale], axis=-1)
+        out = tf.stack([shift, tf.broadcast_to(second, tf.shape(shift))], axis=-1)
         out.set_shape(x.shape.concatenate([2]) if context is None else out.shape)
         return out
+
+    def sequential_solve(self, y, context, solve_fn):
+        """The inverse as one triangular solve instead of `event_size` network passes.
+
+        The parameters at `x` are `(L x, b)` with `b` independent of `x`, and every update of
+        `InverseAutoregressiveFlow` (affine, scaled-shift, gated) inverts affinely in the shift:
+        `solve_fn(y, (a, b)) = alpha + beta * a`. So `x = alpha + beta * L x`, that is
+        `(I - diag(beta) L) x = alpha`, lower triangular once the positions are sorted by
+        degree. `alpha` and `beta` come from two calls of `solve_fn`, at shifts 0 and 1.
+
+        Args:
+          y: `[..., event_size]`.
+          context: the context, or None.
+          solve_fn: the per-position inverse of the flow's update, affine in the shift.
+
+        Returns:
+          `(x, log_scale)`, both shaped like `y` broadcast against the context's batch.
+        """
+        y = tf.convert_to_tensor(y, dtype_hint=self.dtype)
+        context = as_tensor(context, self.dtype)
+        self.check_inputs(y, context)
+        if not self.built:
+            self.build(y.shape)
+        lower, second = self._maps(context)
+        shape = tf.broadcast_dynamic_shape(tf.shape(y), tf.shape(second))
+        y, second = tf.broadcast_to(y, shape), tf.broadcast_to(second, shape)
+        alpha, log_scale = solve_fn(y, tf.stack([tf.zeros_like(y), second], axis=-1))
+        beta = solve_fn(y, tf.stack([tf.ones_like(y), second], axis=-1))[0] - alpha
+        order = np.argsort(self.degrees, kind="stable")  # L is strictly lower in this order
+        lower = tf.gather(tf.gather(lower, order, axis=-2), order, axis=-1)
+        alpha, beta = tf.gather(alpha, order, axis=-1), tf.gather(beta, order, axis=-1)
+        system = tf.eye(self.event_size, dtype=self.dtype) - beta[..., :, None] * lower
+        x = tf.linalg.triangular_solve(system, alpha[..., None], lower=True)[..., 0]
+        return tf.gather(x, np.argsort(order), axis=-1), log_scale
