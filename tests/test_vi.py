@@ -274,3 +274,15 @@ def test_pareto_khat_bad_input():
         vi.pareto_khat([0.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="must be finite; got 1 not"):
         vi.pareto_khat([*range(30), np.nan])
+
+
+@pytest.mark.parametrize(
+    "event_shape,kwargs",
+    [([], {}), ([3], {"gated": True, "affine": "diag"}), ([2], {"log_scale_bound": None})],
+    ids=["scalar", "gated-diag", "unbounded"],
+)
+def test_other_configurations_sample_and_score_their_samples(event_shape, kwargs):
+    q = vi.build_iaf_surrogate_posterior(event_shape, seed=0, **kwargs)
+    z = q.sample(7, seed=(1, 2))
+    assert z.shape == [7, *event_shape]
+    np.testing.assert_allclose(q.log_prob(z), q.log_prob(tf.identity(z)), rtol=1e-5, atol=1e-5)
