@@ -41,6 +41,7 @@ import tensorflow_probability as tfp
 from absl import app, flags
 from inference_gym import using_tensorflow as gym
 from report import date_and_machine  # bench/report.py
+from timing import time_fns  # bench/timing.py
 
 from tfp_iaf import vi
 from tfp_iaf.vi import structure
@@ -70,6 +71,9 @@ flags.DEFINE_integer("num_steps", 2, "Flow steps of both IAF surrogates.")
 flags.DEFINE_integer("hidden_units", 0, "Hidden width of both IAFs' 2-layer MADEs; 0: ours.")
 flags.DEFINE_integer("eval_samples", 4000, "Samples for the ELBO, errors and k-hat.")
 flags.DEFINE_string("work_dir", "runs/bench_vi", "Per-run results (resumable).")
+flags.DEFINE_bool(
+    "timing", False, "Only time the training steps of TFP's IAF route and ours, interleaved."
+)
 flags.DEFINE_string("machine", "2-core x86_64 CPU container, no GPU", "Machine description.")
 
 
@@ -133,8 +137,8 @@ def build(method: str, model, seed: int):
     raise ValueError(f"unknown method {method!r}")
 
 
-def fit(model, q, method: str, seed: int) -> float:
-    """Trains `q`; returns seconds per step after the first `WARMUP` steps."""
+def training_step(model, q, method: str, seed: int):
+    """The jit-compiled training step of `q` (its argument: the step's stateless seed)."""
     # TFP calls a target with a structured sample's parts as arguments; the model takes one.
     target = vi.as_tfp_target(model.unnormalized_log_prob, q.dtype)
     q.sample(seed=tf.constant([seed, 1]))  # creates every variable
@@ -158,12 +162,29 @@ def fit(model, q, method: str, seed: int) -> float:
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
 
+    return step
+
+
+def fit(model, q, method: str, seed: int) -> float:
+    """Trains `q`; returns seconds per step after the first `WARMUP` steps."""
+    step = training_step(model, q, method, seed)
     for i in range(FLAGS.steps):
         if i == WARMUP:
             start = time.perf_counter()
         loss = step(tf.constant([seed, 1000 + i]))
     loss.numpy()
     return (time.perf_counter() - start) / (FLAGS.steps - WARMUP)
+
+
+def interleaved_times(target: str, methods: list[str], steps: int = 100) -> list[float]:
+    """Milliseconds per step of `methods` on `target`, timed in one process: blocks of `steps`
+    steps, alternating between the methods (`timing.time_fns`), medians of 7 blocks."""
+    model = getattr(gym.targets, target)()
+    runs = []
+    for method in methods:
+        step = training_step(model, build(method, model, 0), method, 0)
+        runs.append(lambda step=step: [step(tf.constant([0, i])) for i in range(steps)][-1])
+    return [1e3 * median / steps for median, _ in time_fns(runs, repeats=7, warmup=1)]
 
 
 def flat(structure) -> np.ndarray:
@@ -245,8 +266,24 @@ def table(target: str, results: dict) -> list[str]:
     return rows + [""]
 
 
+def timing_table() -> list[str]:
+    rows = [
+        "Interleaved timing: " + date_and_machine(FLAGS.machine),
+        "| target | TFP IAF route (ms / step) | tfp_iaf (ms / step) | tfp_iaf / route |",
+        "|---|---:|---:|---:|",
+    ]
+    for target in FLAGS.targets:
+        route, ours = interleaved_times(target, ["tfp_iaf_route", "tfp_iaf"])
+        rows.append(f"| {target} | {route:.2f} | {ours:.2f} | {ours / route:.2f}x |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv):
     del argv
+    if FLAGS.timing:
+        print("\n".join(timing_table()))
+        return
     lines = [
         "VI benchmark: " + date_and_machine(FLAGS.machine),
         f"TF {tf.__version__}, TFP {tfp.__version__}; Adam({FLAGS.learning_rate}, "
