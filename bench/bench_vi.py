@@ -84,8 +84,7 @@ def constraining(model) -> tfb.Bijector:
 
 
 def unconstrained_size(model) -> int:
-    shapes = constraining(model).inverse_event_shape(model.event_shape)
-    return sum(tf.TensorShape(s).num_elements() for s in tf.nest.flatten(shapes))
+    return vi.flat_to_event(model.event_shape, model.default_event_space_bijector)[1]
 
 
 def hidden_width(model) -> int:
