@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from tfp_iaf import _checks
-from tfp_iaf._deprecated import moved
 from tfp_iaf.autoregressive import AutoregressiveNetwork
 from tfp_iaf.flow import AutoregressiveFlow
 
@@ -286,6 +285,3 @@ class IAFStack(AutoregressiveFlow):
             y, attrs = step._inverse_and_ildj(y, context=context)
             unit_ildj = unit_ildj + attrs["unit_ildj"]
         return y, {"unit_ildj": unit_ildj}
-
-
-__getattr__ = moved(__name__, {"dense_iaf_stack": "tfp_iaf.stacks"})
