@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench check-wheel clean
 
 $(BIN)/activate: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ test: $(BIN)/activate
 lint: $(BIN)/activate
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# The built wheel installed beside the oldest and the newest supported TensorFlow, run from
+# outside the repository (.ci/check_wheel.sh).
+check-wheel: $(BIN)/activate
+	PYTHON=$(PYTHON) bash .ci/check_wheel.sh
+
 bench: $(BIN)/activate
 	$(BIN)/python bench/bench_dense.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache build dist
