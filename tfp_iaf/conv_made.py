@@ -91,19 +91,18 @@ class ConvMADE(AutoregressiveNetwork):
         a number.
 
     Examples:
+      >>> import tensorflow as tf
+      >>> net = ConvMADE((4, 4, 2), filters=[8, 8], context_channels=3)
+      >>> net(tf.zeros([5, 4, 4, 2]), context=tf.zeros([5, 4, 4, 3])).shape
+      TensorShape([5, 4, 4, 2, 2])
+      >>> net.num_inverse_passes, ConvMADE((4, 4, 2), [8], order="channel").num_inverse_passes
+      (32, 2)
 
-    >>> import tensorflow as tf
-    >>> net = ConvMADE((4, 4, 2), filters=[8, 8], context_channels=3)
-    >>> net(tf.zeros([5, 4, 4, 2]), context=tf.zeros([5, 4, 4, 3])).shape
-    TensorShape([5, 4, 4, 2, 2])
-    >>> net.num_inverse_passes, ConvMADE((4, 4, 2), [8], order="channel").num_inverse_passes
-    (32, 2)
-
-    References:
-      Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow, 2016.
-      https://arxiv.org/abs/1606.04934
-      van den Oord et al., Pixel Recurrent Neural Networks, 2016 (masks A and B).
-      https://arxiv.org/abs/1601.06759
+      References:
+        Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow, 2016.
+        https://arxiv.org/abs/1606.04934
+        van den Oord et al., Pixel Recurrent Neural Networks, 2016 (masks A and B).
+        https://arxiv.org/abs/1601.06759
     """
 
     def __init__(
