@@ -98,11 +98,11 @@ class ConvMADE(AutoregressiveNetwork):
       >>> net.num_inverse_passes, ConvMADE((4, 4, 2), [8], order="channel").num_inverse_passes
       (32, 2)
 
-      References:
-        Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow, 2016.
-        https://arxiv.org/abs/1606.04934
-        van den Oord et al., Pixel Recurrent Neural Networks, 2016 (masks A and B).
-        https://arxiv.org/abs/1601.06759
+    References:
+      Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow, 2016.
+      https://arxiv.org/abs/1606.04934
+      van den Oord et al., Pixel Recurrent Neural Networks, 2016 (masks A and B).
+      https://arxiv.org/abs/1601.06759
     """
 
     def __init__(

@@ -74,9 +74,9 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
       >>> q.log_prob(z, bijector_kwargs={"context": h}).shape
       TensorShape([4])
 
-      References:
-        Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow, 2016.
-        https://arxiv.org/abs/1606.04934
+    References:
+      Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow, 2016.
+      https://arxiv.org/abs/1606.04934
     """
 
     def __init__(

@@ -63,9 +63,9 @@ class MADE(AutoregressiveNetwork):
       >>> made(tf.zeros([5, 3]), context=tf.zeros([5, 2])).shape
       TensorShape([5, 3, 2])
 
-      References:
-        Germain et al., MADE: Masked Autoencoder for Distribution Estimation, 2015.
-        https://arxiv.org/abs/1502.03509
+    References:
+      Germain et al., MADE: Masked Autoencoder for Distribution Estimation, 2015.
+      https://arxiv.org/abs/1502.03509
     """
 
     def __init__(

@@ -106,10 +106,10 @@ class PlanarFlow(tfb.Bijector):
       >>> q.log_prob(z, bijector_kwargs={"context": h}).shape
       TensorShape([2])
 
-      References:
-        Rezende & Mohamed, Variational Inference with Normalizing Flows, 2015,
-        https://arxiv.org/abs/1505.05770 (eq. 10-12, appendix A); Kingma et al. 2016,
-        https://arxiv.org/abs/1606.04934 (eq. 6).
+    References:
+      Rezende & Mohamed, Variational Inference with Normalizing Flows, 2015,
+      https://arxiv.org/abs/1505.05770 (eq. 10-12, appendix A); Kingma et al. 2016,
+      https://arxiv.org/abs/1606.04934 (eq. 6).
     """
 
     def __init__(
