@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench check-wheel clean
+.PHONY: demo test lint docs bench check-wheel clean
 
 $(BIN)/activate: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(BIN)/activate
 lint: $(BIN)/activate
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# The documentation site, offline, into site/; --strict: any warning fails the build.
+# NO_MKDOCS_2_WARNING: mkdocs-material's end-of-life banner, printed on every build.
+docs: $(BIN)/activate
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 # The built wheel installed beside the oldest and the newest supported TensorFlow, run from
 # outside the repository (.ci/check_wheel.sh).
 check-wheel: $(BIN)/activate
@@ -30,4 +35,4 @@ bench: $(BIN)/activate
 	$(BIN)/python bench/bench_dense.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache build dist
+	rm -rf $(VENV) *.egg-info .pytest_cache build dist site

@@ -91,13 +91,12 @@ class ConvMADE(AutoregressiveNetwork):
         a number.
 
     Examples:
-
-    >>> import tensorflow as tf
-    >>> net = ConvMADE((4, 4, 2), filters=[8, 8], context_channels=3)
-    >>> net(tf.zeros([5, 4, 4, 2]), context=tf.zeros([5, 4, 4, 3])).shape
-    TensorShape([5, 4, 4, 2, 2])
-    >>> net.num_inverse_passes, ConvMADE((4, 4, 2), [8], order="channel").num_inverse_passes
-    (32, 2)
+      >>> import tensorflow as tf
+      >>> net = ConvMADE((4, 4, 2), filters=[8, 8], context_channels=3)
+      >>> net(tf.zeros([5, 4, 4, 2]), context=tf.zeros([5, 4, 4, 3])).shape
+      TensorShape([5, 4, 4, 2, 2])
+      >>> net.num_inverse_passes, ConvMADE((4, 4, 2), [8], order="channel").num_inverse_passes
+      (32, 2)
 
     References:
       Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow, 2016.

@@ -121,16 +121,15 @@ class AutoregressiveFlow(tfb.Bijector):
           self.forward(x, context=context)` (likewise every other method).
 
         Examples:
-
-        >>> import tfp_iaf
-        >>> flow = tfp_iaf.dense_iaf_stack(2, num_steps=2, hidden_units=[8], context_size=3)
-        >>> h = tf.ones([4, 3])
-        >>> posterior = tfp.distributions.JointDistributionNamed({
-        ...     "z": tfp.distributions.TransformedDistribution(
-        ...         tfp.distributions.MultivariateNormalDiag(tf.zeros([4, 2])),
-        ...         flow.with_context(h))})
-        >>> posterior.log_prob(posterior.sample(seed=1)).shape
-        TensorShape([4])
+          >>> import tfp_iaf
+          >>> flow = tfp_iaf.dense_iaf_stack(2, num_steps=2, hidden_units=[8], context_size=3)
+          >>> h = tf.ones([4, 3])
+          >>> posterior = tfp.distributions.JointDistributionNamed({
+          ...     "z": tfp.distributions.TransformedDistribution(
+          ...         tfp.distributions.MultivariateNormalDiag(tf.zeros([4, 2])),
+          ...         flow.with_context(h))})
+          >>> posterior.log_prob(posterior.sample(seed=1)).shape
+          TensorShape([4])
         """
         return _WithContext(self, context)
 

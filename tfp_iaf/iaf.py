@@ -62,17 +62,16 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
     must be finite and their batch shapes must broadcast, checked at run time.
 
     Examples:
-
-    >>> import tensorflow_probability as tfp
-    >>> import tfp_iaf
-    >>> made = tfp_iaf.MADE(event_size=2, hidden_units=[8], context_size=3)
-    >>> iaf = InverseAutoregressiveFlow(made)
-    >>> q = tfp.distributions.TransformedDistribution(
-    ...     tfp.distributions.MultivariateNormalDiag(tf.zeros(2)), iaf)
-    >>> h = tf.ones([4, 3])
-    >>> z = q.sample(4, bijector_kwargs={"context": h})
-    >>> q.log_prob(z, bijector_kwargs={"context": h}).shape
-    TensorShape([4])
+      >>> import tensorflow_probability as tfp
+      >>> import tfp_iaf
+      >>> made = tfp_iaf.MADE(event_size=2, hidden_units=[8], context_size=3)
+      >>> iaf = InverseAutoregressiveFlow(made)
+      >>> q = tfp.distributions.TransformedDistribution(
+      ...     tfp.distributions.MultivariateNormalDiag(tf.zeros(2)), iaf)
+      >>> h = tf.ones([4, 3])
+      >>> z = q.sample(4, bijector_kwargs={"context": h})
+      >>> q.log_prob(z, bijector_kwargs={"context": h}).shape
+      TensorShape([4])
 
     References:
       Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow, 2016.

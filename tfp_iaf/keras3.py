@@ -62,15 +62,14 @@ class FlowLayer(keras.layers.Layer):
       NotImplementedError: `get_config()` of a layer around a flow object.
 
     Examples:
-
-    >>> import keras
-    >>> import tfp_iaf
-    >>> layer = tfp_iaf.keras3.FlowLayer(
-    ...     tfp_iaf.dense_iaf_stack(2, num_steps=2, hidden_units=[8], context_size=3))
-    >>> len(layer.trainable_variables) == len(layer.flow.trainable_variables)
-    True
-    >>> layer(tf.zeros([5, 2]), context=tf.ones([5, 3])).shape
-    TensorShape([5, 2])
+      >>> import keras
+      >>> import tfp_iaf
+      >>> layer = tfp_iaf.keras3.FlowLayer(
+      ...     tfp_iaf.dense_iaf_stack(2, num_steps=2, hidden_units=[8], context_size=3))
+      >>> len(layer.trainable_variables) == len(layer.flow.trainable_variables)
+      True
+      >>> layer(tf.zeros([5, 2]), context=tf.ones([5, 3])).shape
+      TensorShape([5, 2])
     """
 
     def __init__(

@@ -185,12 +185,11 @@ class MaskedConv2D(tf_keras.layers.Layer):
         do not match `fan_in`.
 
     Examples:
-
-    >>> import numpy as np, tensorflow as tf
-    >>> from tfp_iaf.masks import conv_kernel_mask
-    >>> mask = conv_kernel_mask(3, [1, 2], [0, 1], "raster")
-    >>> MaskedConv2D(mask)(tf.zeros([5, 4, 4, 2])).shape
-    TensorShape([5, 4, 4, 2])
+      >>> import numpy as np, tensorflow as tf
+      >>> from tfp_iaf.masks import conv_kernel_mask
+      >>> mask = conv_kernel_mask(3, [1, 2], [0, 1], "raster")
+      >>> MaskedConv2D(mask)(tf.zeros([5, 4, 4, 2])).shape
+      TensorShape([5, 4, 4, 2])
     """
 
     def __init__(

@@ -59,10 +59,9 @@ class MADE(AutoregressiveNetwork):
         output, a bad `order`/`hidden_degrees`, or `residual` with unequal widths.
 
     Examples:
-
-    >>> made = MADE(event_size=3, hidden_units=[8], context_size=2)
-    >>> made(tf.zeros([5, 3]), context=tf.zeros([5, 2])).shape
-    TensorShape([5, 3, 2])
+      >>> made = MADE(event_size=3, hidden_units=[8], context_size=2)
+      >>> made(tf.zeros([5, 3]), context=tf.zeros([5, 2])).shape
+      TensorShape([5, 3, 2])
 
     References:
       Germain et al., MADE: Masked Autoencoder for Distribution Estimation, 2015.

@@ -203,12 +203,11 @@ def conv_input_degrees(event_shape: Sequence[int], order: str = "raster") -> np.
       ValueError: a bad `event_shape` or `order`.
 
     Examples:
-
-    >>> conv_input_degrees((2, 2, 2), "raster")[..., 0]
-    array([[1, 3],
-           [5, 7]])
-    >>> conv_input_degrees((2, 2, 2), "channel_reversed")[0, 0]
-    array([2, 1])
+      >>> conv_input_degrees((2, 2, 2), "raster")[..., 0]
+      array([[1, 3],
+             [5, 7]])
+      >>> conv_input_degrees((2, 2, 2), "channel_reversed")[0, 0]
+      array([2, 1])
     """
     height, width, channels = _checks.event_shape_hwc("event_shape", event_shape)
     order = check_order(order)
@@ -252,11 +251,10 @@ def conv_kernel_mask(
       ValueError: an even `kernel_size` or a bad `order`.
 
     Examples:
-
-    >>> conv_kernel_mask(3, [1, 2], [0, 1], "raster")[..., 0, 1]
-    array([[1., 1., 1.],
-           [1., 1., 0.],
-           [0., 0., 0.]], dtype=float32)
+      >>> conv_kernel_mask(3, [1, 2], [0, 1], "raster")[..., 0, 1]
+      array([[1., 1., 1.],
+             [1., 1., 0.],
+             [0., 0., 0.]], dtype=float32)
     """
     k = _checks.odd_kernel_size("kernel_size", kernel_size)
     order = check_order(order)

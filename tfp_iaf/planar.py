@@ -97,15 +97,14 @@ class PlanarFlow(tfb.Bijector):
       ValueError: a non-positive `event_size`, `num_steps` or `context_size`.
 
     Examples:
-
-    >>> import tfp_iaf
-    >>> flow = tfp_iaf.PlanarFlow(3, num_steps=4, context_size=5)
-    >>> h = tf.ones([2, 5])
-    >>> q = tfp.distributions.TransformedDistribution(
-    ...     tfp.distributions.MultivariateNormalDiag(tf.zeros([2, 3])), flow)
-    >>> z = q.sample(seed=1, bijector_kwargs={"context": h})
-    >>> q.log_prob(z, bijector_kwargs={"context": h}).shape
-    TensorShape([2])
+      >>> import tfp_iaf
+      >>> flow = tfp_iaf.PlanarFlow(3, num_steps=4, context_size=5)
+      >>> h = tf.ones([2, 5])
+      >>> q = tfp.distributions.TransformedDistribution(
+      ...     tfp.distributions.MultivariateNormalDiag(tf.zeros([2, 3])), flow)
+      >>> z = q.sample(seed=1, bijector_kwargs={"context": h})
+      >>> q.log_prob(z, bijector_kwargs={"context": h}).shape
+      TensorShape([2])
 
     References:
       Rezende & Mohamed, Variational Inference with Normalizing Flows, 2015,

@@ -41,15 +41,14 @@ def unit_log_prob(distribution: tfd.Distribution, value, bijector_kwargs=None) -
       TypeError: a `distribution` that is not of that form.
 
     Examples:
-
-    >>> import tfp_iaf
-    >>> flow = tfp_iaf.dense_iaf_stack(3, num_steps=2, hidden_units=[8], context_size=4)
-    >>> base = tfd.Independent(tfd.Normal(tf.zeros([5, 3]), 1.0), 1)
-    >>> q = tfd.TransformedDistribution(base, flow)
-    >>> kwargs = {"context": tf.ones([5, 4])}
-    >>> z = q.sample(seed=1, bijector_kwargs=kwargs)
-    >>> unit_log_prob(q, z, kwargs).shape
-    TensorShape([5, 3])
+      >>> import tfp_iaf
+      >>> flow = tfp_iaf.dense_iaf_stack(3, num_steps=2, hidden_units=[8], context_size=4)
+      >>> base = tfd.Independent(tfd.Normal(tf.zeros([5, 3]), 1.0), 1)
+      >>> q = tfd.TransformedDistribution(base, flow)
+      >>> kwargs = {"context": tf.ones([5, 4])}
+      >>> z = q.sample(seed=1, bijector_kwargs=kwargs)
+      >>> unit_log_prob(q, z, kwargs).shape
+      TensorShape([5, 3])
     """
     bijector_kwargs = bijector_kwargs or {}
     # Duck-typed: TFP instantiates TransformedDistribution and Independent as private classes

@@ -127,13 +127,12 @@ def conv_iaf_stack(
       ValueError: `num_steps < 1`, or what `ConvMADE` raises.
 
     Examples:
-
-    >>> import tensorflow as tf
-    >>> stack = conv_iaf_stack((4, 4, 2), num_steps=2, filters=[4], order="channel")
-    >>> [s.network.order for s in stack.steps]
-    ['channel', 'channel_reversed']
-    >>> stack.forward(tf.zeros([3, 4, 4, 2])).shape
-    TensorShape([3, 4, 4, 2])
+      >>> import tensorflow as tf
+      >>> stack = conv_iaf_stack((4, 4, 2), num_steps=2, filters=[4], order="channel")
+      >>> [s.network.order for s in stack.steps]
+      ['channel', 'channel_reversed']
+      >>> stack.forward(tf.zeros([3, 4, 4, 2])).shape
+      TensorShape([3, 4, 4, 2])
     """
     num_steps = _checks.positive_int("num_steps", num_steps)
     order = masks_lib.check_order(order)

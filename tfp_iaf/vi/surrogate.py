@@ -97,14 +97,13 @@ def build_iaf_surrogate_posterior(
         bad `num_steps`, `hidden_units`, `affine` or `initial_scale`; no step at all.
 
     Examples:
-
-    >>> import tensorflow_probability as tfp
-    >>> tfb = tfp.bijectors
-    >>> q = build_iaf_surrogate_posterior(
-    ...     {"scale": [], "x": [3]}, bijector={"scale": tfb.Exp(), "x": tfb.Identity()}, seed=1)
-    >>> z = q.sample(5, seed=2)
-    >>> z["scale"].shape, z["x"].shape, q.log_prob(z).shape
-    (TensorShape([5]), TensorShape([5, 3]), TensorShape([5]))
+      >>> import tensorflow_probability as tfp
+      >>> tfb = tfp.bijectors
+      >>> q = build_iaf_surrogate_posterior(
+      ...     {"scale": [], "x": [3]}, bijector={"scale": tfb.Exp(), "x": tfb.Identity()}, seed=1)
+      >>> z = q.sample(5, seed=2)
+      >>> z["scale"].shape, z["x"].shape, q.log_prob(z).shape
+      (TensorShape([5]), TensorShape([5, 3]), TensorShape([5]))
     """
     if seed is not None and not _checks.is_int(seed):
         raise TypeError(f"`seed` must be an int or None; got {seed!r} ({type(seed).__name__})")
@@ -256,16 +255,15 @@ def surrogate_for(model, **kwargs) -> tfd.TransformedDistribution:
       TypeError: `model` has no event shape, dtype or event-space bijector.
 
     Examples:
-
-    >>> import tensorflow_probability as tfp
-    >>> tfd = tfp.distributions
-    >>> jd = tfd.JointDistributionNamed({
-    ...     "scale": tfd.HalfNormal(1.0),
-    ...     "y": lambda scale: tfd.Sample(tfd.Normal(0.0, scale), 5)})
-    >>> q = surrogate_for(jd.experimental_pin(y=[0.1, -0.3, 0.2, 0.0, 0.4]), seed=0)
-    >>> z = q.sample(3, seed=1)
-    >>> sorted(z), bool(tf.reduce_all(z["scale"] > 0))
-    (['scale'], True)
+      >>> import tensorflow_probability as tfp
+      >>> tfd = tfp.distributions
+      >>> jd = tfd.JointDistributionNamed({
+      ...     "scale": tfd.HalfNormal(1.0),
+      ...     "y": lambda scale: tfd.Sample(tfd.Normal(0.0, scale), 5)})
+      >>> q = surrogate_for(jd.experimental_pin(y=[0.1, -0.3, 0.2, 0.0, 0.4]), seed=0)
+      >>> z = q.sample(3, seed=1)
+      >>> sorted(z), bool(tf.reduce_all(z["scale"] > 0))
+      (['scale'], True)
     """
     if hasattr(model, "default_event_space_bijector"):  # inference_gym
         bijector = model.default_event_space_bijector
