@@ -175,7 +175,7 @@ def test_with_context_and_checkpoint_round_trip(tmp_path):
             "`num_steps` must be a positive integer; got 0",
         ),
         (dict(event_size=2, context_size=-1), ValueError, "`context_size` must be a positive"),
-        (dict(event_size=2, dtype=tf.int32), TypeError, "`dtype` must be a float dtype; got"),
+        (dict(event_size=2, dtype=tf.int32), TypeError, "`dtype` must be a floating-point dtype"),
     ],
 )
 def test_bad_configuration_is_an_error(kwargs, error, match):

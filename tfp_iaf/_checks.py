@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfp_iaf._keras import tf_keras
+
 __all__ = [
     "as_input",
     "as_tensor",
@@ -22,6 +24,7 @@ __all__ = [
     "non_negative_int",
     "odd_kernel_size",
     "finite_float",
+    "float_dtype",
     "positive_int",
     "positive_int_list",
 ]
@@ -114,6 +117,36 @@ def finite_float(name: str, value, *, positive: bool = False) -> float:
     if not math.isfinite(value) or (positive and value <= 0):
         raise ValueError(f"`{name}` must be {expected}; got {value!r}")
     return value
+
+
+def float_dtype(name: str, value, *, policy: bool = False) -> tf.DType:
+    """Returns `value` as a floating-point `tf.DType`.
+
+    With `policy=True` a `tf_keras` mixed-precision policy (or its name, e.g. "mixed_float16")
+    is accepted too, if its compute and variable dtypes are floating; its variable dtype is
+    returned. A network of integer or bool dtype would fail only when first called, inside a
+    Keras layer or an initializer, with a message that names neither the argument nor the value.
+
+    Raises:
+      TypeError: `value` is not a floating-point dtype (or policy, where accepted).
+    """
+    try:
+        dtypes = [tf.as_dtype(value)]
+    except TypeError:
+        dtypes = []
+        if policy:
+            try:
+                p = value if isinstance(value, tf_keras.mixed_precision.Policy) else None
+                p = p or tf_keras.mixed_precision.Policy(value)
+                dtypes = [tf.as_dtype(p.variable_dtype), tf.as_dtype(p.compute_dtype)]
+            except (TypeError, ValueError):
+                dtypes = []
+    if not dtypes or not all(d.is_floating for d in dtypes):
+        raise TypeError(
+            f"`{name}` must be a floating-point dtype (e.g. tf.float32 or 'float64'); "
+            f"got {value!r}"
+        )
+    return dtypes[0]
 
 
 def as_input(value, dtype):

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfp_iaf._checks import as_input
+from tfp_iaf._checks import as_input, float_dtype
 from tfp_iaf._keras import tf_keras
 
 __all__ = [
@@ -98,6 +98,8 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
     """
 
     def __init__(self, event_shape, num_params, context_shape, degrees, **kwargs):
+        if kwargs.get("dtype") is not None:  # None: Keras' default (floatx or global policy)
+            float_dtype("dtype", kwargs["dtype"], policy=True)
         super().__init__(**kwargs)
         # A float64 input to a float32 network must fail loudly, not be cast silently.
         self._autocast = False

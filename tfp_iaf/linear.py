@@ -32,6 +32,10 @@ class LinearAutoregressive(AutoregressiveNetwork):
       order: generation order, as for `MADE`.
       seed: seed for a "random" order.
       **kwargs: passed to `tf_keras.layers.Layer`.
+
+    Raises:
+      TypeError: a size that is not an int, or a `dtype` that is not floating-point.
+      ValueError: a non-positive size or a bad `order`.
     """
 
     def __init__(

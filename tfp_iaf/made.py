@@ -54,7 +54,8 @@ class MADE(AutoregressiveNetwork):
       **kwargs: passed to `tf_keras.layers.Layer` (`name`, `dtype`, ...).
 
     Raises:
-      TypeError: a size that is not an int (bools included), or `hidden_units` not a list.
+      TypeError: a size that is not an int (bools included), `hidden_units` not a list, or a
+        `dtype` that is not floating-point.
       ValueError: empty or non-positive `hidden_units`, a layer too narrow to connect every
         output, a bad `order`/`hidden_degrees`, or `residual` with unequal widths.
 

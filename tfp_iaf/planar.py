@@ -92,8 +92,8 @@ class PlanarFlow(tfb.Bijector):
       name: name of the bijector.
 
     Raises:
-      TypeError: a non-integer `event_size`, `num_steps` or `context_size`, or a non-float
-        `dtype`.
+      TypeError: a non-integer `event_size`, `num_steps` or `context_size`, or a `dtype` that
+        is not floating-point.
       ValueError: a non-positive `event_size`, `num_steps` or `context_size`.
 
     Examples:
@@ -126,12 +126,7 @@ class PlanarFlow(tfb.Bijector):
         event_size = _checks.positive_int("event_size", event_size)
         num_steps = _checks.positive_int("num_steps", num_steps)
         context_size = _checks.positive_int("context_size", context_size, optional=True)
-        try:
-            dtype = tf.as_dtype(dtype)
-        except TypeError as e:
-            raise TypeError(f"`dtype` must be a float dtype; got {dtype!r}") from e
-        if not dtype.is_floating:
-            raise TypeError(f"`dtype` must be a float dtype; got {dtype!r}")
+        dtype = _checks.float_dtype("dtype", dtype)
         with tf.name_scope(name) as name:
             self.event_size, self.num_steps, self.context_size = (
                 event_size,
