@@ -44,3 +44,34 @@ def test_networks_accept_a_mixed_precision_policy_but_not_an_integer_one():
     policy = tfp_iaf.tf_keras.mixed_precision.Policy("int32")
     with pytest.raises(TypeError, match=r"`dtype` must be a floating-point dtype .*got <Policy"):
         tfp_iaf.MADE(3, [4], dtype=policy)
+
+
+RANDOM_STRUCTURES = {
+    "MADE_order": lambda: tfp_iaf.MADE(8, [16], order="random").degrees,
+    "MADE_hidden_degrees": lambda: tfp_iaf.MADE(8, [16], hidden_degrees="random").layer_degrees[0],
+    "LinearAutoregressive": lambda: tfp_iaf.LinearAutoregressive(8, order="random").degrees,
+}
+
+
+@pytest.mark.parametrize("draw", RANDOM_STRUCTURES.values(), ids=RANDOM_STRUCTURES.keys())
+@pytest.mark.parametrize(
+    "set_seed", [tf.random.set_seed, tf.keras.utils.set_random_seed], ids=["tf", "keras"]
+)
+def test_a_random_structure_without_a_seed_follows_the_global_seed(draw, set_seed):
+    draws = {}
+    for global_seed in (1, 1, 2):
+        set_seed(global_seed)
+        draws.setdefault(global_seed, []).append(draw().tolist())
+    assert draws[1][0] == draws[1][1]  # the same global seed, the same structure
+    assert draws[2][0] != draws[1][0]  # 8! orders: another seed gives another
+
+
+def test_an_explicit_seed_wins_and_without_any_seed_draws_are_fresh():
+    explicit = []
+    for global_seed in (1, 2):
+        tf.random.set_seed(global_seed)
+        explicit.append(tfp_iaf.MADE(8, [16], order="random", seed=5).degrees.tolist())
+    assert explicit[0] == explicit[1]
+    tf.random.set_seed(None)  # no global seed
+    fresh = {tuple(tfp_iaf.MADE(8, [16], order="random").degrees) for _ in range(5)}
+    assert len(fresh) > 1

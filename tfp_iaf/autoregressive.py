@@ -28,6 +28,7 @@ __all__ = [
     "apply_masked_layers",
     "output_initializer",
     "seeded_initializer",
+    "structure_seed",
 ]
 
 # Output layers start this close to zero, so an untrained flow is close to the identity.
@@ -46,6 +47,23 @@ def seeded_initializer(initializer, seed: int | None) -> tf_keras.initializers.I
     if seed is None or "seed" not in config:
         return initializer
     return type(initializer).from_config({**config, "seed": seed})
+
+
+def structure_seed(seed: int | None) -> int | None:
+    """The seed of a network's random structure (a `"random"` order or hidden degrees).
+
+    `seed` when given. Otherwise, when TensorFlow's global seed is set (`tf.random.set_seed`,
+    `tf.keras.utils.set_random_seed`), a seed drawn from it the way a TF op without a seed draws
+    its own, so the structure is reproducible like the rest of the program's randomness; with
+    no global seed, None (fresh entropy). Call it only for a random structure: each call takes
+    one op seed from TensorFlow's sequence.
+    """
+    if seed is not None:
+        return seed
+    global_seed, op_seed = tf.compat.v1.get_seed(None)
+    if global_seed is None:
+        return None
+    return int(np.random.SeedSequence([global_seed, op_seed]).generate_state(1)[0])
 
 
 class ContextProjection(tf_keras.layers.Layer):
