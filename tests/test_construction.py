@@ -1,9 +1,12 @@
-"""What every public constructor settles before anything runs: the dtype, and random orders.
+"""What every public constructor settles before anything runs: the dtype, random orders, and
+the context a `with_context` bijector fixes.
 
 A non-floating dtype is refused by each network and builder at construction, naming `dtype` and
 the value (not at the first call, from inside a Keras initializer). A `"random"` order without a
 `seed` is drawn from TensorFlow's global seed when one is set, so `tf.random.set_seed` (or
 `tf.keras.utils.set_random_seed`) makes it reproducible like any other TF randomness.
+`flow.with_context(None)`, or `with_context` of a flow that takes no context, is a ValueError
+naming `context`, not TensorFlow's conversion error of None.
 """
 
 import numpy as np
@@ -75,3 +78,20 @@ def test_an_explicit_seed_wins_and_without_any_seed_draws_are_fresh():
     tf.random.set_seed(None)  # no global seed
     fresh = {tuple(tfp_iaf.MADE(8, [16], order="random").degrees) for _ in range(5)}
     assert len(fresh) > 1
+
+
+FLOWS_WITH_CONTEXT = {
+    "iaf": lambda ctx: tfp_iaf.InverseAutoregressiveFlow(tfp_iaf.MADE(3, [4], context_size=ctx)),
+    "dense_iaf_stack": lambda ctx: tfp_iaf.dense_iaf_stack(3, 2, [4], context_size=ctx),
+    "conv_iaf_stack": lambda ctx: tfp_iaf.conv_iaf_stack((2, 2, 1), 2, [2], context_channels=ctx),
+    "PlanarFlow": lambda ctx: tfp_iaf.PlanarFlow(3, context_size=ctx),
+}
+
+
+@pytest.mark.parametrize("build", FLOWS_WITH_CONTEXT.values(), ids=FLOWS_WITH_CONTEXT.keys())
+def test_with_context_needs_a_context_and_a_flow_that_takes_one(build):
+    with pytest.raises(ValueError, match=r"`context` must be a tensor of trailing shape .*None"):
+        build(2).with_context(None)
+    for context in (None, tf.zeros([2, 2])):
+        with pytest.raises(ValueError, match=r"takes no `context` .*use the flow itself; got"):
+            build(None).with_context(context)
