@@ -128,7 +128,7 @@ class Flow(tfb.Bijector):
 
 
 class AutoregressiveFlow(Flow):
-    """Base class of tfp_iaf's bijectors: autoregressive flows with per-unit log-dets.
+    """Base class of tfp_iaf's autoregressive bijectors (IAFs): a `Flow` with per-unit log-dets.
 
     An autoregressive flow's Jacobian is triangular, so its log-det is a sum over the event's
     units (positions): `log|det J(x)| = sum_i u_i(x)` with `u_i` the log of the `i`-th diagonal
