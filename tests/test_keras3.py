@@ -5,9 +5,10 @@ changes every variable of the flow; saving and loading (`save_weights`, and `mod
 `.keras` file under Keras 3) give identical log-densities; every network kind (dense, conv,
 linear) trains under Keras 3 with a `mixed_float16` policy, and the functional model under XLA
 (`jit_compile=True`). A flow held by a Keras 3 model any other way fails loudly at its first
-call. The private Keras 3
-name tfp_iaf reads (the call context) and the storage sharing of `keras.Variable(tf_variable)`
-are guarded here, so a Keras release that changes them fails this file, not users.
+call (`trainable=False`, and one flow in two FlowLayers: test_keras3_sharing.py). The private
+Keras 3 name tfp_iaf reads (the call context) and the storage sharing of
+`keras.Variable(tf_variable)` are guarded here, so a Keras release that changes them fails this
+file, not users.
 """
 
 import json

@@ -175,7 +175,7 @@ def test_with_context_and_checkpoint_round_trip(tmp_path):
             "`num_steps` must be a positive integer; got 0",
         ),
         (dict(event_size=2, context_size=-1), ValueError, "`context_size` must be a positive"),
-        (dict(event_size=2, dtype=tf.int32), TypeError, "`dtype` must be a float dtype; got"),
+        (dict(event_size=2, dtype=tf.int32), TypeError, "`dtype` must be a floating-point dtype"),
     ],
 )
 def test_bad_configuration_is_an_error(kwargs, error, match):
@@ -185,10 +185,52 @@ def test_bad_configuration_is_an_error(kwargs, error, match):
 
 def test_missing_unexpected_or_misshapen_context_is_an_error():
     with pytest.raises(
-        ValueError, match=r"takes a `context` \(context_size=3\); got context=None"
+        ValueError, match=r"`context` is required: bijector `planar_flow` .*\(3,\)"
     ):
         tfp_iaf.PlanarFlow(2, context_size=3).forward(tf.zeros([1, 2]))
-    with pytest.raises(ValueError, match=r"takes no `context` \(context_size=None\)"):
+    with pytest.raises(ValueError, match=r"`context` was given \(shape \(1, 3\)\) but bijector"):
         tfp_iaf.PlanarFlow(2).forward(tf.zeros([1, 2]), context=tf.zeros([1, 3]))
-    with pytest.raises(ValueError, match=r"`context` must end in context_size=3; got shape"):
+    with pytest.raises(ValueError, match=r"`context` must have trailing shape \(3,\) .*\(1, 4\)"):
         tfp_iaf.PlanarFlow(2, context_size=3).forward(tf.zeros([1, 2]), context=tf.zeros([1, 4]))
+    with pytest.raises(TypeError, match=r"`context` has dtype float64 but bijector .* is float32"):
+        tfp_iaf.PlanarFlow(2, context_size=3).forward(
+            tf.zeros([1, 2]), context=tf.zeros([1, 3], tf.float64)
+        )
+
+
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+def test_inputs_are_checked_like_the_iaf_flows(direction):
+    """The checks of every tfp_iaf flow (`Flow._validated`): static shapes always, and under
+    `validate_args` finite inputs and contexts and broadcasting batch shapes at run time."""
+    arg = "x" if direction == "forward" else "y"
+    flow = tfp_iaf.PlanarFlow(D, 2, context_size=H, validate_args=True)
+    method = getattr(flow, direction)
+    with pytest.raises(ValueError, match=rf"`{arg}` must have event shape \(4,\) \(bijector"):
+        method(tf.zeros([2, D + 1]), context=tf.zeros([2, H]))
+    with pytest.raises(
+        ValueError,
+        match=rf"`context` batch shape \(3,\) does not broadcast against the batch shape \(2,\) "
+        rf"of `{arg}`",
+    ):
+        method(tf.zeros([2, D]), context=tf.zeros([3, H]))
+    nan = tf.constant([[np.nan] + [0.0] * (H - 1), [0.0] * H])
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"`context` must be finite \(bijector `planar_flow`"
+    ):
+        method(tf.zeros([2, D]), context=nan)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"`{arg}` must be finite"):
+        method(tf.fill([2, D], np.inf), context=tf.zeros([2, H]))
+    spec = [tf.TensorSpec([None, D]), tf.TensorSpec([None, H])]
+    run = tf.function(lambda x, c: method(x, context=c), input_signature=spec)
+    assert run(tf.zeros([3, D]), tf.zeros([1, H])).shape == (3, D)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="`context` batch shape does not broadcast"
+    ):
+        run(tf.zeros([3, D]), tf.zeros([5, H]))
+
+
+def test_with_context_needs_a_context_and_a_flow_that_takes_one():
+    with pytest.raises(ValueError, match=r"`context` must be a tensor of trailing shape \(3,\)"):
+        tfp_iaf.PlanarFlow(D, context_size=H).with_context(None)
+    with pytest.raises(ValueError, match=r"`planar_flow` takes no `context` .*of shape \(2, 3\)"):
+        tfp_iaf.PlanarFlow(D).with_context(tf.zeros([2, H]))

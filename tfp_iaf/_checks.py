@@ -13,15 +13,19 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfp_iaf._keras import tf_keras
+
 __all__ = [
     "as_input",
     "as_tensor",
+    "check_inputs",
     "event_shape_hwc",
     "is_int",
     "non_negative_float",
     "non_negative_int",
     "odd_kernel_size",
     "finite_float",
+    "float_dtype",
     "positive_int",
     "positive_int_list",
 ]
@@ -116,6 +120,36 @@ def finite_float(name: str, value, *, positive: bool = False) -> float:
     return value
 
 
+def float_dtype(name: str, value, *, policy: bool = False) -> tf.DType:
+    """Returns `value` as a floating-point `tf.DType`.
+
+    With `policy=True` a `tf_keras` mixed-precision policy (or its name, e.g. "mixed_float16")
+    is accepted too, if its compute and variable dtypes are floating; its variable dtype is
+    returned. A network of integer or bool dtype would fail only when first called, inside a
+    Keras layer or an initializer, with a message that names neither the argument nor the value.
+
+    Raises:
+      TypeError: `value` is not a floating-point dtype (or policy, where accepted).
+    """
+    try:
+        dtypes = [tf.as_dtype(value)]
+    except TypeError:
+        dtypes = []
+        if policy:
+            try:
+                p = value if isinstance(value, tf_keras.mixed_precision.Policy) else None
+                p = p or tf_keras.mixed_precision.Policy(value)
+                dtypes = [tf.as_dtype(p.variable_dtype), tf.as_dtype(p.compute_dtype)]
+            except (TypeError, ValueError):
+                dtypes = []
+    if not dtypes or not all(d.is_floating for d in dtypes):
+        raise TypeError(
+            f"`{name}` must be a floating-point dtype (e.g. tf.float32 or 'float64'); "
+            f"got {value!r}"
+        )
+    return dtypes[0]
+
+
 def as_input(value, dtype):
     """Python and NumPy values as tensors of `dtype`; tensors (and Keras inputs) unchanged.
 
@@ -130,3 +164,86 @@ def as_input(value, dtype):
 def as_tensor(value, dtype) -> tf.Tensor | None:
     """`value` as a tensor (None stays None), with `dtype` as a hint."""
     return None if value is None else tf.convert_to_tensor(value, dtype_hint=dtype)
+
+
+def check_inputs(
+    x: tf.Tensor,
+    context: tf.Tensor | None,
+    *,
+    event_shape: tuple[int, ...],
+    context_shape: tuple[int, ...] | None,
+    dtype: tf.DType,
+    owner: str,
+    arg: str = "x",
+) -> None:
+    """Raises on an input or context that does not fit a network or flow (static checks).
+
+    What the static shapes and dtypes already show: `x`'s event shape and dtype, a context
+    missing, unexpected or of the wrong trailing shape or dtype, and batch shapes of `x` and
+    the context that do not broadcast. Unknown dimensions pass (see the flows' `validate_args`).
+
+    Args:
+      x: the input, `[..., *event_shape]`.
+      context: the context, `[..., *context_shape]`, or None.
+      event_shape: the event shape expected.
+      context_shape: the context's trailing shape, or None for no context.
+      dtype: the dtype of both.
+      owner: who checks, for the message, e.g. "network `made_0`".
+      arg: the input's name in the message.
+
+    Raises:
+      ValueError: a shape that does not fit, or a context missing or unexpected.
+      TypeError: a dtype that is not `dtype`.
+    """
+    ndims = len(event_shape)
+    event = tuple(x.shape[-ndims:]) if x.shape.rank is not None else None
+    if event is not None and not _fits(event, event_shape):
+        raise ValueError(
+            f"`{arg}` must have event shape {event_shape} ({owner}); got input shape "
+            f"{tuple(x.shape)}"
+        )
+    if x.dtype != dtype:
+        raise TypeError(
+            f"`{arg}` has dtype {x.dtype.name} but {owner} is {dtype.name}; build it with "
+            f"dtype={x.dtype.name!r} or cast the input"
+        )
+    if context_shape is None:
+        if context is not None:
+            raise ValueError(
+                f"`context` was given (shape {tuple(context.shape)}) but {owner} was built "
+                "without one; pass context_size to use it"
+            )
+        return
+    if context is None:
+        raise ValueError(
+            f"`context` is required: {owner} was built with context shape {context_shape}"
+        )
+    c_ndims = len(context_shape)
+    trailing = tuple(context.shape[-c_ndims:]) if context.shape.rank is not None else None
+    if trailing is not None and not _fits(trailing, context_shape):
+        raise ValueError(
+            f"`context` must have trailing shape {context_shape} ({owner}); got shape "
+            f"{tuple(context.shape)}"
+        )
+    if context.dtype != dtype:
+        raise TypeError(f"`context` has dtype {context.dtype.name} but {owner} is {dtype.name}")
+    x_batch = x.shape[: x.shape.rank - ndims] if event is not None else None
+    c_batch = context.shape[: context.shape.rank - c_ndims] if trailing is not None else None
+    if x_batch is not None and c_batch is not None:
+        try:
+            tf.broadcast_static_shape(x_batch, c_batch)
+        except ValueError:
+            raise ValueError(
+                f"`context` batch shape {tuple(c_batch)} does not broadcast against the batch "
+                f"shape {tuple(x_batch)} of `{arg}` ({owner}; context shape "
+                f"{tuple(context.shape)}, {arg} shape {tuple(x.shape)}). For `sample(n)` of a "
+                "distribution whose batch shape is not the context's, give the base "
+                "distribution the context's batch shape"
+            ) from None
+
+
+def _fits(shape: tuple, expected: tuple[int, ...]) -> bool:
+    """Whether a static `shape` (None: unknown) can be `expected`."""
+    return len(shape) == len(expected) and all(
+        s is None or s == e for s, e in zip(shape, expected, strict=True)
+    )

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfp_iaf._checks import as_input
+from tfp_iaf._checks import as_input, check_inputs, float_dtype
 from tfp_iaf._keras import tf_keras
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "apply_masked_layers",
     "output_initializer",
     "seeded_initializer",
+    "structure_seed",
 ]
 
 # Output layers start this close to zero, so an untrained flow is close to the identity.
@@ -46,6 +47,23 @@ def seeded_initializer(initializer, seed: int | None) -> tf_keras.initializers.I
     if seed is None or "seed" not in config:
         return initializer
     return type(initializer).from_config({**config, "seed": seed})
+
+
+def structure_seed(seed: int | None) -> int | None:
+    """The seed of a network's random structure (a `"random"` order or hidden degrees).
+
+    `seed` when given. Otherwise, when TensorFlow's global seed is set (`tf.random.set_seed`,
+    `tf.keras.utils.set_random_seed`), a seed drawn from it the way a TF op without a seed draws
+    its own, so the structure is reproducible like the rest of the program's randomness; with
+    no global seed, None (fresh entropy). Call it only for a random structure: each call takes
+    one op seed from TensorFlow's sequence.
+    """
+    if seed is not None:
+        return seed
+    global_seed, op_seed = tf.compat.v1.get_seed(None)
+    if global_seed is None:
+        return None
+    return int(np.random.SeedSequence([global_seed, op_seed]).generate_state(1)[0])
 
 
 class ContextProjection(tf_keras.layers.Layer):
@@ -98,6 +116,8 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
     """
 
     def __init__(self, event_shape, num_params, context_shape, degrees, **kwargs):
+        if kwargs.get("dtype") is not None:  # None: Keras' default (floatx or global policy)
+            float_dtype("dtype", kwargs["dtype"], policy=True)
         super().__init__(**kwargs)
         # A float64 input to a float32 network must fail loudly, not be cast silently.
         self._autocast = False
@@ -178,62 +198,14 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
 
     def check_inputs(self, x: tf.Tensor, context: tf.Tensor | None) -> None:
         """Raises on an input or context that does not fit this network (static checks)."""
-        event = tuple(x.shape[-self.event_ndims :]) if x.shape.rank is not None else None
-        if event is not None and (
-            len(event) != self.event_ndims
-            or any(s is not None and s != e for s, e in zip(event, self.event_shape, strict=True))
-        ):
-            raise ValueError(
-                f"`x` must have event shape {self.event_shape} (network `{self.name}`); "
-                f"got input shape {tuple(x.shape)}"
-            )
-        if x.dtype != self.dtype:
-            raise TypeError(
-                f"`x` has dtype {x.dtype.name} but network `{self.name}` is {self.dtype}; "
-                f"build the network with dtype={x.dtype.name!r} or cast the input"
-            )
-        if self.context_shape is None:
-            if context is not None:
-                raise ValueError(
-                    f"`context` was given (shape {tuple(context.shape)}) but network "
-                    f"`{self.name}` was built without one; pass context_size to use it"
-                )
-            return
-        if context is None:
-            raise ValueError(
-                f"`context` is required: network `{self.name}` was built with context shape "
-                f"{self.context_shape}"
-            )
-        ndims = len(self.context_shape)
-        trailing = tuple(context.shape[-ndims:]) if context.shape.rank is not None else None
-        if trailing is not None and (
-            len(trailing) != ndims
-            or any(
-                s is not None and s != e for s, e in zip(trailing, self.context_shape, strict=True)
-            )
-        ):
-            raise ValueError(
-                f"`context` must have trailing shape {self.context_shape} (network "
-                f"`{self.name}`); got shape {tuple(context.shape)}"
-            )
-        if context.dtype != self.dtype:
-            raise TypeError(
-                f"`context` has dtype {context.dtype.name} but network `{self.name}` is "
-                f"{self.dtype}"
-            )
-        x_batch = x.shape[: x.shape.rank - self.event_ndims] if x.shape.rank is not None else None
-        c_batch = context.shape[: context.shape.rank - ndims] if trailing is not None else None
-        if x_batch is not None and c_batch is not None:
-            try:
-                tf.broadcast_static_shape(x_batch, c_batch)
-            except ValueError:
-                raise ValueError(
-                    f"`context` batch shape {tuple(c_batch)} does not broadcast against the "
-                    f"batch shape {tuple(x_batch)} of `x` (network `{self.name}`; context shape "
-                    f"{tuple(context.shape)}, x shape {tuple(x.shape)}). For `sample(n)` of a "
-                    "distribution whose batch shape is not the context's, give the base "
-                    "distribution the context's batch shape"
-                ) from None
+        check_inputs(
+            x,
+            context,
+            event_shape=self.event_shape,
+            context_shape=self.context_shape,
+            dtype=tf.as_dtype(self.dtype),
+            owner=f"network `{self.name}`",
+        )
 
 
 def apply_masked_layers(

@@ -87,8 +87,8 @@ class ConvMADE(AutoregressiveNetwork):
         unequal widths, a non-positive `output_scale` or `output_init_scale`,
         `output_init_scale` without `weight_norm`, or `project_context=False` with
         `context_channels != filters[0]`. At call time: an input or context of the wrong shape.
-      TypeError: `fast_inverse` is not a bool, or `output_scale` / `output_init_scale` is not
-        a number.
+      TypeError: `fast_inverse` is not a bool, `output_scale` / `output_init_scale` is not
+        a number, or a `dtype` that is not floating-point.
 
     Examples:
       >>> import tensorflow as tf

@@ -11,6 +11,8 @@ model; holding it bare is an error the first time it runs inside a Keras 3 layer
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import tensorflow as tf
 
@@ -22,6 +24,10 @@ __all__ = ["FlowLayer"]
 
 # The stacks a FlowLayer can build from a name, and so write to a `.keras` config.
 STACKS = {"dense_iaf_stack": dense_iaf_stack, "conv_iaf_stack": conv_iaf_stack}
+
+# network -> {variable.ref(): its Keras 3 Variable}: every FlowLayer around a network lists the
+# same Keras 3 variables, so a model holding two such layers lists (and updates) each once.
+_KERAS3_VARIABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @keras.saving.register_keras_serializable(package="tfp_iaf")
@@ -40,6 +46,11 @@ class FlowLayer(keras.layers.Layer):
 
     Shapes: `x: [..., *event_shape] -> y: same`; log-det `[...]`; `context` as the flow's.
 
+    Several FlowLayers around one flow (or around flows sharing networks) share one set of
+    Keras 3 variables: a model holding them lists and updates each variable once. As for any
+    weights shared between Keras layers, setting `trainable` on one of them (at construction
+    or later) sets it for the shared variables, so the last setting wins.
+
     The layer computes in the flow's dtype: under a `mixed_float16` policy, inputs of another
     float dtype are cast to it (a density stays in float32). `layer.flow` called directly takes
     inputs of its own dtype only, as any tfp_iaf flow.
@@ -51,7 +62,9 @@ class FlowLayer(keras.layers.Layer):
         layer's config, so there the layer must be built from a name; a subclassed model's own
         config rebuilds its flow, and weights save and load in every case.
       return_log_det: `call` returns `(y, forward_log_det_jacobian)` instead of `y`.
-      trainable: whether the flow's variables are trained.
+      trainable: whether the flow's variables are trained. False: neither this layer nor a
+        model holding it lists them as trainable, so `fit` leaves them unchanged (also after a
+        `.keras` round trip); `layer.trainable = True` thaws them.
       name: name of the layer.
       **stack_kwargs: the builder's arguments, when `flow` is a name.
 
@@ -103,12 +116,16 @@ class FlowLayer(keras.layers.Layer):
         self._stack = stack
         self.return_log_det = return_log_det
         self._flow = flow
-        # A list attribute: Keras 3 tracks each Variable in it as this layer's own.
         with keras.name_scope(self.name):  # paths `iaf_stack/made_0_masked_0_kernel`
-            self._flow_variables = [
-                keras.Variable(v, trainable=v.trainable, autocast=False, name=_variable_name(v))
-                for v in _build(flow)
-            ]
+            variables = _keras3_variables(flow)
+        # A list attribute: Keras 3 tracks each Variable in it as this layer's own, among its
+        # trainable variables if the flow's variable is trainable; then, as Keras' `add_weight`
+        # does, a layer built with trainable=False freezes them (`layer.trainable = True`
+        # thaws them), so neither it nor a model holding it lists them as trainable.
+        self._flow_variables = variables
+        if not self.trainable:
+            for v in variables:
+                v.trainable = False
         _keras.register_keras3_owner(self, flow.networks)
         self.built = True  # every variable exists: nothing to build at the first call
 
@@ -152,6 +169,26 @@ class FlowLayer(keras.layers.Layer):
             "flow": builder,
             **kwargs,
         }
+
+
+def _keras3_variables(flow: AutoregressiveFlow) -> list[keras.Variable]:
+    """The flow's variables as Keras 3 Variables sharing their storage, one per variable.
+
+    A variable already wrapped for another FlowLayer gets that wrapper back (its `trainable`
+    reset to the variable's own), so layers around one flow share one set of Keras 3 variables.
+    """
+    variables = _build(flow)
+    network_of = {v.ref(): n for n in flow.networks for v in n.variables}
+    wrapped = []
+    for v in variables:
+        shared = _KERAS3_VARIABLES.setdefault(network_of[v.ref()], {})
+        if v.ref() not in shared:
+            shared[v.ref()] = keras.Variable(
+                v, trainable=v.trainable, autocast=False, name=_variable_name(v)
+            )
+        shared[v.ref()].trainable = v.trainable
+        wrapped.append(shared[v.ref()])
+    return wrapped
 
 
 def _build(flow: AutoregressiveFlow) -> list[tf.Variable]:

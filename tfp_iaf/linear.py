@@ -8,7 +8,7 @@ import tensorflow as tf
 from tfp_iaf import _checks
 from tfp_iaf import masks as masks_lib
 from tfp_iaf._checks import as_tensor
-from tfp_iaf.autoregressive import AutoregressiveNetwork, output_initializer
+from tfp_iaf.autoregressive import AutoregressiveNetwork, output_initializer, structure_seed
 
 __all__ = ["LinearAutoregressive"]
 
@@ -30,8 +30,13 @@ class LinearAutoregressive(AutoregressiveNetwork):
       event_size: number of positions `D`.
       context_size: size of the context vector, or None.
       order: generation order, as for `MADE`.
-      seed: seed for a "random" order.
+      seed: seed for a "random" order; None: drawn from TensorFlow's global seed if one is
+        set, else fresh.
       **kwargs: passed to `tf_keras.layers.Layer`.
+
+    Raises:
+      TypeError: a size that is not an int, or a `dtype` that is not floating-point.
+      ValueError: a non-positive size or a bad `order`.
     """
 
     def __init__(
@@ -44,6 +49,8 @@ class LinearAutoregressive(AutoregressiveNetwork):
     ):
         event_size = _checks.positive_int("event_size", event_size)
         context_size = _checks.positive_int("context_size", context_size, optional=True)
+        if isinstance(order, str) and order == "random":
+            seed = structure_seed(seed)
         degrees = masks_lib.input_degrees(event_size, order, seed)
         super().__init__(
             (event_size,), 2, None if context_size is None else (context_size,), degrees, **kwargs

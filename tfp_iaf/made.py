@@ -16,6 +16,7 @@ from tfp_iaf.autoregressive import (
     apply_masked_layers,
     output_initializer,
     seeded_initializer,
+    structure_seed,
 )
 from tfp_iaf.layers import MaskedDense
 
@@ -50,11 +51,14 @@ class MADE(AutoregressiveNetwork):
       residual: add each hidden layer's input to its output (needs equal widths).
       kernel_initializer: initializer of the hidden kernels.
       seed: seed for "random" order and hidden degrees, and of the initial weights (each
-        layer's initializer gets its own seed derived from it); None: unseeded weights.
+        layer's initializer gets its own seed derived from it); None: unseeded weights, and a
+        random order or degrees drawn from TensorFlow's global seed if one is set (so
+        `tf.keras.utils.set_random_seed` makes them reproducible), else fresh.
       **kwargs: passed to `tf_keras.layers.Layer` (`name`, `dtype`, ...).
 
     Raises:
-      TypeError: a size that is not an int (bools included), or `hidden_units` not a list.
+      TypeError: a size that is not an int (bools included), `hidden_units` not a list, or a
+        `dtype` that is not floating-point.
       ValueError: empty or non-positive `hidden_units`, a layer too narrow to connect every
         output, a bad `order`/`hidden_degrees`, or `residual` with unequal widths.
 
@@ -98,8 +102,14 @@ class MADE(AutoregressiveNetwork):
             )
         context_size = _checks.positive_int("context_size", context_size, optional=True)
         num_params = _checks.positive_int("num_params", num_params)
+        random = hidden_degrees == "random" or (isinstance(order, str) and order == "random")
         degrees, self.layer_degrees, masks = masks_lib.made_masks(
-            event_size, hidden_units, num_params, order, hidden_degrees, seed
+            event_size,
+            hidden_units,
+            num_params,
+            order,
+            hidden_degrees,
+            structure_seed(seed) if random else seed,
         )
         super().__init__(
             (event_size,),

@@ -9,6 +9,7 @@ from tensorflow_probability.python.internal import cache_util
 
 from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
+from tfp_iaf.flow import Flow
 
 tfb = tfp.bijectors
 
@@ -61,7 +62,7 @@ class PlanarParameters(tf_keras.layers.Layer):
         return u + delta[..., :d], w + delta[..., d : 2 * d], b + delta[..., 2 * d]
 
 
-class PlanarFlow(tfb.Bijector):
+class PlanarFlow(Flow):
     """`num_steps` planar steps `f(z) = z + u_hat tanh(w . z + b)` (Rezende & Mohamed 2015).
 
     - forward, each step: `z <- z + u_hat * tanh(w . z + b)`, with `u_hat = u + (m(w . u) - w . u)
@@ -88,13 +89,16 @@ class PlanarFlow(tfb.Bijector):
       num_steps: `K`, the number of planar steps (one `PlanarParameters` holds them all).
       context_size: size of the context vector, or None for unconditional steps.
       dtype: float dtype of the flow and its variables.
-      validate_args: check at run time that inputs are finite.
+      validate_args: check at run time that `x` (or `y`) and the context are finite and that
+        their batch shapes broadcast, as tfp_iaf's IAFs do.
       name: name of the bijector.
 
     Raises:
-      TypeError: a non-integer `event_size`, `num_steps` or `context_size`, or a non-float
-        `dtype`.
-      ValueError: a non-positive `event_size`, `num_steps` or `context_size`.
+      TypeError: a non-integer `event_size`, `num_steps` or `context_size`, or a `dtype` that
+        is not floating-point. At call time: a context tensor of another dtype.
+      ValueError: a non-positive `event_size`, `num_steps` or `context_size`. At call time: an
+        input or context that does not fit (event size, a context missing, unexpected or of
+        the wrong size, a context batch that does not broadcast against the input's).
 
     Examples:
       >>> import tfp_iaf
@@ -125,12 +129,7 @@ class PlanarFlow(tfb.Bijector):
         event_size = _checks.positive_int("event_size", event_size)
         num_steps = _checks.positive_int("num_steps", num_steps)
         context_size = _checks.positive_int("context_size", context_size, optional=True)
-        try:
-            dtype = tf.as_dtype(dtype)
-        except TypeError as e:
-            raise TypeError(f"`dtype` must be a float dtype; got {dtype!r}") from e
-        if not dtype.is_floating:
-            raise TypeError(f"`dtype` must be a float dtype; got {dtype!r}")
+        dtype = _checks.float_dtype("dtype", dtype)
         with tf.name_scope(name) as name:
             self.event_size, self.num_steps, self.context_size = (
                 event_size,
@@ -148,29 +147,16 @@ class PlanarFlow(tfb.Bijector):
                 name=name,
             )
 
-    @classmethod
-    def _parameter_properties(cls, dtype, num_classes=None):
-        return dict()
+    @property
+    def input_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        context_shape = None if self.context_size is None else (self.context_size,)
+        return (self.event_size,), context_shape
 
-    def with_context(self, context) -> tfb.Bijector:
-        """This flow with its `context` fixed: a bijector that takes no keyword arguments."""
+    def _with_context(self, context) -> tfb.Bijector:
         return _PlanarWithContext(self, context)
 
     def _steps(self, context):
         """Per step `k`: `(u_hat_k, w_k, b_k, c_k = w_k . u_hat_k)`, broadcasting over batch."""
-        if (context is None) != (self.context_size is None):
-            expected = "no `context`" if self.context_size is None else "a `context`"
-            raise ValueError(
-                f"bijector `{self.name}` takes {expected} (context_size={self.context_size}); "
-                f"got context={context!r}"
-            )
-        if context is not None:
-            context = tf.convert_to_tensor(context, self.dtype)
-            if context.shape.rank is not None and context.shape[-1] != self.context_size:
-                raise ValueError(
-                    f"`context` must end in context_size={self.context_size}; got shape "
-                    f"{context.shape}"
-                )
         u, w, b = self.parameters_layer(context)
         wu = tf.reduce_sum(w * u, axis=-1, keepdims=True)
         # m(a) > -1 in exact arithmetic, but rounds to -1 for a << -1 (a singular Jacobian):
@@ -183,14 +169,6 @@ class PlanarFlow(tfb.Bijector):
             (u_hat[..., k, :], w[..., k, :], b[..., k], c[..., k]) for k in range(self.num_steps)
         ]
 
-    def _checked(self, x, arg):
-        x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
-        if self.validate_args:
-            x = tf.debugging.assert_all_finite(
-                x, f"`{arg}` must be finite (bijector `{self.name}`)"
-            )
-        return x
-
     # A pass returns `(output, {"ildj": ...})`, stored with the `(x, y)` pair under the key that
     # TFP's `Bijector` reads its cached log-dets from: after `q.sample`, `log_prob` of the sample
     # costs no further pass, and neither does the log-det of a point just inverted.
@@ -199,7 +177,7 @@ class PlanarFlow(tfb.Bijector):
     )
 
     def _forward_and_ildj(self, x, context=None):
-        z = self._checked(x, "x")
+        z, context = self._validated(x, "x", context)
         fldj = tf.zeros([], self.dtype)
         for u_hat, w, b, c in self._steps(context):
             t = tf.tanh(tf.reduce_sum(w * z, axis=-1) + b)
@@ -208,7 +186,7 @@ class PlanarFlow(tfb.Bijector):
         return z, {"ildj": -fldj}
 
     def _inverse_and_ildj(self, y, context=None):
-        z = self._checked(y, "y")
+        z, context = self._validated(y, "y", context)
         fldj = tf.zeros([], self.dtype)
         for u_hat, w, b, c in reversed(self._steps(context)):
             a = _solve_step(tf.reduce_sum(w * z, axis=-1), b, c, self.dtype)  # w . z_{k-1}

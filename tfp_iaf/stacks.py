@@ -51,7 +51,8 @@ def dense_iaf_stack(
       An `IAFStack`; pass `context=` through `bijector_kwargs`.
 
     Raises:
-      TypeError: a `num_steps` that is not an int (bools included), or what `MADE` raises.
+      TypeError: a `num_steps` that is not an int (bools included), a `dtype` that is not
+        floating-point, or what `MADE` raises.
       ValueError: `num_steps < 1`, or what `MADE` raises.
     """
     num_steps = _checks.positive_int("num_steps", num_steps)
@@ -125,6 +126,7 @@ def conv_iaf_stack(
 
     Raises:
       ValueError: `num_steps < 1`, or what `ConvMADE` raises.
+      TypeError: a `dtype` that is not floating-point, or what `ConvMADE` raises.
 
     Examples:
       >>> import tensorflow as tf

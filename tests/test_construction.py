@@ -1,0 +1,97 @@
+"""What every public constructor settles before anything runs: the dtype, random orders, and
+the context a `with_context` bijector fixes.
+
+A non-floating dtype is refused by each network and builder at construction, naming `dtype` and
+the value (not at the first call, from inside a Keras initializer). A `"random"` order without a
+`seed` is drawn from TensorFlow's global seed when one is set, so `tf.random.set_seed` (or
+`tf.keras.utils.set_random_seed`) makes it reproducible like any other TF randomness.
+`flow.with_context(None)`, or `with_context` of a flow that takes no context, is a ValueError
+naming `context`, not TensorFlow's conversion error of None.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfp_iaf
+
+BUILDERS = {
+    "MADE": lambda dtype: tfp_iaf.MADE(3, [4], dtype=dtype),
+    "ConvMADE": lambda dtype: tfp_iaf.ConvMADE((2, 2, 1), [2], dtype=dtype),
+    "LinearAutoregressive": lambda dtype: tfp_iaf.LinearAutoregressive(3, 2, dtype=dtype),
+    "dense_iaf_stack": lambda dtype: tfp_iaf.dense_iaf_stack(3, 2, [4], dtype=dtype),
+    "conv_iaf_stack": lambda dtype: tfp_iaf.conv_iaf_stack((2, 2, 1), 2, [2], dtype=dtype),
+    "PlanarFlow": lambda dtype: tfp_iaf.PlanarFlow(3, dtype=dtype),
+}
+
+
+@pytest.mark.parametrize("build", BUILDERS.values(), ids=BUILDERS.keys())
+@pytest.mark.parametrize(
+    "dtype,shown",
+    [("int32", "'int32'"), ("bool", "'bool'"), (tf.int64, r"tf\.int64"), ("junk", "'junk'")],
+)
+def test_a_dtype_that_is_not_floating_is_refused_at_construction(build, dtype, shown):
+    with pytest.raises(TypeError, match=rf"`dtype` must be a floating-point dtype .*got {shown}"):
+        build(dtype)
+
+
+@pytest.mark.parametrize("build", BUILDERS.values(), ids=BUILDERS.keys())
+@pytest.mark.parametrize("dtype", ["float64", tf.float64, np.float64])
+def test_float_dtypes_in_every_spelling_are_accepted(build, dtype):
+    assert tf.as_dtype(build(dtype).dtype) == tf.float64
+
+
+def test_networks_accept_a_mixed_precision_policy_but_not_an_integer_one():
+    made = tfp_iaf.MADE(3, [4], dtype="mixed_float16")
+    assert (made.compute_dtype, made.variable_dtype) == ("float16", "float32")
+    policy = tfp_iaf.tf_keras.mixed_precision.Policy("int32")
+    with pytest.raises(TypeError, match=r"`dtype` must be a floating-point dtype .*got <Policy"):
+        tfp_iaf.MADE(3, [4], dtype=policy)
+
+
+RANDOM_STRUCTURES = {
+    "MADE_order": lambda: tfp_iaf.MADE(8, [16], order="random").degrees,
+    "MADE_hidden_degrees": lambda: tfp_iaf.MADE(8, [16], hidden_degrees="random").layer_degrees[0],
+    "LinearAutoregressive": lambda: tfp_iaf.LinearAutoregressive(8, order="random").degrees,
+}
+
+
+@pytest.mark.parametrize("draw", RANDOM_STRUCTURES.values(), ids=RANDOM_STRUCTURES.keys())
+@pytest.mark.parametrize(
+    "set_seed", [tf.random.set_seed, tf.keras.utils.set_random_seed], ids=["tf", "keras"]
+)
+def test_a_random_structure_without_a_seed_follows_the_global_seed(draw, set_seed):
+    draws = {}
+    for global_seed in (1, 1, 2):
+        set_seed(global_seed)
+        draws.setdefault(global_seed, []).append(draw().tolist())
+    assert draws[1][0] == draws[1][1]  # the same global seed, the same structure
+    assert draws[2][0] != draws[1][0]  # 8! orders: another seed gives another
+
+
+def test_an_explicit_seed_wins_and_without_any_seed_draws_are_fresh():
+    explicit = []
+    for global_seed in (1, 2):
+        tf.random.set_seed(global_seed)
+        explicit.append(tfp_iaf.MADE(8, [16], order="random", seed=5).degrees.tolist())
+    assert explicit[0] == explicit[1]
+    tf.random.set_seed(None)  # no global seed
+    fresh = {tuple(tfp_iaf.MADE(8, [16], order="random").degrees) for _ in range(5)}
+    assert len(fresh) > 1
+
+
+FLOWS_WITH_CONTEXT = {
+    "iaf": lambda ctx: tfp_iaf.InverseAutoregressiveFlow(tfp_iaf.MADE(3, [4], context_size=ctx)),
+    "dense_iaf_stack": lambda ctx: tfp_iaf.dense_iaf_stack(3, 2, [4], context_size=ctx),
+    "conv_iaf_stack": lambda ctx: tfp_iaf.conv_iaf_stack((2, 2, 1), 2, [2], context_channels=ctx),
+    "PlanarFlow": lambda ctx: tfp_iaf.PlanarFlow(3, context_size=ctx),
+}
+
+
+@pytest.mark.parametrize("build", FLOWS_WITH_CONTEXT.values(), ids=FLOWS_WITH_CONTEXT.keys())
+def test_with_context_needs_a_context_and_a_flow_that_takes_one(build):
+    with pytest.raises(ValueError, match=r"`context` must be a tensor of trailing shape .*None"):
+        build(2).with_context(None)
+    for context in (None, tf.zeros([2, 2])):
+        with pytest.raises(ValueError, match=r"takes no `context` .*use the flow itself; got"):
+            build(None).with_context(context)
