@@ -1,4 +1,20 @@
-"""Reusable VAE pieces shared by the examples: model, evaluation, free bits, data, training."""
+"""Reusable VAE pieces shared by the examples: model, evaluation, free bits, data, training.
+
+They need TensorFlow Datasets (and, for figures and scalars, matplotlib and TensorBoard), which
+`pip install tfp_iaf` leaves out: `pip install 'tfp_iaf[examples]'` installs them. The core
+package (`import tfp_iaf`: the flows, `tfp_iaf.vi`) needs none of them.
+"""
+
+try:
+    import tensorflow_datasets  # noqa: F401
+except ModuleNotFoundError as e:
+    if e.name != "tensorflow_datasets":
+        raise
+    raise ImportError(
+        "tfp_iaf.vae needs the `tensorflow_datasets` package, which the `examples` extra "
+        "installs: pip install 'tfp_iaf[examples]' (in a clone: pip install -e '.[examples]'). "
+        "The flows and tfp_iaf.vi need no extra."
+    ) from None
 
 from tfp_iaf.layers import WeightNormConv2D
 from tfp_iaf.vae.data import (
