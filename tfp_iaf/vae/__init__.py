@@ -31,6 +31,7 @@ from tfp_iaf.vae.discretized_logistic import (
     unit_to_pixels,
 )
 from tfp_iaf.vae.experiment import (
+    EXPECTED_FAILURES,
     FlagsConfig,
     define_experiment_flags,
     evaluate_model,
@@ -54,6 +55,7 @@ from tfp_iaf.vae.presets import Preset, apply_preset, describe_presets, preset_c
 from tfp_iaf.vae.resnet_layer import IAF_INITS, LayerOutput, ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
 from tfp_iaf.vae.training import (
+    CheckpointMismatchError,
     TrainingDiverged,
     TrainingInterrupted,
     TrainingStopped,
@@ -66,8 +68,10 @@ from tfp_iaf.vae.training import (
 from tfp_iaf.weight_norm import data_dependent_init
 
 __all__ = [
+    "CheckpointMismatchError",
     "DATASETS",
     "DatasetUnavailableError",
+    "EXPECTED_FAILURES",
     "FlagsConfig",
     "IAF_INITS",
     "ImportanceEstimate",
