@@ -252,7 +252,12 @@ def main(argv):
             posterior_kind,
         )  # fmt: skip
         metrics = evaluate(model, FLAGS.num_importance_samples, FLAGS.seed)
-        logging.info("%s: %s", posterior_kind, metrics)
+        logging.info(
+            "%s posterior: ELBO %.3f, log p(x) %.3f nats (best: %.3f), KL(aggregate q || prior) "
+            "%.3f nats.",
+            posterior_kind, metrics["elbo"], metrics["log_px"], BEST_LOG_PX,
+            metrics["aggregate_kl"],
+        )  # fmt: skip
         z, _ = model.sample_posterior(
             tf.constant(toy_data()), FLAGS.num_plot_samples, tf.constant([FLAGS.seed, 2])
         )

@@ -31,6 +31,7 @@ def test_writes_the_figure_and_results(tmp_path):
     for kind in ("diag", "iaf"):
         for step in (10, 20):
             assert f"{kind} posterior: step {step} of 20, loss " in run.stderr
+        assert f"{kind} posterior: ELBO " in run.stderr
     # Two panels of 5.2 x 6.8 inches at 110 dpi (a shared legend below), in colour.
     png = decode_png(tmp_path / "toy_posteriors.png")
     assert png.shape[:2] == (round(6.8 * 110), round(2 * 5.2 * 110)) and png.shape[-1] in (3, 4)
