@@ -27,6 +27,7 @@ The settings it reads from `config`, flags every example defines: `batch_size`, 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib.util
 import json
 import logging as std_logging
@@ -373,6 +374,23 @@ class _NoLibraryInfo(std_logging.Filter):
         return record.levelno >= std_logging.WARNING or not record.pathname.startswith(self.dirs)
 
 
+def _free_quietly(error: BaseException) -> None:
+    """Frees what `error`'s tracebacks hold, with TensorFlow's warnings off meanwhile.
+
+    A refused checkpoint's restore objects live in those frames; freed at exit, TensorFlow
+    would warn of their "unrestored values" after the one-line message that already says so.
+    """
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        while error is not None:
+            error.__traceback__, error = None, error.__context__ or error.__cause__
+        gc.collect()
+    finally:
+        logger.setLevel(level)
+
+
 def run_or_exit(run: Callable[[], Any], verbose: bool = False) -> Any:
     """`run()`, with a stopped training or an expected failure turned into a message and an exit.
 
@@ -403,8 +421,9 @@ def run_or_exit(run: Callable[[], Any], verbose: bool = False) -> Any:
     except EXPECTED_FAILURES as e:
         if verbose:
             raise
-        message = " ".join(str(e).split())  # one line, whatever the message held
-        logging.error("%s: %s (--verbose shows the traceback)", type(e).__name__, message)
+        message = f"{type(e).__name__}: {' '.join(str(e).split())}"  # one line, whatever it held
+        _free_quietly(e)
+        logging.error("%s (--verbose shows the traceback)", message)
         raise SystemExit(1) from None
     except TrainingInterrupted as e:
         command = shlex.join([os.path.basename(sys.executable), *sys.argv])
