@@ -6,17 +6,20 @@ the rest, the same way for every example:
 - `define_experiment_flags(__name__, ...)` defines the flags every example shares, and
   `flags_config(__name__)` turns the flags the example defined into a dataclass (both from
   `tfp_iaf.vae.experiment_flags`); `Config.from_flags()` holds the parsed values.
-- `run_experiment(config, ...)`: loads the training split (shuffled, repeated) and the test split
-  (the first `num_eval_examples` of it, if set); builds the model under the distribution strategy
-  (and the mixed-float16 policy when asked) and compiles it with Adamax and debiased Polyak
-  averaging; trains with `tfp_iaf.vae.train` (in steps, resuming from `model_dir`); evaluates the
-  raw weights' ELBO, then, with the averaged weights, writes
-  image grids (samples, ...) and evaluates the test ELBO and the importance-sampled log p(x)
-  (`evaluate_model`); writes TensorBoard scalars and `model_dir/results.json`, logs a summary
-  and returns the results. A failed run leaves no empty `model_dir`. Under
+- `run_experiment(config, ...)`: refuses a `model_dir` that is a file; loads the training split
+  (shuffled, repeated) and the test split (the first `num_eval_examples` of it, if set); logs
+  its plan (steps, batch, `model_dir`, how to resume, the TensorBoard command); builds the
+  model under the distribution strategy (and the mixed-float16 policy when asked) and compiles
+  it with Adamax and debiased Polyak averaging; trains with `tfp_iaf.vae.train` (in steps,
+  resuming from `model_dir`); evaluates the raw weights' ELBO, then, with the averaged weights,
+  writes image grids (samples, ...) and evaluates the test ELBO and the importance-sampled
+  log p(x) (`evaluate_model`), each evaluation announced by a log line saying what its progress
+  bar measures; writes TensorBoard scalars and `model_dir/results.json`, logs a summary and
+  returns the results. A failed run leaves no empty `model_dir`. Under
   `strategy="multi_worker"` every worker trains and evaluates, and only the chief writes files.
-- `run_or_exit(...)` in `main` turns an interrupted or diverged training into a message and a
-  non-zero exit.
+- `run_or_exit(...)` in `main` turns an interrupted or diverged training, and the failures of
+  `EXPECTED_FAILURES` (no dataset, a `model_dir` that is a file, a checkpoint of another
+  configuration), into a message and a non-zero exit.
 
 The settings it reads from `config`, flags every example defines: `batch_size`, `epochs`,
 `num_steps`, `learning_rate`, `ema_momentum`, `clip_norm`, `data_dir`, `download`, `model_dir`,
