@@ -16,6 +16,8 @@ demo: $(BIN)/activate
 
 # -n auto: one pytest worker per core (TensorFlow alone keeps about one core busy on these tests).
 test: $(BIN)/activate
+	@echo "Running the test suite: about 6 minutes on 2 cores, longer on a busy machine."
+	@echo "pytest-xdist prints 'bringing up nodes...', then one dot per passed test."
 	$(BIN)/python -m pytest -q -n auto
 
 lint: $(BIN)/activate

@@ -1,4 +1,4 @@
-r"""The IAF paper's CIFAR-10 ResNet VAE (section 6.2, Table 2), trained with Keras `fit`.
+r"""The IAF paper's CIFAR-10 ResNet VAE (section 6.2, Table 2), trained by `tfp_iaf.vae.train`.
 
 Model: `tfp_iaf.vae.ResNetVAE` (bidirectional inference, a conv IAF in every stochastic layer,
 discretized logistic likelihood, free bits per (layer, channel), weight normalisation with
@@ -12,7 +12,10 @@ The paper reports 3.11 bits/dim (test, importance sampled) after training on 8 G
 two weeks; nothing near that budget has been run for this script (see
 docs/tutorials/cifar10_resnet_vae.md). Killed, the same command resumes from `--model_dir`
 (with a larger `--num_steps`, it continues to that total); Ctrl-C saves a checkpoint first and
-prints the command that resumes; a diverging run stops with exit status 1 and no results.
+prints the command that resumes; a diverging run stops with exit status 1 and no results, as
+does a missing dataset, a `--model_dir` that is a file or a checkpoint of another configuration,
+in one line (`--verbose` adds the traceback). A run first logs its plan and the TensorBoard
+command.
 Writes there: TensorBoard scalars (bits/dim, KL per layer), `samples.png`, `reconstructions.png`,
 and `results.json` (test bits/dim, ELBO and importance-sampled with k=`--num_importance_samples`;
 `config.metric` says whether the edge bins were scored as a proper PMF or, `--metric=reference`,
@@ -208,7 +211,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     vae.apply_preset(PRESETS)
     config = Config.from_flags()
-    run_or_exit(lambda: train_and_evaluate(config))
+    run_or_exit(lambda: train_and_evaluate(config), verbose=config.verbose)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-r"""The IAF paper's MNIST VAE (section 6.1, Table 1), trained with Keras `fit`.
+r"""The IAF paper's MNIST VAE (section 6.1, Table 1), trained by `tfp_iaf.vae.train`.
 
 Model (paper appendix C): a convolutional encoder of ResNet blocks (3x3, [16, 32, 32] feature
 maps, each stage a stride-2 block followed by a stride-1 block), a 450-unit dense layer, a 32-dim
@@ -20,7 +20,11 @@ it continues to exactly that total, logging "Resumed from step N of M". Ctrl-C (
 saves a checkpoint at the current step and prints the command that resumes; a run whose loss
 becomes non-finite stops at once with exit status 1 and writes no results. Flags are checked
 before anything runs; `--iaf_depth` must be at least 1 (`--posterior=diag` is the diagonal
-posterior).
+posterior). A run first logs its plan (steps, batch, `--model_dir`, how to resume, the
+TensorBoard command); after the training bar come two evaluation bars, each announced: the raw
+weights' ELBO (one sample per example), then the averaged weights' ELBO and log p(x). A missing
+dataset, a `--model_dir` that is a file or a checkpoint of another configuration ends in a
+one-line message and exit status 1 (`--verbose` adds the traceback).
 `--dataset=mnist` uses dynamically binarized MNIST instead. Writes to `--model_dir`: TensorBoard
 scalars, `samples.png` (a grid of samples), and `results.json` (test ELBO and
 importance-sampled log p(x) with k = `--num_importance_samples`, in nats). The paper reaches
@@ -208,7 +212,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     vae.apply_preset(PRESETS)
     config = Config.from_flags()
-    run_or_exit(lambda: train_and_evaluate(config))
+    run_or_exit(lambda: train_and_evaluate(config), verbose=config.verbose)
 
 
 if __name__ == "__main__":

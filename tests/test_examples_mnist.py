@@ -1,5 +1,6 @@
 """examples/mnist_vae.py end to end on tfds mock data: smoke runs, flags, resume."""
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -125,6 +126,9 @@ def test_dynamic_mnist_gated_iaf_from_flags_resumes(mnist_vae, tmp_path, monkeyp
 
     first = run(2)
     _check_outputs(tmp_path, first, steps=2, grids=grids)
+    # The script's own flags, not absl's (`--logtostderr`, ...) beside them.
+    assert set(first["config"]) == {f.name for f in dataclasses.fields(mnist_vae.Config)}
+    assert "logtostderr" not in first["config"] and "posterior" in first["config"]
     assert first["config"]["gated"] and first["config"]["free_bits"] == 0.1
     with caplog.at_level(logging.INFO, logger="absl"):
         second = run(4)

@@ -23,15 +23,28 @@ def test_writes_the_figure_and_results(tmp_path):
         "--iaf_depth=2",
         "--num_importance_samples=50",
         "--num_plot_samples=30",
+        "--log_every=10",
     ]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    run = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    # A plan first, then the loss every --log_every (10) steps of each fit: never silent.
+    assert "Plan: fit a diagonal, then an IAF posterior (20 steps each" in run.stderr
+    for kind in ("diag", "iaf"):
+        for step in (10, 20):
+            assert f"{kind} posterior: step {step} of 20, loss " in run.stderr
+        assert f"{kind} posterior: ELBO " in run.stderr
     # Two panels of 5.2 x 6.8 inches at 110 dpi (a shared legend below), in colour.
     png = decode_png(tmp_path / "toy_posteriors.png")
     assert png.shape[:2] == (round(6.8 * 110), round(2 * 5.2 * 110)) and png.shape[-1] in (3, 4)
     rgb = png[..., :3].reshape(-1, 3).astype(np.int32)
     assert len(np.unique(rgb, axis=0)) > 20  # not a blank figure
     assert np.any(rgb.max(axis=1) - rgb.min(axis=1) > 50)  # coloured points, not only greys
-    results = json.loads((tmp_path / "toy_posteriors.json").read_text())["results"]
+    written = json.loads((tmp_path / "toy_posteriors.json").read_text())
+    assert set(written["flags"]) == {
+        "output_dir", "num_steps", "batch_copies", "iaf_depth", "hidden", "learning_rate",
+        "num_plot_samples", "num_importance_samples", "seed", "log_every",
+    }  # fmt: skip
+    assert written["flags"]["num_steps"] == 20 and written["flags"]["hidden"] == 8
+    results = written["results"]
     assert set(results) == {"diag", "iaf"}
     for metrics in results.values():
         assert all(math.isfinite(v) for v in metrics.values())

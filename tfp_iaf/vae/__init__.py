@@ -1,4 +1,20 @@
-"""Reusable VAE pieces shared by the examples: model, evaluation, free bits, data, training."""
+"""Reusable VAE pieces shared by the examples: model, evaluation, free bits, data, training.
+
+They need TensorFlow Datasets (and, for figures and scalars, matplotlib and TensorBoard), which
+`pip install tfp_iaf` leaves out: `pip install 'tfp_iaf[examples]'` installs them. The core
+package (`import tfp_iaf`: the flows, `tfp_iaf.vi`) needs none of them.
+"""
+
+try:
+    import tensorflow_datasets  # noqa: F401
+except ModuleNotFoundError as e:
+    if e.name != "tensorflow_datasets":
+        raise
+    raise ImportError(
+        "tfp_iaf.vae needs the `tensorflow_datasets` package, which the `examples` extra "
+        "installs: pip install 'tfp_iaf[examples]' (in a clone: pip install -e '.[examples]'). "
+        "The flows and tfp_iaf.vi need no extra."
+    ) from None
 
 from tfp_iaf.layers import WeightNormConv2D
 from tfp_iaf.vae.data import (
@@ -15,6 +31,7 @@ from tfp_iaf.vae.discretized_logistic import (
     unit_to_pixels,
 )
 from tfp_iaf.vae.experiment import (
+    EXPECTED_FAILURES,
     FlagsConfig,
     define_experiment_flags,
     evaluate_model,
@@ -38,6 +55,7 @@ from tfp_iaf.vae.presets import Preset, apply_preset, describe_presets, preset_c
 from tfp_iaf.vae.resnet_layer import IAF_INITS, LayerOutput, ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
 from tfp_iaf.vae.training import (
+    CheckpointMismatchError,
     TrainingDiverged,
     TrainingInterrupted,
     TrainingStopped,
@@ -50,8 +68,10 @@ from tfp_iaf.vae.training import (
 from tfp_iaf.weight_norm import data_dependent_init
 
 __all__ = [
+    "CheckpointMismatchError",
     "DATASETS",
     "DatasetUnavailableError",
+    "EXPECTED_FAILURES",
     "FlagsConfig",
     "IAF_INITS",
     "ImportanceEstimate",

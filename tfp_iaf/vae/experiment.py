@@ -6,17 +6,20 @@ the rest, the same way for every example:
 - `define_experiment_flags(__name__, ...)` defines the flags every example shares, and
   `flags_config(__name__)` turns the flags the example defined into a dataclass (both from
   `tfp_iaf.vae.experiment_flags`); `Config.from_flags()` holds the parsed values.
-- `run_experiment(config, ...)`: loads the training split (shuffled, repeated) and the test split
-  (the first `num_eval_examples` of it, if set); builds the model under the distribution strategy
-  (and the mixed-float16 policy when asked) and compiles it with Adamax and debiased Polyak
-  averaging; trains with `tfp_iaf.vae.train` (in steps, resuming from `model_dir`); evaluates the
-  raw weights' ELBO, then, with the averaged weights, writes
-  image grids (samples, ...) and evaluates the test ELBO and the importance-sampled log p(x)
-  (`evaluate_model`); writes TensorBoard scalars and `model_dir/results.json`, logs a summary
-  and returns the results. A failed run leaves no empty `model_dir`. Under
+- `run_experiment(config, ...)`: refuses a `model_dir` that is a file; loads the training split
+  (shuffled, repeated) and the test split (the first `num_eval_examples` of it, if set); logs
+  its plan (steps, batch, `model_dir`, how to resume, the TensorBoard command); builds the
+  model under the distribution strategy (and the mixed-float16 policy when asked) and compiles
+  it with Adamax and debiased Polyak averaging; trains with `tfp_iaf.vae.train` (in steps,
+  resuming from `model_dir`); evaluates the raw weights' ELBO, then, with the averaged weights,
+  writes image grids (samples, ...) and evaluates the test ELBO and the importance-sampled
+  log p(x) (`evaluate_model`), each evaluation announced by a log line saying what its progress
+  bar measures; writes TensorBoard scalars and `model_dir/results.json`, logs a summary and
+  returns the results. A failed run leaves no empty `model_dir`. Under
   `strategy="multi_worker"` every worker trains and evaluates, and only the chief writes files.
-- `run_or_exit(...)` in `main` turns an interrupted or diverged training into a message and a
-  non-zero exit.
+- `run_or_exit(...)` in `main` turns an interrupted or diverged training, and the failures of
+  `EXPECTED_FAILURES` (no dataset, a `model_dir` that is a file, a checkpoint of another
+  configuration), into a message and a non-zero exit.
 
 The settings it reads from `config`, flags every example defines: `batch_size`, `epochs`,
 `num_steps`, `learning_rate`, `ema_momentum`, `clip_norm`, `data_dir`, `download`, `model_dir`,
@@ -27,7 +30,10 @@ The settings it reads from `config`, flags every example defines: `batch_size`, 
 from __future__ import annotations
 
 import dataclasses
+import gc
+import importlib.util
 import json
+import logging as std_logging
 import math
 import os
 import resource
@@ -42,6 +48,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfp_iaf._keras import tf_keras
+from tfp_iaf.vae.data import DatasetUnavailableError
 from tfp_iaf.vae.experiment_flags import (
     FlagsConfig,
     define_experiment_flags,
@@ -51,6 +58,7 @@ from tfp_iaf.vae.experiment_flags import (
 from tfp_iaf.vae.images import save_image_grid
 from tfp_iaf.vae.likelihood import bits_per_dim, evaluate_dataset
 from tfp_iaf.vae.training import (
+    CheckpointMismatchError,
     TrainingDiverged,
     TrainingInterrupted,
     fit_schedule,
@@ -60,6 +68,7 @@ from tfp_iaf.vae.training import (
 )
 
 __all__ = [
+    "EXPECTED_FAILURES",
     "FlagsConfig",
     "define_experiment_flags",
     "evaluate_model",
@@ -77,16 +86,21 @@ LoadSplit = Callable[..., tuple[tf.data.Dataset, int]]
 # The summary line and the TensorBoard scalars (name: results key) of each headline unit.
 _REPORTS = {
     "nats": (
-        "Test: ELBO %(test_elbo).2f, log p(x) %(test_log_px).2f nats "
+        "Test, %(weights)s: ELBO %(test_elbo).2f, log p(x) %(test_log_px).2f nats "
         "(k=%(num_importance_samples)d, %(num_test_examples)d examples, %(steps)d steps).",
         {"elbo": "test_elbo", "log_px": "test_log_px"},
     ),
     "bits_per_dim": (
-        "Test: %(test_bits_per_dim).3f bits/dim (k=%(num_importance_samples)d), ELBO "
-        "%(test_elbo_bits_per_dim).3f bits/dim, %(num_test_examples)d examples, %(steps)d steps.",
+        "Test, %(weights)s: %(test_bits_per_dim).3f bits/dim (k=%(num_importance_samples)d), "
+        "ELBO %(test_elbo_bits_per_dim).3f bits/dim, %(num_test_examples)d examples, "
+        "%(steps)d steps.",
         {"bits_per_dim": "test_bits_per_dim", "elbo": "test_elbo"},
     ),
 }
+
+# Failures that the command line or the files it names cause, each with a message that says
+# what to do: `run_or_exit` ends them in that one line (the traceback only with `verbose`).
+EXPECTED_FAILURES = (DatasetUnavailableError, CheckpointMismatchError, NotADirectoryError)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -196,11 +210,18 @@ def run_experiment(
 
     Raises:
       ValueError: an unknown `headline` or `strategy`.
-      TrainingInterrupted, TrainingDiverged: from `train`; no results are written
-        (`run_or_exit` turns them into a clean exit).
+      NotADirectoryError: `config.model_dir` is a file.
+      DatasetUnavailableError: from `load_split`.
+      TrainingInterrupted, TrainingDiverged, CheckpointMismatchError: from `train`; no results
+        are written (`run_or_exit` turns them, and the errors above, into a clean exit).
     """
     if headline not in _REPORTS:
         raise ValueError(f"`headline` must be one of {tuple(_REPORTS)}; got {headline!r}")
+    if os.path.exists(config.model_dir) and not os.path.isdir(config.model_dir):
+        raise NotADirectoryError(
+            f"`model_dir` (--model_dir) must be a directory, or a path that does not exist yet; "
+            f"got {config.model_dir!r}, a file. Pass another --model_dir."
+        )
     created = not os.path.isdir(config.model_dir)
     try:
         return _run(
@@ -225,6 +246,7 @@ def _run(
     else:
         budget = dict(num_steps=config.num_steps)
     num_steps, steps_per_epoch = fit_schedule(num_train, config.batch_size, **budget)
+    _announce_plan(config, num_steps, steps_per_epoch, num_train)
     policy = tf_keras.mixed_precision.global_policy()
     if mixed_precision:
         tf_keras.mixed_precision.set_global_policy("mixed_float16")
@@ -254,6 +276,10 @@ def _run(
     results = {}
     if config.ema_momentum is not None:
         # The raw weights' ELBO (one sample per example: cheap), to compare with the averages'.
+        logging.info(
+            "Evaluating the raw (not averaged) weights: test ELBO, 1 sample per example (with "
+            "one sample the bar's log p(x) is the ELBO)."
+        )
         raw = evaluate_model(model, test_ds, 1, seed=config.seed)
         results["test_elbo_raw_weights"] = raw["elbo"]
         model.optimizer.finalize_variable_values(model.trainable_variables)
@@ -266,6 +292,11 @@ def _run(
             title = f"{caption} (step {run.step}, {weights})"
             path = os.path.join(config.model_dir, file_name)
             save_image_grid(np.asarray(images), path, title=title)
+    logging.info(
+        "Evaluating the %s: test ELBO and log p(x), k=%d importance samples per example.",
+        weights,
+        config.num_importance_samples,
+    )
     start = time.time()
     result = evaluate_model(
         model, test_ds, config.num_importance_samples, config.importance_chunk, config.seed
@@ -297,26 +328,106 @@ def _run(
         )
         with open(os.path.join(config.model_dir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
-    logging.info(message, results)
+    logging.info(message, {**results, "weights": weights})
+    if "test_elbo_raw_weights" in results:
+        logging.info("Test, raw weights: ELBO %.2f nats.", results["test_elbo_raw_weights"])
     return results
 
 
-def run_or_exit(run: Callable[[], Any]) -> Any:
-    """`run()`, with a stopped training turned into a message and an exit, not a traceback.
+def _announce_plan(config: FlagsConfig, num_steps: int, steps_per_epoch: int, num_train: int):
+    """Logs, before any work, what the run will do, where it writes, how to resume and watch."""
+    examples = (
+        f"the first {config.num_eval_examples}" if config.num_eval_examples is not None else "all"
+    )
+    logging.info(
+        "Plan: train to step %d in all (%d steps per epoch of %d examples, batch %d), a "
+        "checkpoint every %d steps and at the end in %s; then evaluate %s test examples.",
+        num_steps,
+        steps_per_epoch,
+        num_train,
+        config.batch_size,
+        config.save_every,
+        config.model_dir,
+        examples,
+    )
+    logging.info(
+        "Stopped (Ctrl-C saves first) or killed, the same command resumes from the last "
+        "checkpoint; a larger --num_steps or --epochs continues the run."
+    )
+    if importlib.util.find_spec("tensorboard") is not None:
+        logging.info(
+            "Watch it: tensorboard --logdir %s", os.path.join(config.model_dir, "tensorboard")
+        )
+
+
+class _NoLibraryInfo(std_logging.Filter):
+    """Drops the INFO lines that TensorFlow, tf_keras and TensorFlow Datasets log through absl
+    (a checkpoint's sharding time, each split's "Constructing tf.data.Dataset ..."), which
+    say nothing a user acts on; their warnings and errors, and every other INFO line, pass."""
+
+    def __init__(self):
+        super().__init__()
+        names = ("tensorflow", "tf_keras", "tensorflow_datasets", "tensorflow_probability")
+        specs = [importlib.util.find_spec(name) for name in names]
+        self.dirs = tuple(
+            os.path.dirname(spec.origin) + os.sep for spec in specs if spec and spec.origin
+        )
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or not record.pathname.startswith(self.dirs)
+
+
+def _free_quietly(error: BaseException) -> None:
+    """Frees what `error`'s tracebacks hold, with TensorFlow's warnings off meanwhile.
+
+    A refused checkpoint's restore objects live in those frames; freed at exit, TensorFlow
+    would warn of their "unrestored values" after the one-line message that already says so.
+    """
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        while error is not None:
+            error.__traceback__, error = None, error.__context__ or error.__cause__
+        gc.collect()
+    finally:
+        logger.setLevel(level)
+
+
+def run_or_exit(run: Callable[[], Any], verbose: bool = False) -> Any:
+    """`run()`, with a stopped training or an expected failure turned into a message and an exit.
 
     SIGINT/SIGTERM (`TrainingInterrupted`): logs where the checkpoint is and the command that
     resumes (this process's command line), and exits with status 128 + the signal number.
     Divergence (`TrainingDiverged`): logs its message and exits with status 1.
+    An `EXPECTED_FAILURES` error (a dataset that is not there, a `model_dir` that is a file, a
+    checkpoint of another configuration): logs its message as one line and exits with status 1;
+    with `verbose`, it is raised as it is, traceback and all.
 
     TensorFlow's own INFO lines (e.g. the checkpoint saver's timings, spliced into the progress
-    bar) are dropped; its warnings and errors still show.
+    bar), and those TensorFlow Datasets logs through absl, are dropped; their warnings and errors
+    still show.
+
+    Args:
+      run: the work, e.g. `lambda: train_and_evaluate(config)`.
+      verbose: let expected failures raise with their traceback (the examples' `--verbose`).
 
     Raises:
-      SystemExit: training was interrupted or diverged.
+      SystemExit: training was interrupted or diverged, or an expected failure (not `verbose`).
     """
     tf.get_logger().setLevel("WARNING")
+    absl_logger = logging.get_absl_logger()
+    if not any(isinstance(f, _NoLibraryInfo) for f in absl_logger.filters):
+        absl_logger.addFilter(_NoLibraryInfo())
     try:
         return run()
+    except EXPECTED_FAILURES as e:
+        if verbose:
+            raise
+        message = f"{type(e).__name__}: {' '.join(str(e).split())}"  # one line, whatever it held
+        _free_quietly(e)
+        logging.error("%s (--verbose shows the traceback)", message)
+        raise SystemExit(1) from None
     except TrainingInterrupted as e:
         command = shlex.join([os.path.basename(sys.executable), *sys.argv])
         logging.warning("%s Resume with:\n  %s", e, command)

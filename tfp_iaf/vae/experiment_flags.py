@@ -2,9 +2,9 @@
 
 - `define_experiment_flags(__name__, ...)`: defines the training and evaluation flags every
   example has (the settings `tfp_iaf.vae.run_experiment` reads, and `--optimizer`,
-  `--preset`, `--strategy`, `--mixed_precision`, `--jit_compile`), with the example's own
-  defaults, filed under the example's module, and registers their parse-time checks
-  (`register_flag_validators`). The example then defines only its model's flags.
+  `--preset`, `--strategy`, `--mixed_precision`, `--jit_compile`, `--verbose`), with the
+  example's own defaults, filed under the example's module, and registers their parse-time
+  checks (`register_flag_validators`). The example then defines only its model's flags.
 - `flags_config(__name__)` turns the flags a module defined into a dataclass (one field per
   flag, defaulting to the flag's default), so no flag is restated; `Config.from_flags()` holds
   the parsed values.
@@ -113,6 +113,13 @@ def define_experiment_flags(
         "num_eval_examples", None, "Evaluate on the first N test examples only.", **define
     )
     flags.DEFINE_integer("seed", 0, "Random seed.", **define)
+    flags.DEFINE_bool(
+        "verbose",
+        False,
+        "On an expected failure (no dataset, a --model_dir that is a file, a checkpoint of "
+        "another configuration), the traceback too, not only the one-line message.",
+        **define,
+    )
     register_flag_validators(flag_values)
 
 

@@ -37,6 +37,7 @@ from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
 
 __all__ = [
+    "CheckpointMismatchError",
     "TrainResult",
     "TrainingDiverged",
     "TrainingInterrupted",
@@ -180,6 +181,10 @@ class TrainingDiverged(TrainingStopped):
     """A logged quantity became non-finite at `step`; `checkpoint` is the last good one."""
 
 
+class CheckpointMismatchError(ValueError):
+    """The checkpoint in `model_dir` was written by a model of another configuration."""
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What `train` did: `history` of this run's epochs, steps before and after, seconds."""
@@ -290,6 +295,7 @@ def train(
         `tensorboard_every`.
       TrainingInterrupted: SIGINT or SIGTERM (after a checkpoint at the step reached).
       TrainingDiverged: a non-finite logged quantity (no checkpoint is saved from it).
+      CheckpointMismatchError: `model_dir` holds a checkpoint of a model with other variables.
     """
     num_steps = _checks.positive_int("num_steps", num_steps)
     steps_per_epoch = _checks.positive_int("steps_per_epoch", steps_per_epoch)
@@ -408,7 +414,7 @@ def _restore_all(checkpoint: tf.train.Checkpoint, path: str) -> None:
         checkpoint.restore(path).assert_consumed()
     except (AssertionError, ValueError) as e:  # ValueError: a value of another shape
         first = str(e).strip().splitlines()[0][:300]
-        raise ValueError(
+        raise CheckpointMismatchError(
             f"the checkpoint in `model_dir` ({path}) was written by a model with other "
             "variables than this one, so it cannot resume it: train with the flags that "
             "wrote it (its results.json has them under 'config'), or use another model_dir. "
