@@ -1,6 +1,7 @@
 """Reusable VAE pieces shared by the examples: model, evaluation, free bits, data, training."""
 
 from tfp_iaf.layers import WeightNormConv2D
+from tfp_iaf.vae.checkpoints import CheckpointError
 from tfp_iaf.vae.data import (
     DATASETS,
     DatasetUnavailableError,
@@ -38,6 +39,7 @@ from tfp_iaf.vae.presets import Preset, apply_preset, describe_presets, preset_c
 from tfp_iaf.vae.resnet_layer import IAF_INITS, LayerOutput, ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
 from tfp_iaf.vae.training import (
+    CheckpointSaveFailed,
     TrainingDiverged,
     TrainingInterrupted,
     TrainingStopped,
@@ -50,6 +52,8 @@ from tfp_iaf.vae.training import (
 from tfp_iaf.weight_norm import data_dependent_init
 
 __all__ = [
+    "CheckpointError",
+    "CheckpointSaveFailed",
     "DATASETS",
     "DatasetUnavailableError",
     "FlagsConfig",

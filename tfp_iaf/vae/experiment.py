@@ -42,6 +42,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfp_iaf._keras import tf_keras
+from tfp_iaf.vae.checkpoints import check_writable
 from tfp_iaf.vae.experiment_flags import (
     FlagsConfig,
     define_experiment_flags,
@@ -51,8 +52,8 @@ from tfp_iaf.vae.experiment_flags import (
 from tfp_iaf.vae.images import save_image_grid
 from tfp_iaf.vae.likelihood import bits_per_dim, evaluate_dataset
 from tfp_iaf.vae.training import (
-    TrainingDiverged,
     TrainingInterrupted,
+    TrainingStopped,
     fit_schedule,
     make_optimizer,
     train,
@@ -195,9 +196,11 @@ def run_experiment(
       training time of all runs and of this one, replicas, peak RSS and the config.
 
     Raises:
-      ValueError: an unknown `headline` or `strategy`.
-      TrainingInterrupted, TrainingDiverged: from `train`; no results are written
-        (`run_or_exit` turns them into a clean exit).
+      ValueError: an unknown `headline` or `strategy`; a `config.model_dir` that is a file or
+        cannot be written (these before any data is loaded); from `train`, a checkpoint that
+        cannot resume this run.
+      TrainingStopped: from `train` (interrupted, diverged, a checkpoint not saved); no
+        results are written (`run_or_exit` turns them into a clean exit).
     """
     if headline not in _REPORTS:
         raise ValueError(f"`headline` must be one of {tuple(_REPORTS)}; got {headline!r}")
@@ -219,6 +222,8 @@ def _run(
     mixed_precision, jit_compile,
 ) -> dict[str, Any]:  # fmt: skip
     distribution = make_strategy(strategy)
+    if distribution.extended.should_checkpoint:  # the chief: it writes to `model_dir`
+        check_writable(config.model_dir)
     train_ds, num_train, test_ds = _load_splits(config, load_split)
     if config.num_steps is None:
         budget = dict(epochs=config.epochs or default_epochs)
@@ -250,6 +255,7 @@ def _run(
         steps_per_epoch=steps_per_epoch,
         save_every=config.save_every,
         use_averages=False,
+        settings=dataclasses.asdict(config),
     )
     results = {}
     if config.ema_momentum is not None:
@@ -306,13 +312,14 @@ def run_or_exit(run: Callable[[], Any]) -> Any:
 
     SIGINT/SIGTERM (`TrainingInterrupted`): logs where the checkpoint is and the command that
     resumes (this process's command line), and exits with status 128 + the signal number.
-    Divergence (`TrainingDiverged`): logs its message and exits with status 1.
+    Divergence, or a checkpoint that could not be saved (the other `TrainingStopped`s): logs
+    its message and exits with status 1.
 
     TensorFlow's own INFO lines (e.g. the checkpoint saver's timings, spliced into the progress
     bar) are dropped; its warnings and errors still show.
 
     Raises:
-      SystemExit: training was interrupted or diverged.
+      SystemExit: training stopped (interrupted, diverged, a checkpoint not saved).
     """
     tf.get_logger().setLevel("WARNING")
     try:
@@ -321,6 +328,6 @@ def run_or_exit(run: Callable[[], Any]) -> Any:
         command = shlex.join([os.path.basename(sys.executable), *sys.argv])
         logging.warning("%s Resume with:\n  %s", e, command)
         raise SystemExit(128 + e.signum) from None
-    except TrainingDiverged as e:
+    except TrainingStopped as e:
         logging.error("%s No results were written.", e)
         raise SystemExit(1) from None
