@@ -196,14 +196,20 @@ def run_experiment(
       training time of all runs and of this one, replicas, peak RSS and the config.
 
     Raises:
-      ValueError: an unknown `headline` or `strategy`; a `config.model_dir` that is a file or
-        cannot be written (these before any data is loaded); from `train`, a checkpoint that
-        cannot resume this run.
+      ValueError: an unknown `headline` or `strategy`; both `config.epochs` and
+        `config.num_steps` set; a `config.model_dir` that is a file or cannot be written (these
+        before any data is loaded); from `train`, a checkpoint that cannot resume this run.
       TrainingStopped: from `train` (interrupted, diverged, a checkpoint not saved); no
         results are written (`run_or_exit` turns them into a clean exit).
     """
     if headline not in _REPORTS:
         raise ValueError(f"`headline` must be one of {tuple(_REPORTS)}; got {headline!r}")
+    if config.epochs is not None and config.num_steps is not None:
+        raise ValueError(
+            "`epochs` and `num_steps` cannot both be set (`num_steps` counts the steps of all "
+            f"runs, `epochs` passes over the data); got epochs={config.epochs!r}, "
+            f"num_steps={config.num_steps!r}"
+        )
     created = not os.path.isdir(config.model_dir)
     try:
         return _run(
