@@ -331,7 +331,7 @@ def run_or_exit(run: Callable[[], Any]) -> Any:
     try:
         return run()
     except TrainingInterrupted as e:
-        command = shlex.join([os.path.basename(sys.executable), *sys.argv])
+        command = shlex.join([sys.executable, *sys.argv])
         logging.warning("%s Resume with:\n  %s", e, command)
         raise SystemExit(128 + e.signum) from None
     except TrainingStopped as e:
