@@ -11,9 +11,10 @@ import tempfile
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 import tfp_iaf
-from tests.examples_util import TailConfig, array_loader, run_tiny_experiment
+from tests.examples_util import TailConfig, array_loader, loaded_example, run_tiny_experiment
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.vae import checkpoints
 from tfp_iaf.vae.experiment import run_or_exit
@@ -295,6 +296,21 @@ def test_a_resume_of_another_model_with_the_same_variables_is_refused_naming_the
         tmp_path, gated=False, num_steps=3, learning_rate=0.01, num_importance_samples=2
     )
     assert (resumed["resumed_from_step"], resumed["steps"]) == (2, 3)
+
+
+def test_the_mnist_example_refuses_to_resume_an_affine_run_with_gated(tmp_path):
+    tiny = dict(
+        posterior="iaf", iaf_depth=1, iaf_width=40, context_size=4, model_dir=str(tmp_path),
+        batch_size=4, num_importance_samples=2, importance_chunk=2, eval_batch_size=5,
+        num_eval_examples=5,
+    )  # fmt: skip
+    with loaded_example("mnist_vae") as mnist_vae, tfds.testing.mock_data(num_examples=10):
+        mnist_vae.train_and_evaluate(mnist_vae.Config(num_steps=1, **tiny))
+        results = (tmp_path / "results.json").read_text()
+        with pytest.raises(vae.CheckpointError, match=r"gated: checkpoint False, now True"):
+            mnist_vae.train_and_evaluate(mnist_vae.Config(num_steps=2, gated=True, **tiny))
+    assert json.loads(results)["config"]["gated"] is False
+    assert (tmp_path / "results.json").read_text() == results  # not relabelled as gated
 
 
 def test_the_fingerprint_holds_every_setting_but_the_resumable_ones():
