@@ -14,7 +14,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import tfp_iaf
-from tests.examples_util import TailConfig, array_loader, loaded_example, run_tiny_experiment
+from tests.examples_util import (
+    TailConfig,
+    array_loader,
+    loaded_example,
+    run_tiny_experiment,
+    tiny_vae,
+)
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.vae import checkpoints
 from tfp_iaf.vae.experiment import run_or_exit
@@ -66,6 +72,7 @@ DAMAGE = {
     "corrupt-data": lambda p: _flip_a_byte(p.with_suffix(".data-00000-of-00001")),
     "truncated-data": lambda p: p.with_suffix(".data-00000-of-00001").write_bytes(b"\0" * 8),
     "corrupt-fingerprint": lambda p: p.with_suffix(".json").write_text("{"),
+    "fingerprint-not-an-object": lambda p: p.with_suffix(".json").write_text("[1]"),
 }
 
 
@@ -198,6 +205,35 @@ def test_a_full_disk_stops_with_a_message_and_deletes_nothing(
     assert not files(tmp_path, 3) and latest(tmp_path).endswith("ckpt-2")
     assert (tmp_path / "results.json").read_text() == results
     assert run(tmp_path, num_steps=4)["resumed_from_step"] == 2
+
+
+def test_a_save_that_does_not_read_back_stops_training_and_is_removed(tmp_path, monkeypatch):
+    write = tf.train.Checkpoint.write
+
+    def silently_short(self, prefix, *args, **kwargs):
+        path = write(self, prefix, *args, **kwargs)
+        if prefix.endswith("ckpt-2"):
+            with open(prefix + ".data-00000-of-00001", "r+b") as f:
+                f.truncate(16)
+        return path
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", silently_short)
+    model = tiny_vae()
+    model.compile(optimizer=vae.make_optimizer(0.05))
+    batches = tf.data.Dataset.from_tensor_slices([X[:4]]).repeat()
+    first = tmp_path / "checkpoints" / "ckpt-1"
+    with pytest.raises(
+        vae.CheckpointSaveFailed,
+        match=rf"at step 2 of 3: could not save the checkpoint .*ckpt-2: it does not read back: "
+        rf".*; the newest intact checkpoint is {first}, and nothing was deleted",
+    ) as info:
+        vae.train(
+            model, batches, model_dir=str(tmp_path), num_steps=3, steps_per_epoch=3,
+            save_every=1, verbose=0,
+        )  # fmt: skip
+    assert (info.value.step, info.value.checkpoint) == (2, str(first))
+    assert not files(tmp_path, 2) and files(tmp_path, 1)
+    assert latest(tmp_path) == str(first)
 
 
 def _run_counting(model_dir, loads, built):
