@@ -3,11 +3,12 @@ TensorFlow work, naming the flag; a run that fails leaves no empty model directo
 
 import dataclasses
 
+import numpy as np
 import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from tests.examples_util import TailConfig, loaded_example
+from tests.examples_util import TailConfig, array_loader, loaded_example
 from tfp_iaf import vae
 
 COMMON = [
@@ -26,6 +27,7 @@ COMMON = [
     ("--clip_norm=0", r"--clip_norm must be a positive number"),
     ("--clip_norm=inf", r"--clip_norm must be a positive number"),
     ("--free_bits=-0.1", r"--free_bits must be >= 0"),
+    ("--epochs=2 --num_steps=5", r"--epochs and --num_steps cannot both be set: --num_steps"),
 ]
 
 
@@ -41,7 +43,7 @@ COMMON = [
 def test_mnist_flags_fail_at_parse_time(arg, match):
     with loaded_example("mnist_vae"), flagsaver.flagsaver():
         with pytest.raises(flags.IllegalFlagValueError, match=match):
-            flags.FLAGS(["mnist_vae.py", arg])
+            flags.FLAGS(["mnist_vae.py", *arg.split()])
 
 
 def test_good_mnist_flags_parse():
@@ -60,7 +62,7 @@ def test_cifar10_flags_fail_at_parse_time():
             ("--hidden_size=5", r"--hidden_size must be a multiple of --z_size"),
         ]:
             with flagsaver.flagsaver(), pytest.raises(flags.IllegalFlagValueError, match=match):
-                flags.FLAGS(["cifar10_vae.py", arg])
+                flags.FLAGS(["cifar10_vae.py", *arg.split()])
         with flagsaver.flagsaver():
             flags.FLAGS(["cifar10_vae.py", "--iaf_steps=0"])  # 0: the diagonal posterior
 
@@ -113,3 +115,18 @@ def test_a_failed_run_leaves_no_empty_model_dir(tmp_path):
             default_epochs=1,
         )
     assert not model_dir.exists()
+
+
+def test_epochs_with_num_steps_fails_before_any_data_is_loaded(tmp_path):
+    loads = []
+    with pytest.raises(
+        ValueError, match=r"`epochs` and `num_steps` cannot both be set .*epochs=2, num_steps=5"
+    ):
+        vae.run_experiment(
+            TailConfig(model_dir=str(tmp_path / "run"), epochs=2, num_steps=5),
+            load_split=array_loader(np.eye(4, dtype=np.float32), loads),
+            make_model=None,
+            make_images=None,
+            default_epochs=1,
+        )
+    assert loads == [] and not (tmp_path / "run").exists()

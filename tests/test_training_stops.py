@@ -4,7 +4,9 @@ naming the step, the quantity and the last good checkpoint, and writes no result
 
 import logging
 import os
+import shlex
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -50,7 +52,8 @@ def test_a_signal_saves_the_step_reached_and_a_rerun_resumes_from_it(
     assert signal.getsignal(signum) is handler  # restored
     assert tf.train.latest_checkpoint(tmp_path / "checkpoints").endswith("ckpt-3")
     assert f"Interrupted ({signal.Signals(signum).name}) at step 3 of 8" in caplog.text
-    assert "Resume with:" in caplog.text
+    # The command that resumes names the interpreter that ran, not whatever `python` is.
+    assert f"Resume with:\n  {shlex.quote(sys.executable)} " in caplog.text
     assert not (tmp_path / "results.json").exists()
     monkeypatch.setattr(experiment, "train", train)
     with caplog.at_level(logging.INFO, logger="absl"):

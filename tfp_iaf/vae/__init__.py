@@ -17,6 +17,7 @@ except ModuleNotFoundError as e:
     ) from None
 
 from tfp_iaf.layers import WeightNormConv2D
+from tfp_iaf.vae.checkpoints import CheckpointError, ModelDirError
 from tfp_iaf.vae.data import (
     DATASETS,
     DatasetUnavailableError,
@@ -55,7 +56,7 @@ from tfp_iaf.vae.presets import Preset, apply_preset, describe_presets, preset_c
 from tfp_iaf.vae.resnet_layer import IAF_INITS, LayerOutput, ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
 from tfp_iaf.vae.training import (
-    CheckpointMismatchError,
+    CheckpointSaveFailed,
     TrainingDiverged,
     TrainingInterrupted,
     TrainingStopped,
@@ -68,7 +69,9 @@ from tfp_iaf.vae.training import (
 from tfp_iaf.weight_norm import data_dependent_init
 
 __all__ = [
-    "CheckpointMismatchError",
+    "CheckpointError",
+    "CheckpointSaveFailed",
+    "ModelDirError",
     "DATASETS",
     "DatasetUnavailableError",
     "EXPECTED_FAILURES",

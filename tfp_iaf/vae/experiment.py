@@ -17,9 +17,9 @@ the rest, the same way for every example:
   bar measures; writes TensorBoard scalars and `model_dir/results.json`, logs a summary and
   returns the results. A failed run leaves no empty `model_dir`. Under
   `strategy="multi_worker"` every worker trains and evaluates, and only the chief writes files.
-- `run_or_exit(...)` in `main` turns an interrupted or diverged training, and the failures of
-  `EXPECTED_FAILURES` (no dataset, a `model_dir` that is a file, a checkpoint of another
-  configuration), into a message and a non-zero exit.
+- `run_or_exit(...)` in `main` turns a stopped training (interrupted, diverged, a checkpoint
+  not saved), and the failures of `EXPECTED_FAILURES` (no dataset, a `model_dir` that is a file
+  or read-only, no checkpoint that can resume the run), into a message and a non-zero exit.
 
 The settings it reads from `config`, flags every example defines: `batch_size`, `epochs`,
 `num_steps`, `learning_rate`, `ema_momentum`, `clip_norm`, `data_dir`, `download`, `model_dir`,
@@ -48,6 +48,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfp_iaf._keras import tf_keras
+from tfp_iaf.vae.checkpoints import CheckpointError, ModelDirError, check_writable
 from tfp_iaf.vae.data import DatasetUnavailableError
 from tfp_iaf.vae.experiment_flags import (
     FlagsConfig,
@@ -58,9 +59,8 @@ from tfp_iaf.vae.experiment_flags import (
 from tfp_iaf.vae.images import save_image_grid
 from tfp_iaf.vae.likelihood import bits_per_dim, evaluate_dataset
 from tfp_iaf.vae.training import (
-    CheckpointMismatchError,
-    TrainingDiverged,
     TrainingInterrupted,
+    TrainingStopped,
     fit_schedule,
     make_optimizer,
     train,
@@ -100,7 +100,7 @@ _REPORTS = {
 
 # Failures that the command line or the files it names cause, each with a message that says
 # what to do: `run_or_exit` ends them in that one line (the traceback only with `verbose`).
-EXPECTED_FAILURES = (DatasetUnavailableError, CheckpointMismatchError, NotADirectoryError)
+EXPECTED_FAILURES = (DatasetUnavailableError, CheckpointError, ModelDirError)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -209,18 +209,23 @@ def run_experiment(
       training time of all runs and of this one, replicas, peak RSS and the config.
 
     Raises:
-      ValueError: an unknown `headline` or `strategy`.
-      NotADirectoryError: `config.model_dir` is a file.
+      ValueError: an unknown `headline` or `strategy`; both `config.epochs` and
+        `config.num_steps` set.
+      ModelDirError: `config.model_dir` is a file or cannot be written (before any data is
+        loaded).
       DatasetUnavailableError: from `load_split`.
-      TrainingInterrupted, TrainingDiverged, CheckpointMismatchError: from `train`; no results
-        are written (`run_or_exit` turns them, and the errors above, into a clean exit).
+      CheckpointError: from `train`, no checkpoint in `model_dir` can resume this run.
+      TrainingStopped: from `train` (interrupted, diverged, a checkpoint not saved); no
+        results are written (`run_or_exit` turns them, and the errors above but the first, into a
+        clean exit).
     """
     if headline not in _REPORTS:
         raise ValueError(f"`headline` must be one of {tuple(_REPORTS)}; got {headline!r}")
-    if os.path.exists(config.model_dir) and not os.path.isdir(config.model_dir):
-        raise NotADirectoryError(
-            f"`model_dir` (--model_dir) must be a directory, or a path that does not exist yet; "
-            f"got {config.model_dir!r}, a file. Pass another --model_dir."
+    if config.epochs is not None and config.num_steps is not None:
+        raise ValueError(
+            "`epochs` and `num_steps` cannot both be set (`num_steps` counts the steps of all "
+            f"runs, `epochs` passes over the data); got epochs={config.epochs!r}, "
+            f"num_steps={config.num_steps!r}"
         )
     created = not os.path.isdir(config.model_dir)
     try:
@@ -240,6 +245,8 @@ def _run(
     mixed_precision, jit_compile,
 ) -> dict[str, Any]:  # fmt: skip
     distribution = make_strategy(strategy)
+    if distribution.extended.should_checkpoint:  # the chief: it writes to `model_dir`
+        check_writable(config.model_dir)
     train_ds, num_train, test_ds = _load_splits(config, load_split)
     if config.num_steps is None:
         budget = dict(epochs=config.epochs or default_epochs)
@@ -272,6 +279,7 @@ def _run(
         steps_per_epoch=steps_per_epoch,
         save_every=config.save_every,
         use_averages=False,
+        settings=dataclasses.asdict(config),
     )
     results = {}
     if config.ema_momentum is not None:
@@ -399,10 +407,11 @@ def run_or_exit(run: Callable[[], Any], verbose: bool = False) -> Any:
 
     SIGINT/SIGTERM (`TrainingInterrupted`): logs where the checkpoint is and the command that
     resumes (this process's command line), and exits with status 128 + the signal number.
-    Divergence (`TrainingDiverged`): logs its message and exits with status 1.
-    An `EXPECTED_FAILURES` error (a dataset that is not there, a `model_dir` that is a file, a
-    checkpoint of another configuration): logs its message as one line and exits with status 1;
-    with `verbose`, it is raised as it is, traceback and all.
+    Divergence, or a checkpoint that could not be saved (the other `TrainingStopped`s): logs
+    its message and exits with status 1.
+    An `EXPECTED_FAILURES` error (a dataset that is not there, a `model_dir` that is a file or
+    cannot be written, a checkpoint that cannot resume this run): logs its message as one line
+    and exits with status 1; with `verbose`, it is raised as it is, traceback and all.
 
     TensorFlow's own INFO lines (e.g. the checkpoint saver's timings, spliced into the progress
     bar), and those TensorFlow Datasets logs through absl, are dropped; their warnings and errors
@@ -413,7 +422,8 @@ def run_or_exit(run: Callable[[], Any], verbose: bool = False) -> Any:
       verbose: let expected failures raise with their traceback (the examples' `--verbose`).
 
     Raises:
-      SystemExit: training was interrupted or diverged, or an expected failure (not `verbose`).
+      SystemExit: training stopped (interrupted, diverged, a checkpoint not saved), or an
+        expected failure (not `verbose`).
     """
     tf.get_logger().setLevel("WARNING")
     absl_logger = logging.get_absl_logger()
@@ -429,9 +439,9 @@ def run_or_exit(run: Callable[[], Any], verbose: bool = False) -> Any:
         logging.error("%s (--verbose shows the traceback)", message)
         raise SystemExit(1) from None
     except TrainingInterrupted as e:
-        command = shlex.join([os.path.basename(sys.executable), *sys.argv])
+        command = shlex.join([sys.executable, *sys.argv])
         logging.warning("%s Resume with:\n  %s", e, command)
         raise SystemExit(128 + e.signum) from None
-    except TrainingDiverged as e:
+    except TrainingStopped as e:
         logging.error("%s No results were written.", e)
         raise SystemExit(1) from None

@@ -70,10 +70,15 @@ def define_experiment_flags(
     flags.DEFINE_integer(
         "epochs",
         None,
-        f"Training epochs (default {default_epochs} unless --num_steps is set).",
+        f"Training epochs (default {default_epochs} unless --num_steps is set; not both).",
         **define,
     )
-    flags.DEFINE_integer("num_steps", None, "Training steps, instead of --epochs.", **define)
+    flags.DEFINE_integer(
+        "num_steps",
+        None,
+        "Training steps of all runs in --model_dir (not with --epochs).",
+        **define,
+    )
     flags.DEFINE_float("learning_rate", 2e-3, "Adamax learning rate.", **define)
     flags.DEFINE_float(
         "clip_norm", None, "Clip the gradients' global norm to this (unset: off).", **define
@@ -190,7 +195,7 @@ def register_flag_validators(flag_values: flags.FlagValues = flags.FLAGS) -> Non
     reads), so a bad value fails before any data or TensorFlow work, naming the flag.
 
     Call it after the `flags.DEFINE_*` calls. `--epochs`, `--num_steps` and
-    `--num_eval_examples` may be unset (None).
+    `--num_eval_examples` may be unset (None); `--epochs` and `--num_steps` not both set.
     """
     for name in (
         "batch_size", "epochs", "num_steps", "save_every", "num_importance_samples",
@@ -201,3 +206,10 @@ def register_flag_validators(flag_values: flags.FlagValues = flags.FLAGS) -> Non
     _check("learning_rate", lambda v: math.isfinite(v) and v > 0, "a positive number", flag_values)
     _check("ema_momentum", lambda v: 0 <= v < 1, "in [0, 1)", flag_values)
     _check("clip_norm", lambda v: math.isfinite(v) and v > 0, "a positive number", flag_values)
+    flags.register_multi_flags_validator(
+        ["epochs", "num_steps"],
+        lambda f: f["epochs"] is None or f["num_steps"] is None,
+        message="--epochs and --num_steps cannot both be set: --num_steps counts the steps of "
+        "all runs in --model_dir, --epochs passes over the data",
+        flag_values=flag_values,
+    )

@@ -6,12 +6,16 @@
 - Training is counted in steps (`train(num_steps=...)`, the total over all runs in `model_dir`),
   with a stable epoch of one pass over the data (`fit_schedule`); epochs only pace the progress
   bar and the `on_epoch_*` callbacks.
-- A checkpoint (weights, optimizer state and averages, step, cumulative training time) every
-  `save_every` steps and at the end; a run pointed at the same `model_dir` resumes from the
-  latest one and trains up to exactly `num_steps`, logging "resumed from step N of M". Under
-  `MultiWorkerMirroredStrategy` only the chief writes there; every worker restores from it.
+- A checkpoint (weights, optimizer state and averages, step, cumulative training time, and the
+  model's fingerprint) every `save_every` steps and at the end; a run pointed at the same
+  `model_dir` resumes from the newest intact one and trains up to exactly `num_steps`, logging
+  "resumed from step N of M". How checkpoints are verified, written and rotated, and what a
+  resume refuses: `tfp_iaf.vae.checkpoints`. Under `MultiWorkerMirroredStrategy` only the
+  chief writes there; every worker restores from it.
 - SIGINT/SIGTERM: the step under way finishes, a checkpoint is saved at that step and
   `TrainingInterrupted` is raised (a second signal acts as usual).
+- A checkpoint that cannot be written (a full disk, ...) stops training with
+  `CheckpointSaveFailed`, naming the newest intact checkpoint; nothing older is deleted.
 - A non-finite logged quantity (loss, KL, ...) stops training at once with `TrainingDiverged`,
   naming the step, the quantities and the last good checkpoint; nothing is saved from it.
 - TensorBoard scalars of every metric the model reports.
@@ -19,15 +23,14 @@
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import importlib.util
 import math
 import os
-import shutil
 import signal
-import tempfile
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -35,9 +38,10 @@ from absl import logging
 
 from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
+from tfp_iaf.vae.checkpoints import Checkpoints, CheckpointWriteError
 
 __all__ = [
-    "CheckpointMismatchError",
+    "CheckpointSaveFailed",
     "TrainResult",
     "TrainingDiverged",
     "TrainingInterrupted",
@@ -181,8 +185,8 @@ class TrainingDiverged(TrainingStopped):
     """A logged quantity became non-finite at `step`; `checkpoint` is the last good one."""
 
 
-class CheckpointMismatchError(ValueError):
-    """The checkpoint in `model_dir` was written by a model of another configuration."""
+class CheckpointSaveFailed(TrainingStopped):
+    """The checkpoint of `step` could not be written; `checkpoint` is the newest intact one."""
 
 
 @dataclasses.dataclass
@@ -269,6 +273,7 @@ def train(
     verbose: int | str = "auto",
     callbacks: list[tf_keras.callbacks.Callback] | None = None,
     use_averages: bool = True,
+    settings: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Trains a compiled model up to `num_steps` steps in all, resuming from `model_dir`.
 
@@ -286,6 +291,9 @@ def train(
       use_averages: end by overwriting the weights with their Polyak averages (when the
         optimizer keeps them); otherwise the caller may call
         `model.optimizer.finalize_variable_values(model.trainable_variables)` later.
+      settings: the run's settings (e.g. an example's config): those that define the model
+        (all but `checkpoints.RESUMABLE_SETTINGS`) join the model's structure in the
+        fingerprint saved with every checkpoint. None: the structure only.
 
     Returns:
       A `TrainResult` (its `history` empty when the budget was already reached).
@@ -295,7 +303,10 @@ def train(
         `tensorboard_every`.
       TrainingInterrupted: SIGINT or SIGTERM (after a checkpoint at the step reached).
       TrainingDiverged: a non-finite logged quantity (no checkpoint is saved from it).
-      CheckpointMismatchError: `model_dir` holds a checkpoint of a model with other variables.
+      CheckpointSaveFailed: a checkpoint could not be written.
+      checkpoints.CheckpointError: checkpoints are present in `model_dir` but none is intact,
+        or the newest intact one has another fingerprint (or, written without one, other
+        variables than `model`).
     """
     num_steps = _checks.positive_int("num_steps", num_steps)
     steps_per_epoch = _checks.positive_int("steps_per_epoch", steps_per_epoch)
@@ -309,21 +320,10 @@ def train(
         model.optimizer.build(model.trainable_variables)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     seconds_var = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
-    checkpoint = tf.train.Checkpoint(
-        model=model, optimizer=model.optimizer, step=step_var, train_seconds=seconds_var
+    store = Checkpoints.for_model(
+        model, model_dir, settings, step=step_var, train_seconds=seconds_var
     )
-    checkpoint_dir = os.path.join(model_dir, "checkpoints")
-    # Multi-worker (TF's documented pattern): every worker restores the chief's checkpoint and
-    # takes part in every save (saving may run collectives), but only the chief writes to
-    # `model_dir`; the others write to a temporary directory, removed when the process exits.
-    write_dir = checkpoint_dir
-    if not model.distribute_strategy.extended.should_checkpoint:
-        write_dir = tempfile.mkdtemp(prefix="tfp_iaf_worker_")
-        atexit.register(shutil.rmtree, write_dir, ignore_errors=True)
-    manager = tf.train.CheckpointManager(checkpoint, write_dir, 2)
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
-    if latest:
-        _restore_all(checkpoint, latest)
+    latest = store.restore_newest()
     initial_step, initial_seconds = int(step_var.numpy()), float(seconds_var.numpy())
     if latest and initial_step <= num_steps:
         logging.info("Resumed from step %d of %d (%s).", initial_step, num_steps, latest)
@@ -336,8 +336,14 @@ def train(
     def save(step: int) -> str:
         step_var.assign(step)
         seconds_var.assign(initial_seconds + time.time() - start)
+        try:
+            path = store.save(step)
+        except CheckpointWriteError as e:
+            raise CheckpointSaveFailed(
+                f"Training stopped at step {step} of {num_steps}: {e}.", step, store.latest
+            ) from e
         saved.append(step)
-        return manager.save(checkpoint_number=step)
+        return path
 
     all_callbacks = tf_keras.callbacks.CallbackList(
         [
@@ -376,7 +382,7 @@ def train(
                     # A finite loss can come with non-finite weights: check them before saving.
                     bad = _non_finite_weights(model)
                 if bad:
-                    last = manager.latest_checkpoint
+                    last = store.latest
                     raise TrainingDiverged(
                         f"Training diverged at step {step}: {', '.join(bad)}; the last good "
                         f"checkpoint is {last or 'none'}.",
@@ -388,7 +394,7 @@ def train(
                 all_callbacks.on_train_batch_end(batch, logs)
                 batch += 1
                 if stop.signum is not None:
-                    path = save(step) if saved[-1] != step else manager.latest_checkpoint
+                    path = save(step) if saved[-1] != step else store.latest
                     raise TrainingInterrupted(
                         f"Interrupted ({signal.Signals(stop.signum).name}) at step {step} of "
                         f"{num_steps}; saved the checkpoint {path}.",
@@ -404,19 +410,3 @@ def train(
         model.optimizer.finalize_variable_values(model.trainable_variables)
     total = float(seconds_var.numpy())  # as saved with the last checkpoint
     return TrainResult(history, initial_step, step, total, total - initial_seconds)
-
-
-def _restore_all(checkpoint: tf.train.Checkpoint, path: str) -> None:
-    """Restores `path` into `checkpoint`, every value into a variable and every variable from a
-    value: a checkpoint of another configuration (a different posterior, decoder scale, ...)
-    would otherwise resume with part of the model left at its initialisation, or ignored."""
-    try:
-        checkpoint.restore(path).assert_consumed()
-    except (AssertionError, ValueError) as e:  # ValueError: a value of another shape
-        first = str(e).strip().splitlines()[0][:300]
-        raise CheckpointMismatchError(
-            f"the checkpoint in `model_dir` ({path}) was written by a model with other "
-            "variables than this one, so it cannot resume it: train with the flags that "
-            "wrote it (its results.json has them under 'config'), or use another model_dir. "
-            f"TensorFlow: {first}"
-        ) from None

@@ -1,0 +1,358 @@
+"""Training checkpoints: finding, verifying, writing and rotating them, and the model fingerprint.
+
+A checkpoint `ckpt-N` (N: the step) is TensorFlow's `ckpt-N.index` and `ckpt-N.data-*` files and
+the fingerprint `ckpt-N.json`, in `model_dir/checkpoints` with TF's `checkpoint` state file.
+
+- Finding: the files present, newest (highest step) first. The state file is written for TF's
+  tools (`tf.train.latest_checkpoint`) but not trusted; it is rewritten when it is missing,
+  corrupt or names another checkpoint than the one restored.
+- Verifying: intact means every value reads back with its checksum (TF keeps a CRC32C per
+  tensor) and the fingerprint file parses. A resume restores the newest intact checkpoint,
+  naming the damaged ones it passed over, and refuses, naming them all, when none is intact
+  (a fresh start would soon rotate the older files away).
+- Fingerprint (`tfp_iaf.vae.fingerprint`): a resume from a checkpoint of another fingerprint is
+  refused, naming the fields that differ; a checkpoint without one (written before
+  fingerprints) is checked by its variables' shapes only, with a warning.
+- Writing: the fingerprint (atomically), TF's files (the index last, by a rename), the state
+  file (atomically): a kill at any point leaves the previous checkpoint intact. A write that
+  fails (a full disk, ...) or does not read back removes its own files and raises
+  `CheckpointWriteError`; nothing older is touched.
+- Rotating: after a verified save, the newest `max_to_keep` intact checkpoints are kept; older
+  and damaged older ones are deleted. Damaged ones newer than the newest intact one stay for a
+  person to look at (a save of that step replaces them).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import tensorflow as tf
+from absl import logging
+
+from tfp_iaf._keras import tf_keras
+from tfp_iaf.vae.fingerprint import RESUMABLE_SETTINGS, differences, fingerprint
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointWriteError",
+    "Checkpoints",
+    "ModelDirError",
+    "check_writable",
+    "verify",
+]
+
+_NAME = re.compile(r"ckpt-(\d+)(\.index|\.data-\d+-of-\d+|\.json(\.tmp.*)?|_temp.*)$")
+_STATE = "checkpoint"
+
+
+class CheckpointError(ValueError):
+    """A resume was refused: no intact checkpoint, or one of another model."""
+
+
+class ModelDirError(ValueError):
+    """`model_dir` is not a directory this process can write checkpoints to."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (its partial files were removed)."""
+
+
+def verify(prefix: str) -> str | None:
+    """None if the checkpoint `prefix` is intact, else what is wrong with it.
+
+    Reads every value (TensorFlow compares each one's checksum) and the fingerprint file, if any.
+    """
+    if not os.path.exists(prefix + ".index"):
+        return f"{prefix}.index is missing"
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    # Any failure to read means damage: TF raises OpError, but also IndexError (a short file).
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+    try:
+        _read_fingerprint(prefix)
+    except (OSError, ValueError) as e:
+        return f"{prefix}.json is unreadable ({e})"
+    return None
+
+
+def check_writable(model_dir: str) -> None:
+    """Raises unless `model_dir` is, or can be made, a directory this process can write to
+    (and so is its `checkpoints`, if present). Creates `model_dir` when it does not exist.
+
+    Raises:
+      ModelDirError: `model_dir` or its `checkpoints` is a file, or either cannot be written.
+    """
+    for path in (model_dir, os.path.join(model_dir, "checkpoints")):
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ModelDirError(
+                f"`model_dir` must be a directory; got {model_dir!r} ({path}: file). Pass "
+                "another --model_dir."
+            )
+        try:
+            if path == model_dir:
+                os.makedirs(path, exist_ok=True)
+            if os.path.isdir(path):
+                handle, probe = tempfile.mkstemp(prefix=".write_test", dir=path)
+                os.close(handle)
+                os.remove(probe)
+        except OSError as e:
+            raise ModelDirError(
+                f"`model_dir` must be a writable directory; got {model_dir!r} ({path}: "
+                f"{e.strerror}). Pass another --model_dir."
+            ) from None
+
+
+def _read_fingerprint(prefix: str) -> dict | None:
+    if not os.path.exists(prefix + ".json"):
+        return None
+    with open(prefix + ".json") as f:
+        saved = json.load(f)
+    if not isinstance(saved, dict):
+        raise ValueError(f"not a JSON object: {type(saved).__name__}")
+    return saved
+
+
+def _atomic_write(path: str, text: str) -> None:
+    directory, name = os.path.split(path)
+    handle, temp = tempfile.mkstemp(prefix=name + ".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
+def _steps(directory: str) -> list[int]:
+    """The steps of the checkpoints with any file in `directory`, newest first."""
+    if not os.path.isdir(directory):
+        return []
+    found = {int(m.group(1)) for m in map(_NAME.match, os.listdir(directory)) if m}
+    return sorted(found, reverse=True)
+
+
+def _remove(directory: str, step: int) -> None:
+    for name in os.listdir(directory):
+        match = _NAME.match(name)
+        if match and int(match.group(1)) == step:
+            path = os.path.join(directory, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+
+
+class Checkpoints:
+    """The checkpoints of one training run: restore the newest intact one, save, rotate.
+
+    Args:
+      checkpoint: the `tf.train.Checkpoint` to restore into and save.
+      directory: where the checkpoints are read from.
+      write_dir: where they are written (default `directory`; a worker that is not the chief
+        writes to a temporary directory).
+      fingerprint: saved with each checkpoint and compared on restore (None: not checked).
+      max_to_keep: the intact checkpoints kept.
+    """
+
+    def __init__(
+        self,
+        checkpoint: tf.train.Checkpoint,
+        directory: str,
+        *,
+        write_dir: str | None = None,
+        fingerprint: dict | None = None,
+        max_to_keep: int = 2,
+    ):
+        self.checkpoint, self.directory = checkpoint, directory
+        # `restore` creates the counter, so every write holds it too (as TF's manager writes).
+        checkpoint.save_counter  # noqa: B018
+        self.write_dir = write_dir or directory
+        self.fingerprint, self.max_to_keep = fingerprint, max_to_keep
+        self.latest: str | None = None  # the newest checkpoint known intact
+        self._intact: set[int] = set()  # steps in `write_dir` known intact
+
+    @classmethod
+    def for_model(
+        cls,
+        model: tf_keras.Model,
+        model_dir: str,
+        settings: Mapping[str, Any] | None = None,
+        **variables: tf.Variable,
+    ) -> Checkpoints:
+        """The checkpoints of `model`, its optimizer and `variables` in `model_dir/checkpoints`,
+        fingerprinted by `fingerprint(model, settings)`.
+
+        Multi-worker (TF's documented pattern): every worker restores the chief's checkpoint
+        and takes part in every save (saving may run collectives), but only the chief writes to
+        `model_dir`; the others write to a temporary directory, removed when the process exits.
+        """
+        directory = write_dir = os.path.join(model_dir, "checkpoints")
+        if not model.distribute_strategy.extended.should_checkpoint:
+            write_dir = tempfile.mkdtemp(prefix="tfp_iaf_worker_")
+            atexit.register(shutil.rmtree, write_dir, ignore_errors=True)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, **variables)
+        return cls(
+            checkpoint, directory, write_dir=write_dir, fingerprint=fingerprint(model, settings)
+        )
+
+    def restore_newest(self) -> str | None:
+        """Restores the newest intact checkpoint; its path, or None when there is none at all.
+
+        Raises:
+          CheckpointError: checkpoints are present but none is intact, or the newest intact
+            one has another fingerprint.
+          ValueError: it holds other variables than `checkpoint` (a checkpoint without a
+            fingerprint of another model).
+        """
+        damaged = []
+        for step in _steps(self.directory):
+            prefix = os.path.join(self.directory, f"ckpt-{step}")
+            problem = verify(prefix)
+            if problem is not None:
+                damaged.append(f"{prefix} ({problem})")
+                logging.warning("Checkpoint %s is damaged: %s.", prefix, problem)
+                continue
+            self._check_fingerprint(prefix)
+            if damaged:
+                logging.warning(
+                    "Resuming from %s, the newest intact checkpoint; passed over: %s.",
+                    prefix,
+                    "; ".join(damaged),
+                )
+            _restore_all(self.checkpoint, prefix)
+            self.latest = prefix
+            if self.write_dir == self.directory:
+                self._intact.add(step)
+                self._write_state(announce=True)
+            return prefix
+        if damaged:
+            raise CheckpointError(
+                f"no checkpoint in {self.directory} is intact, so training cannot resume: "
+                f"{'; '.join(damaged)}. Nothing was deleted; to train from step 0, move these "
+                "files away or use another model_dir"
+            )
+        return None
+
+    def _check_fingerprint(self, prefix: str) -> None:
+        if self.fingerprint is None:
+            return
+        saved = _read_fingerprint(prefix)
+        if saved is None:
+            logging.warning(
+                "Checkpoint %s has no fingerprint file (%s.json): only its variables' shapes "
+                "are checked against this model.",
+                prefix,
+                prefix,
+            )
+            return
+        differing = differences(saved, self.fingerprint)
+        if differing:
+            raise CheckpointError(
+                f"the checkpoint {prefix} is of another model or run than this one, so it "
+                f"cannot resume it: {'; '.join(differing)}. Run with the settings that wrote "
+                f"it (in {prefix}.json), or use another model_dir. Settings that may change "
+                f"on resume: {', '.join(sorted(RESUMABLE_SETTINGS))}"
+            )
+
+    def save(self, step: int) -> str:
+        """Writes, verifies and lists `ckpt-<step>`, then rotates; returns its path.
+
+        Raises:
+          CheckpointWriteError: it could not be written or does not read back; its files were
+            removed, and the earlier checkpoints and the state file are as they were.
+        """
+        prefix = os.path.join(self.write_dir, f"ckpt-{step}")
+        try:
+            os.makedirs(self.write_dir, exist_ok=True)
+            if self.fingerprint is not None:
+                _atomic_write(prefix + ".json", json.dumps(self.fingerprint, indent=1))
+            self.checkpoint.write(prefix)
+            problem = verify(prefix)
+            if problem is not None:
+                raise OSError(f"it does not read back: {problem}")
+        except (OSError, tf.errors.OpError) as e:
+            if step not in self._intact:
+                try:
+                    _remove(self.write_dir, step)
+                except OSError:
+                    pass
+            raise CheckpointWriteError(
+                f"could not save the checkpoint {prefix}: {e}; the newest intact checkpoint "
+                f"is {self.latest or 'none'}, and nothing was deleted"
+            ) from e
+        self._intact.add(step)
+        self.latest = prefix
+        self._rotate(step)
+        self._write_state()
+        return prefix
+
+    def _rotate(self, newest: int) -> None:
+        kept = 1
+        for step in _steps(self.write_dir):
+            if step >= newest:
+                continue
+            if kept < self.max_to_keep:
+                intact = step in self._intact
+                if not intact and verify(os.path.join(self.write_dir, f"ckpt-{step}")) is None:
+                    self._intact.add(step)
+                    intact = True
+                if intact:
+                    kept += 1
+                    continue
+            self._intact.discard(step)
+            _remove(self.write_dir, step)
+
+    def _write_state(self, announce: bool = False) -> None:
+        """TensorFlow's state file, listing the intact checkpoints kept, the newest last."""
+        newest = int(self.latest.rsplit("-", 1)[1])
+        steps = sorted(s for s in self._intact if s <= newest)
+        text = "".join(
+            [f'model_checkpoint_path: "ckpt-{newest}"\n']
+            + [f'all_model_checkpoint_paths: "ckpt-{s}"\n' for s in steps]
+        )
+        path = os.path.join(self.write_dir, _STATE)
+        if announce:  # on restore: rewritten only when it does not name the checkpoint restored
+            try:
+                state = tf.train.get_checkpoint_state(self.write_dir)  # None: missing or corrupt
+            except (UnicodeDecodeError, tf.errors.OpError):
+                state = None
+            named = state and os.path.basename(state.model_checkpoint_path)
+            if named == f"ckpt-{newest}":
+                return
+            logging.warning(
+                "The state file %s was %s: rewritten to name %s.",
+                path,
+                "missing or corrupt" if state is None else f"naming {named}",
+                self.latest,
+            )
+        _atomic_write(path, text)
+
+
+def _restore_all(checkpoint: tf.train.Checkpoint, path: str) -> None:
+    """Restores `path` into `checkpoint`, every value into a variable and every variable from a
+    value: a checkpoint of another configuration (a different posterior, decoder scale, ...)
+    would otherwise resume with part of the model left at its initialisation, or ignored."""
+    try:
+        checkpoint.restore(path).assert_consumed()
+    except (AssertionError, ValueError) as e:  # ValueError: a value of another shape
+        first = str(e).strip().splitlines()[0][:300]
+        raise CheckpointError(
+            f"the checkpoint in `model_dir` ({path}) was written by a model with other "
+            "variables than this one, so it cannot resume it: train with the flags that "
+            "wrote it (its results.json has them under 'config'), or use another model_dir. "
+            f"TensorFlow: {first}"
+        ) from None
