@@ -41,7 +41,6 @@ import tensorflow_probability as tfp
 from absl import app, flags
 from inference_gym import using_tensorflow as gym
 from report import date_and_machine  # bench/report.py
-from timing import time_fns  # bench/timing.py
 
 from tfp_iaf import vi
 from tfp_iaf.vi import structure
@@ -74,6 +73,7 @@ flags.DEFINE_string("work_dir", "runs/bench_vi", "Per-run results (resumable).")
 flags.DEFINE_bool(
     "timing", False, "Only time the training steps of TFP's IAF route and ours, interleaved."
 )
+flags.DEFINE_integer("timing_blocks", 21, "With --timing: timed blocks per method.")
 flags.DEFINE_string("machine", "2-core x86_64 CPU container, no GPU", "Machine description.")
 
 
@@ -175,15 +175,36 @@ def fit(model, q, method: str, seed: int) -> float:
     return (time.perf_counter() - start) / (FLAGS.steps - WARMUP)
 
 
-def interleaved_times(target: str, methods: list[str], steps: int = 100) -> list[float]:
-    """Milliseconds per step of `methods` on `target`, timed in one process: blocks of `steps`
-    steps, alternating between the methods (`timing.time_fns`), medians of 7 blocks."""
+def interleaved_times(target: str, methods: list[str], steps: int = 100) -> dict:
+    """Per-step times of `methods` on `target`, timed in one process: `--timing_blocks` blocks
+    of `steps` steps each, alternating between the methods (after one untimed block each).
+
+    Returns:
+      `{"wall": [[ms per step per block] per method], "cpu": [...]}`: wall-clock and process
+      CPU milliseconds per step (CPU time counts every thread, and is not inflated by other
+      processes waiting for the same cores).
+    """
     model = getattr(gym.targets, target)()
     runs = []
     for method in methods:
         step = training_step(model, build(method, model, 0), method, 0)
         runs.append(lambda step=step: [step(tf.constant([0, i])) for i in range(steps)][-1])
-    return [1e3 * median / steps for median, _ in time_fns(runs, repeats=7, warmup=1)]
+    for run in runs:
+        run().numpy()
+    wall, cpu = [[] for _ in runs], [[] for _ in runs]
+    for _ in range(FLAGS.timing_blocks):
+        for run, w, c in zip(runs, wall, cpu, strict=True):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run().numpy()
+            w.append(1e3 * (time.perf_counter() - start) / steps)
+            c.append(1e3 * (time.process_time() - start_cpu) / steps)
+    return {"wall": wall, "cpu": cpu}
+
+
+def paired_ratio(ours: list[float], route: list[float]) -> str:
+    """Median and quartiles of the block-by-block ratios ours / route."""
+    q1, median, q3 = np.percentile(np.divide(ours, route), [25, 50, 75])
+    return f"{median:.2f}x [{q1:.2f}, {q3:.2f}]"
 
 
 def flat(structure) -> np.ndarray:
@@ -268,12 +289,21 @@ def table(target: str, results: dict) -> list[str]:
 def timing_table() -> list[str]:
     rows = [
         "Interleaved timing: " + date_and_machine(FLAGS.machine),
-        "| target | TFP IAF route (ms / step) | tfp_iaf (ms / step) | tfp_iaf / route |",
-        "|---|---:|---:|---:|",
+        f"{FLAGS.timing_blocks} blocks of 100 steps per method, alternating; medians over blocks; "
+        "ratio: median [quartiles] of the block-by-block ratios tfp_iaf / route",
+        "",
+        "| target | route wall ms / step | tfp_iaf wall ms / step | wall ratio "
+        "| route CPU ms / step | tfp_iaf CPU ms / step | CPU ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for target in FLAGS.targets:
-        route, ours = interleaved_times(target, ["tfp_iaf_route", "tfp_iaf"])
-        rows.append(f"| {target} | {route:.2f} | {ours:.2f} | {ours / route:.2f}x |")
+        times = interleaved_times(target, ["tfp_iaf_route", "tfp_iaf"])
+        (route_wall, ours_wall), (route_cpu, ours_cpu) = times["wall"], times["cpu"]
+        rows.append(
+            f"| {target} | {np.median(route_wall):.3f} | {np.median(ours_wall):.3f} "
+            f"| {paired_ratio(ours_wall, route_wall)} | {np.median(route_cpu):.3f} "
+            f"| {np.median(ours_cpu):.3f} | {paired_ratio(ours_cpu, route_cpu)} |"
+        )
         print(rows[-1], flush=True)
     return rows
 

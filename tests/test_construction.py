@@ -95,3 +95,15 @@ def test_with_context_needs_a_context_and_a_flow_that_takes_one(build):
     for context in (None, tf.zeros([2, 2])):
         with pytest.raises(ValueError, match=r"takes no `context` .*use the flow itself; got"):
             build(None).with_context(context)
+
+
+def test_kernel_blocks_changes_the_storage_not_the_function():
+    """`MADE(kernel_blocks=1)` keeps every kernel one block (one matmul a layer); with the same
+    seed it computes what the default blocked layout does."""
+    x = tf.random.stateless_normal([5, 120], (1, 2))
+    blocked = tfp_iaf.MADE(120, [240, 240], seed=3)
+    whole = tfp_iaf.MADE(120, [240, 240], kernel_blocks=1, seed=3)
+    blocked(x), whole(x)
+    assert max(len(layer.blocks) for layer in blocked.masked_layers) > 1
+    assert all(len(layer.blocks) == 1 for layer in whole.masked_layers)
+    np.testing.assert_allclose(whole(x), blocked(x), rtol=1e-5, atol=1e-5)

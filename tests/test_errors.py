@@ -30,6 +30,7 @@ def made(**kwargs):
         ({"event_size": 0}, "`event_size` must be a positive integer; got 0"),
         ({"context_size": 0}, "`context_size` must be a positive integer or None; got 0"),
         ({"num_params": 0}, "`num_params` must be a positive integer; got 0"),
+        ({"kernel_blocks": 0}, "`kernel_blocks` must be a positive integer; got 0"),
         (
             {"order": [0, 1, 1, 2]},
             r"`order` must be a permutation of range\(4\); got \[0, 1, 1, 2\]",

@@ -50,6 +50,10 @@ class MADE(AutoregressiveNetwork):
       activation: hidden activation, any `tf_keras.activations.get` name or callable.
       residual: add each hidden layer's input to its output (needs equal widths).
       kernel_initializer: initializer of the hidden kernels.
+      kernel_blocks: column blocks of each masked kernel (`MaskedDense`'s `num_blocks`): with
+        more than one, a large kernel is stored and multiplied as blocks that skip its
+        all-zero rows, fewer multiply-adds at large batches; 1 keeps one matmul per layer,
+        faster for small batches (measured: a VI surrogate's 16 samples, docs/benchmarks_vi.md).
       seed: seed for "random" order and hidden degrees, and of the initial weights (each
         layer's initializer gets its own seed derived from it); None: unseeded weights, and a
         random order or degrees drawn from TensorFlow's global seed if one is set (so
@@ -83,6 +87,7 @@ class MADE(AutoregressiveNetwork):
         activation="elu",
         residual: bool = False,
         kernel_initializer="glorot_uniform",
+        kernel_blocks: int = 4,
         seed: int | None = None,
         **kwargs,
     ):
@@ -101,6 +106,7 @@ class MADE(AutoregressiveNetwork):
                 f"`residual=True` needs hidden_degrees='equal'; got {hidden_degrees!r}"
             )
         context_size = _checks.positive_int("context_size", context_size, optional=True)
+        kernel_blocks = _checks.positive_int("kernel_blocks", kernel_blocks)
         num_params = _checks.positive_int("num_params", num_params)
         random = hidden_degrees == "random" or (isinstance(order, str) and order == "random")
         degrees, self.layer_degrees, masks = masks_lib.made_masks(
@@ -129,6 +135,7 @@ class MADE(AutoregressiveNetwork):
                 kernel_initializer=seeded_initializer(kernel_initializer, _layer_seed(seed, i))
                 if i < len(hidden_units)
                 else output_initializer(_layer_seed(seed, i)),
+                num_blocks=kernel_blocks,
                 dtype=self.dtype,
                 name=f"masked_{i}",
             )

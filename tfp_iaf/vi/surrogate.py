@@ -142,7 +142,8 @@ def build_iaf_surrogate_posterior(
             [size],
             validate_args=validate_args,
         )
-        chain = tfb.Chain([to_event, *reversed(flat)], validate_args=validate_args)
+        # One flat chain (not `to_event` nested inside): measured a few percent faster per step.
+        chain = tfb.Chain([*to_event.bijectors, *reversed(flat)], validate_args=validate_args)
         surrogate = tfd.TransformedDistribution(
             base, chain, validate_args=validate_args, name=name or "iaf_surrogate_posterior"
         )
@@ -163,6 +164,7 @@ def _iaf_steps(
             hidden_units,
             order="left-to-right" if (num_steps - 1 - t) % 2 == 0 else "right-to-left",
             activation=activation,
+            kernel_blocks=1,  # one matmul a layer: faster at VI's few samples (benchmarks_vi.md)
             dtype=dtype.name,
             seed=None if seed is None else seed + t,
             name=f"made_{t}",
@@ -180,19 +182,61 @@ def _iaf_steps(
 
 
 def _affine_step(size, affine, initial_scale, dtype, validate_args):
+    if affine == "diag":
+        return [_DiagonalAffine(size, initial_scale, dtype, validate_args)]
     loc = tf.zeros([size], dtype)
     shift = tfb.Shift(tf.Variable(loc, name="loc"), validate_args=validate_args)
-    if affine == "diag":
-        scale = tfp.util.TransformedVariable(
-            tf.fill([size], tf.cast(initial_scale, dtype)), tfb.Softplus(), name="scale_diag"
-        )
-        return [tfb.Scale(scale, validate_args=validate_args), shift]
     scale_tril = tfp.util.TransformedVariable(
         initial_scale * tf.eye(size, dtype=dtype),
         tfb.FillScaleTriL(diag_shift=tf.constant(1e-5, dtype)),
         name="scale_tril",
     )
     return [tfb.ScaleMatvecTriL(scale_tril, validate_args=validate_args), shift]
+
+
+class _DiagonalAffine(tfb.Bijector):
+    """`y = loc + scale * x` per dimension, `scale = softplus(raw)`; log-det `sum(log scale)`.
+
+    `loc` and `raw` are the rows of one `[2, D]` variable: in a VI step as small as a few
+    hundred microseconds each trainable variable costs time of its own (its gradient, its
+    optimizer slots and update), and an elementwise optimizer (Adam) updates the packed rows
+    exactly as it would two variables. Starts at `loc = 0`, `scale = initial_scale`.
+    """
+
+    def __init__(self, size, initial_scale, dtype, validate_args=False, name="diagonal_affine"):
+        parameters = dict(locals())
+        with tf.name_scope(name) as name:
+            raw = tfp.math.softplus_inverse(tf.constant(initial_scale, dtype))
+            self.loc_and_raw_scale = tf.Variable(
+                tf.stack([tf.zeros([size], dtype), tf.fill([size], raw)]),
+                name="loc_and_raw_scale",
+            )
+            super().__init__(
+                forward_min_event_ndims=1,
+                is_constant_jacobian=True,
+                validate_args=validate_args,
+                dtype=dtype,
+                parameters=parameters,
+                name=name,
+            )
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return dict()
+
+    def _loc_and_scale(self):
+        return self.loc_and_raw_scale[0], tf.math.softplus(self.loc_and_raw_scale[1])
+
+    def _forward(self, x):
+        loc, scale = self._loc_and_scale()
+        return loc + scale * x
+
+    def _inverse(self, y):
+        loc, scale = self._loc_and_scale()
+        return (y - loc) / scale
+
+    def _forward_log_det_jacobian(self, x):
+        return tf.reduce_sum(tf.math.log(self._loc_and_scale()[1]))
 
 
 def flat_to_event(event_shape, bijector=None, *, validate_args: bool = False):
