@@ -98,6 +98,7 @@ class PlanarFlow(Flow):
         the wrong size, a context batch that does not broadcast against the input's).
 
     Examples:
+      >>> import tensorflow_probability as tfp
       >>> import tfp_iaf
       >>> flow = tfp_iaf.PlanarFlow(3, num_steps=4, context_size=5)
       >>> h = tf.ones([2, 5])
