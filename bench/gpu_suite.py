@@ -271,7 +271,7 @@ def stage_placement(sizes: dict) -> dict:
             layers.Cropping2D(((0, 1), (0, 1))), layers.Conv2D(1, 3, padding="same"),
         ])  # fmt: skip
         flow = tfp_iaf.dense_iaf_stack(8, 2, [16, 16], context_size=4)
-        return vae.VAE(encoder, decoder, 8, flow=flow, context_size=4, free_bits=0.1)
+        return vae.VAE(encoder, decoder, 8, flow=flow, free_bits=0.1)
 
     def flow_case(flow, event_shape, context):
         q = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0.0, 1.0), event_shape), flow)

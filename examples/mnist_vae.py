@@ -159,19 +159,19 @@ def make_decoder() -> tf_keras.Sequential:
 def make_model(config: Config) -> vae.VAE:
     """The VAE of `config`, with a diagonal, IAF or planar-flow posterior."""
     tf_keras.utils.set_random_seed(config.seed)
-    flow, context = None, None
+    flow = None
     if config.posterior == "iaf":
-        context = config.context_size
         flow = tfp_iaf.dense_iaf_stack(
             LATENT_SIZE,
             config.iaf_depth,
             [config.iaf_width, config.iaf_width],
-            context_size=context,
+            context_size=config.context_size,
             gated=config.gated,
         )
     elif config.posterior == "planar":
-        context = config.context_size
-        flow = tfp_iaf.PlanarFlow(LATENT_SIZE, config.planar_depth, context_size=context)
+        flow = tfp_iaf.PlanarFlow(
+            LATENT_SIZE, config.planar_depth, context_size=config.context_size
+        )
     elif config.posterior != "diag":
         raise ValueError(
             f"`posterior` must be 'diag', 'iaf' or 'planar'; got {config.posterior!r}"
@@ -181,7 +181,6 @@ def make_model(config: Config) -> vae.VAE:
         make_decoder(),
         LATENT_SIZE,
         flow=flow,
-        context_size=context,
         free_bits=config.free_bits,
         seed=config.seed,
     )

@@ -80,13 +80,12 @@ def make_model(iaf_depth: int, hidden: int, seed: int) -> vae.VAE:
         [tf_keras.layers.Dense(hidden, activation="elu") for _ in range(2)], name="encoder"
     )
     decoder = _mlp([hidden, hidden, 4], "decoder")
-    flow, context = None, None
+    flow = None
     if iaf_depth:
-        context = CONTEXT_SIZE
         flow = tfp_iaf.dense_iaf_stack(
-            LATENT_SIZE, iaf_depth, [hidden, hidden], context_size=context
+            LATENT_SIZE, iaf_depth, [hidden, hidden], context_size=CONTEXT_SIZE
         )
-    return vae.VAE(encoder, decoder, LATENT_SIZE, flow=flow, context_size=context, seed=seed)
+    return vae.VAE(encoder, decoder, LATENT_SIZE, flow=flow, seed=seed)
 
 
 class LogLoss(tf_keras.callbacks.Callback):
@@ -123,15 +122,6 @@ def fit(
     model.fit(dataset, epochs=1, steps_per_epoch=num_steps, verbose=0, callbacks=callbacks)
 
 
-def posterior(model: vae.VAE, x: tf.Tensor) -> tuple[tfd.Distribution, dict]:
-    """`q(z | x)` as the core API's distribution, and the keyword arguments of its calls."""
-    loc, scale, context = model.posterior_parameters(x)
-    q = tfd.MultivariateNormalDiag(loc, scale)
-    if model.flow is None:
-        return q, {}
-    return tfd.TransformedDistribution(q, model.flow), {"bijector_kwargs": {"context": context}}
-
-
 def evaluate(model: vae.VAE, num_samples: int, seed: int) -> dict[str, float]:
     """ELBO and log p(x) (k = `num_samples`) averaged over the datapoints, and the aggregate KL.
 
@@ -143,9 +133,9 @@ def evaluate(model: vae.VAE, num_samples: int, seed: int) -> dict[str, float]:
         model.log_weights, x, num_samples, chunk_size=500, seed=seed
     )
     z, _ = model.sample_posterior(x, num_samples, tf.constant([seed, 1]))
-    q, kwargs = posterior(model, x)
+    q = model.posterior(x)
     z_all = tf.reshape(z, [-1, 1, LATENT_SIZE])  # every sample against every datapoint
-    log_q_agg = vae.log_mean_exp(q.log_prob(z_all, **kwargs), axis=-1)
+    log_q_agg = vae.log_mean_exp(q.log_prob(z_all), axis=-1)
     log_p = tfd.MultivariateNormalDiag(tf.zeros(LATENT_SIZE)).log_prob(z_all[:, 0])
     return {
         "elbo": float(tf.reduce_mean(est.elbo)),

@@ -156,6 +156,6 @@ def test_mnist_vae_under_mixed_precision(policy):
     encoder = tf_keras.Sequential([tf_keras.layers.Dense(8, activation="elu")])
     decoder = tf_keras.Sequential([tf_keras.layers.Dense(6)])
     flow = dense_iaf_stack(3, 1, [4, 4], context_size=2)
-    model = vae.VAE(encoder, decoder, 3, flow=flow, context_size=2)
+    model = vae.VAE(encoder, decoder, 3, flow=flow)
     loss, _ = model._step(tf.ones([2, 6]), SEED)
     assert loss.dtype == tf.float32

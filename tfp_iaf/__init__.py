@@ -3,7 +3,7 @@
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.autoregressive import AutoregressiveNetwork
 from tfp_iaf.conv_made import ConvMADE
-from tfp_iaf.flow import AutoregressiveFlow
+from tfp_iaf.flow import AutoregressiveFlow, Flow
 from tfp_iaf.iaf import IAFStack, InverseAutoregressiveFlow
 from tfp_iaf.layers import MaskedConv2D, MaskedDense, WeightNormConv2D
 from tfp_iaf.linear import LinearAutoregressive
@@ -23,6 +23,7 @@ __version__ = "0.2.0.dev0"
 
 __all__ = [
     "AutoregressiveFlow",
+    "Flow",
     "AutoregressiveNetwork",
     "ConvMADE",
     "IAFStack",

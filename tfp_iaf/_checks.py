@@ -1,7 +1,9 @@
-"""Argument validation shared by every public constructor: one message format, bools rejected.
+"""Argument validation shared by every public constructor and call: one message format.
 
 A wrong type raises `TypeError`, a value of the right type out of range `ValueError`; both name
-the argument and show the value, and both are raised before any TensorFlow op runs.
+the argument and show the value, and both are raised before any TensorFlow op runs (bools are
+not ints here). Inputs of calls (`as_input`, `check_inputs`) are checked once, at the outermost
+public call. This module imports nothing of tfp_iaf, Keras included.
 """
 
 from __future__ import annotations
@@ -13,11 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfp_iaf._keras import tf_keras
-
 __all__ = [
     "as_input",
-    "as_tensor",
     "check_inputs",
     "event_shape_hwc",
     "is_int",
@@ -120,13 +119,14 @@ def finite_float(name: str, value, *, positive: bool = False) -> float:
     return value
 
 
-def float_dtype(name: str, value, *, policy: bool = False) -> tf.DType:
+def float_dtype(name: str, value, *, policy=None) -> tf.DType:
     """Returns `value` as a floating-point `tf.DType`.
 
-    With `policy=True` a `tf_keras` mixed-precision policy (or its name, e.g. "mixed_float16")
-    is accepted too, if its compute and variable dtypes are floating; its variable dtype is
-    returned. A network of integer or bool dtype would fail only when first called, inside a
-    Keras layer or an initializer, with a message that names neither the argument nor the value.
+    With `policy`, a Keras mixed-precision policy class (e.g.
+    `tf_keras.mixed_precision.Policy`), a policy or its name (e.g. "mixed_float16") is accepted
+    too, if its compute and variable dtypes are floating; its variable dtype is returned. A
+    network of integer or bool dtype would fail only when first called, inside a Keras layer or
+    an initializer, with a message that names neither the argument nor the value.
 
     Raises:
       TypeError: `value` is not a floating-point dtype (or policy, where accepted).
@@ -135,10 +135,9 @@ def float_dtype(name: str, value, *, policy: bool = False) -> tf.DType:
         dtypes = [tf.as_dtype(value)]
     except TypeError:
         dtypes = []
-        if policy:
+        if policy is not None:
             try:
-                p = value if isinstance(value, tf_keras.mixed_precision.Policy) else None
-                p = p or tf_keras.mixed_precision.Policy(value)
+                p = value if isinstance(value, policy) else policy(value)
                 dtypes = [tf.as_dtype(p.variable_dtype), tf.as_dtype(p.compute_dtype)]
             except (TypeError, ValueError):
                 dtypes = []
@@ -151,19 +150,15 @@ def float_dtype(name: str, value, *, policy: bool = False) -> tf.DType:
 
 
 def as_input(value, dtype):
-    """Python and NumPy values as tensors of `dtype`; tensors (and Keras inputs) unchanged.
+    """An input of a call: Python and NumPy values as tensors of `dtype`; None, tensors,
+    variables and Keras inputs unchanged.
 
     TFP's convention (`Bijector.forward` converts its input the same way): a tensor must already
-    have the flow's dtype, and a mismatch is reported by the caller, not cast silently.
+    have the flow's dtype, and a mismatch is reported by `check_inputs`, not cast silently.
     """
     if isinstance(value, np.ndarray | np.generic | numbers.Number | list | tuple):
         return tf.convert_to_tensor(value, dtype=dtype)
     return value
-
-
-def as_tensor(value, dtype) -> tf.Tensor | None:
-    """`value` as a tensor (None stays None), with `dtype` as a hint."""
-    return None if value is None else tf.convert_to_tensor(value, dtype_hint=dtype)
 
 
 def check_inputs(

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfp_iaf._checks import as_input, check_inputs, float_dtype
+from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
 
 __all__ = [
@@ -117,7 +117,7 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
 
     def __init__(self, event_shape, num_params, context_shape, degrees, **kwargs):
         if kwargs.get("dtype") is not None:  # None: Keras' default (floatx or global policy)
-            float_dtype("dtype", kwargs["dtype"], policy=True)
+            _checks.float_dtype("dtype", kwargs["dtype"], policy=tf_keras.mixed_precision.Policy)
         super().__init__(**kwargs)
         # A float64 input to a float32 network must fail loudly, not be cast silently.
         self._autocast = False
@@ -132,12 +132,22 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
         return len(self.event_shape)
 
     def __call__(self, x, context=None, **kwargs):
+        """A direct call: checks `x` and `context`, then runs the network (`call_unchecked`)."""
         # TFP's convention (`Bijector.forward` converts its input the same way): Python and
         # NumPy values take the network's dtype, while a tensor must already have it. Converting
         # here, before Keras does, makes a direct call agree with the bijector.
-        x, context = as_input(x, self.dtype), as_input(context, self.dtype)
+        x, context = _checks.as_input(x, self.dtype), _checks.as_input(context, self.dtype)
         if tf.is_tensor(x) and (context is None or tf.is_tensor(context)):
             self.check_inputs(x, context)  # here, so Keras does not wrap the error's message
+        return self.call_unchecked(x, context, **kwargs)
+
+    def call_unchecked(self, x, context=None, **kwargs):
+        """The network's parameters at `x`, for inputs a flow has already checked.
+
+        Keras' `Layer.__call__` without the checks of `__call__`: it still builds the network on
+        first use, under its name scope, and runs `call` under its mixed-precision policy. `x`
+        and `context` must be tensors of the network's dtype and shapes (unchecked).
+        """
         return super().__call__(x, context=context, **kwargs)
 
     def build_sublayer(self, layer: tf_keras.layers.Layer, input_shape) -> None:
@@ -170,6 +180,9 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
         solved positions into NaN). The last pass keeps every position, so its log-scales are
         those of the solution.
 
+        Called by a flow with inputs it has checked: `y` and `context` are trusted (tensors
+        of the network's dtype and shapes).
+
         Args:
           y: `[..., *event_shape]`.
           context: the context, or None.
@@ -183,7 +196,7 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
         levels = tf.constant(np.unique(self.degrees), tf.int32)
 
         def body(k, x, log_scale):
-            x, log_scale = solve_fn(y, self(x, context=context))
+            x, log_scale = solve_fn(y, self.call_unchecked(x, context))
             keep = degrees <= levels[k]  # the positions exact after pass k
             zeros = tf.zeros_like(x)
             return k + 1, tf.where(keep, x, zeros), tf.where(keep, log_scale, zeros)
@@ -198,7 +211,7 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
 
     def check_inputs(self, x: tf.Tensor, context: tf.Tensor | None) -> None:
         """Raises on an input or context that does not fit this network (static checks)."""
-        check_inputs(
+        _checks.check_inputs(
             x,
             context,
             event_shape=self.event_shape,

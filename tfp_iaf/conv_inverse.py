@@ -35,8 +35,6 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfp_iaf import masks as masks_lib
-
 __all__ = ["channel_solve", "raster_solve"]
 
 SolveFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
@@ -44,11 +42,6 @@ SolveFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
 def _bias(layer, units: int, dtype) -> tf.Tensor:
     return tf.zeros([units], dtype) if layer.bias is None else tf.convert_to_tensor(layer.bias)
-
-
-def _solve_order(net) -> np.ndarray:
-    """Event channel solved at (sub-)pass `r`: the channel of channel degree `r + 1`."""
-    return np.argsort(masks_lib.channel_degrees(net.event_shape[2], net.order)).astype(np.int32)
 
 
 def channel_solve(net, y: tf.Tensor, context_term: tf.Tensor | None, solve_fn: SolveFn):
@@ -75,7 +68,7 @@ def channel_solve(net, y: tf.Tensor, context_term: tf.Tensor | None, solve_fn: S
     """
     channels, p = net.event_shape[2], net.num_params
     *hidden, out_layer = net.masked_layers
-    solved = _solve_order(net)  # channel solved at pass r
+    solved = net.channel_solve_order  # channel solved at pass r
     widths = [*(units // channels for units in net.filters), p]  # group width per layer
     kernels = [layer.masked_kernel() for layer in net.masked_layers]
     kernels[-1] = _in_solving_order(kernels[-1], solved, p)  # pass r's parameters first
@@ -151,7 +144,7 @@ def raster_solve(net, y: tf.Tensor, context_term: tf.Tensor | None, solve_fn: So
     *hidden, out_layer = net.masked_layers
     fans = [channels, *net.filters]
     groups = [units // channels for units in net.filters]
-    solved = _solve_order(net)  # channel of sub-pass r
+    solved = net.channel_solve_order  # channel of sub-pass r
     unsolve = np.argsort(solved).astype(np.int32)  # sub-pass of channel c
 
     # Per layer: the kernel of its open taps before the centre [T, fan_in, fan_out] (their

@@ -9,7 +9,6 @@ import tensorflow as tf
 
 from tfp_iaf import _checks, conv_inverse
 from tfp_iaf import masks as masks_lib
-from tfp_iaf._checks import as_tensor
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.autoregressive import (
     OUTPUT_INIT_SCALE,
@@ -174,6 +173,10 @@ class ConvMADE(AutoregressiveNetwork):
         self.kernel_size = kernel_size
         self.context_channels = context_channels
         self.order = order
+        # The event channel the fast inverse solves at (sub-)pass `r`: the one of degree `r + 1`.
+        self.channel_solve_order = np.argsort(masks_lib.channel_degrees(channels, order)).astype(
+            np.int32
+        )
         self.residual = residual
         self.weight_norm = weight_norm
         self.fast_inverse = fast_inverse
@@ -244,9 +247,6 @@ class ConvMADE(AutoregressiveNetwork):
             def solve_fn(y, params):  # the solvers compute the output layer's own values
                 return inner(y, params * tf.cast(scale, params.dtype))
 
-        y = tf.convert_to_tensor(y, dtype_hint=self.dtype)
-        context = as_tensor(context, self.dtype)
-        self.check_inputs(y, context)
         if not self.built:
             self.build(y.shape)
         y4, context, batch_shape, static_batch = self._flat_batch(y, context)
@@ -277,9 +277,6 @@ class ConvMADE(AutoregressiveNetwork):
         return context if self.context_layer is None else self.context_layer(context)
 
     def call(self, x, context=None):
-        x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
-        context = as_tensor(context, self.dtype)
-        self.check_inputs(x, context)
         event = list(self.event_shape)
         h, context, batch_shape, static_batch = self._flat_batch(x, context)
         terms = [None] * len(self.masked_layers)

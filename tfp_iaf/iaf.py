@@ -151,18 +151,18 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
         return (tf.exp(b) * a if self._scaled_shift else a), b
 
     def shift_and_log_scale(self, x, context=None):
-        """The affine map of the forward step at `x`: `y = shift + exp(log_scale) * x`."""
+        """The affine map of the forward step at `x`: `y = shift + exp(log_scale) * x`.
+
+        A public entry: the network checks `x` and `context` (as a direct call of it does).
+        """
         return self._scale(self._network(x, context=context))
 
-    def _forward_and_ildj(self, x, context=None):
-        x, context = self._validated(x, "x", context)
-        shift, log_scale = self.shift_and_log_scale(x, context)
+    def _forward_pass(self, x, context):
+        shift, log_scale = self._scale(self._network.call_unchecked(x, context))
         y = shift + tf.exp(log_scale) * x
         return y, {"unit_ildj": -log_scale}
 
-    def _inverse_and_ildj(self, y, context=None):
-        y, context = self._validated(y, "y", context)
-
+    def _inverse_pass(self, y, context):
         def solve(y, params):
             shift, log_scale = self._scale(params)
             return (y - shift) * tf.exp(-log_scale), log_scale
@@ -185,7 +185,9 @@ class IAFStack(AutoregressiveFlow):
 
     Args:
       steps: `InverseAutoregressiveFlow` bijectors, `steps[0]` applied first when sampling.
-      validate_args: passed to the base class (the steps check their own inputs).
+      validate_args: the run-time checks of the stack's inputs (`Flow`); on if it or any
+        step asks for them. The stack checks its inputs once, at its own pass; the steps run
+        unchecked inside it.
       name: name of the bijector.
 
     Raises:
@@ -227,7 +229,7 @@ class IAFStack(AutoregressiveFlow):
             super().__init__(
                 forward_min_event_ndims=steps[0].forward_min_event_ndims,
                 is_constant_jacobian=False,
-                validate_args=validate_args,
+                validate_args=validate_args or any(s.validate_args for s in steps),
                 dtype=steps[0].dtype,
                 parameters=parameters,
                 name=name,
@@ -268,19 +270,17 @@ class IAFStack(AutoregressiveFlow):
         ]
         return cls(steps, validate_args=validate_args, name=name)
 
-    def _forward_and_ildj(self, x, context=None):
-        # Checked here once, so a bad context is named as such, not as a bad `x` at step 2.
-        x, context = self._validated(x, "x", context)
+    # The stack's pass checks its inputs once (`Flow._enter`); the steps' passes trust them.
+    def _forward_pass(self, x, context):
         unit_ildj = 0.0
         for step in self._steps:
-            x, attrs = step._forward_and_ildj(x, context=context)
+            x, attrs = step._forward_pass(x, context)
             unit_ildj = unit_ildj + attrs["unit_ildj"]
         return x, {"unit_ildj": unit_ildj}
 
-    def _inverse_and_ildj(self, y, context=None):
-        y, context = self._validated(y, "y", context)
+    def _inverse_pass(self, y, context):
         unit_ildj = 0.0
         for step in reversed(self._steps):
-            y, attrs = step._inverse_and_ildj(y, context=context)
+            y, attrs = step._inverse_pass(y, context)
             unit_ildj = unit_ildj + attrs["unit_ildj"]
         return y, {"unit_ildj": unit_ildj}

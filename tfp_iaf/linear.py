@@ -7,7 +7,6 @@ import tensorflow as tf
 
 from tfp_iaf import _checks
 from tfp_iaf import masks as masks_lib
-from tfp_iaf._checks import as_tensor
 from tfp_iaf.autoregressive import AutoregressiveNetwork, output_initializer, structure_seed
 
 __all__ = ["LinearAutoregressive"]
@@ -86,9 +85,6 @@ class LinearAutoregressive(AutoregressiveNetwork):
         return lower * tf.constant(self.mask, dtype=self.dtype), flat[..., d * d :]
 
     def call(self, x, context=None):
-        x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
-        context = as_tensor(context, self.dtype)
-        self.check_inputs(x, context)
         lower, second = self._maps(context)
         shift = tf.linalg.matvec(lower, x)
         out = tf.stack([shift, tf.broadcast_to(second, tf.shape(shift))], axis=-1)
@@ -112,9 +108,6 @@ class LinearAutoregressive(AutoregressiveNetwork):
         Returns:
           `(x, log_scale)`, both shaped like `y` broadcast against the context's batch.
         """
-        y = tf.convert_to_tensor(y, dtype_hint=self.dtype)
-        context = as_tensor(context, self.dtype)
-        self.check_inputs(y, context)
         if not self.built:
             self.build(y.shape)
         lower, second = self._maps(context)

@@ -9,7 +9,6 @@ import tensorflow as tf
 
 from tfp_iaf import _checks
 from tfp_iaf import masks as masks_lib
-from tfp_iaf._checks import as_tensor
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.autoregressive import (
     AutoregressiveNetwork,
@@ -179,9 +178,6 @@ class MADE(AutoregressiveNetwork):
         size (units of neighbouring degrees computed early are recomputed at their own pass),
         which keeps shapes static for `tf.while_loop` and XLA.
         """
-        y = tf.convert_to_tensor(y, dtype_hint=self.dtype)
-        context = as_tensor(context, self.dtype)
-        self.check_inputs(y, context)
         if not self.built:
             self.build(y.shape)
         d, p = self.event_size, self.num_params
@@ -258,9 +254,6 @@ class MADE(AutoregressiveNetwork):
         return unflatten(x_t), unflatten(log_scale_t)
 
     def call(self, x, context=None):
-        x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
-        context = as_tensor(context, self.dtype)
-        self.check_inputs(x, context)
         h = apply_masked_layers(
             x, self.masked_layers, self.context_terms(context), self.activation, self.residual
         )

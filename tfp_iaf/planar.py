@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import cache_util
 
 from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.flow import Flow
-
-tfb = tfp.bijectors
 
 __all__ = ["PlanarFlow", "PlanarParameters"]
 
@@ -79,8 +75,9 @@ class PlanarFlow(Flow):
     Parameters are learned constants or, with `context_size`, amortised: a linear map of the
     context `h` (the keyword `context`, as tfp_iaf's IAFs take it) adds to them per example.
 
-    The Jacobian is not triangular, so the log-det does not split over units: a VAE cannot
-    apply per-unit free bits to this posterior's KL.
+    The Jacobian is not triangular, so the log-det does not split over units: a `Flow`, not an
+    `AutoregressiveFlow`, it has no per-unit log-dets (`tfp_iaf.unit_log_prob` raises), and a
+    VAE cannot apply per-unit free bits to this posterior's KL.
 
     Shapes: `z: [..., D] -> [..., D]`; `context: [..., context_size]`; `fldj: [...]`.
 
@@ -101,6 +98,7 @@ class PlanarFlow(Flow):
         the wrong size, a context batch that does not broadcast against the input's).
 
     Examples:
+      >>> import tensorflow_probability as tfp
       >>> import tfp_iaf
       >>> flow = tfp_iaf.PlanarFlow(3, num_steps=4, context_size=5)
       >>> h = tf.ones([2, 5])
@@ -148,12 +146,12 @@ class PlanarFlow(Flow):
             )
 
     @property
-    def input_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
-        context_shape = None if self.context_size is None else (self.context_size,)
-        return (self.event_size,), context_shape
+    def event_shape(self) -> tuple[int, ...]:
+        return (self.event_size,)
 
-    def _with_context(self, context) -> tfb.Bijector:
-        return _PlanarWithContext(self, context)
+    @property
+    def context_shape(self) -> tuple[int, ...] | None:
+        return None if self.context_size is None else (self.context_size,)
 
     def _steps(self, context):
         """Per step `k`: `(u_hat_k, w_k, b_k, c_k = w_k . u_hat_k)`, broadcasting over batch."""
@@ -169,45 +167,24 @@ class PlanarFlow(Flow):
             (u_hat[..., k, :], w[..., k, :], b[..., k], c[..., k]) for k in range(self.num_steps)
         ]
 
-    # A pass returns `(output, {"ildj": ...})`, stored with the `(x, y)` pair under the key that
-    # TFP's `Bijector` reads its cached log-dets from: after `q.sample`, `log_prob` of the sample
-    # costs no further pass, and neither does the log-det of a point just inverted.
-    _cache = cache_util.BijectorCacheWithGreedyAttrs(
-        forward_name="_forward_and_ildj", inverse_name="_inverse_and_ildj"
-    )
-
-    def _forward_and_ildj(self, x, context=None):
-        z, context = self._validated(x, "x", context)
-        fldj = tf.zeros([], self.dtype)
+    # A pass returns `(output, {"ildj": ...})`: the key TFP's `Bijector` reads cached log-dets
+    # from, so the log-det of a point just mapped (a sample) costs no further pass.
+    def _forward_pass(self, x, context):
+        z, fldj = x, tf.zeros([], self.dtype)
         for u_hat, w, b, c in self._steps(context):
             t = tf.tanh(tf.reduce_sum(w * z, axis=-1) + b)
             fldj = fldj + _step_log_det(c, t)
             z = z + u_hat * t[..., None]
         return z, {"ildj": -fldj}
 
-    def _inverse_and_ildj(self, y, context=None):
-        z, context = self._validated(y, "y", context)
-        fldj = tf.zeros([], self.dtype)
+    def _inverse_pass(self, y, context):
+        z, fldj = y, tf.zeros([], self.dtype)
         for u_hat, w, b, c in reversed(self._steps(context)):
             a = _solve_step(tf.reduce_sum(w * z, axis=-1), b, c, self.dtype)  # w . z_{k-1}
             t = tf.tanh(a + b)
             fldj = fldj + _step_log_det(c, t)
             z = z - u_hat * t[..., None]
         return z, {"ildj": -fldj}
-
-    def _forward(self, x, context=None):
-        return self._forward_and_ildj(x, context=context)[0]
-
-    def _inverse(self, y, context=None):
-        return self._inverse_and_ildj(y, context=context)[0]
-
-    def _forward_log_det_jacobian(self, x, context=None):
-        self.forward(x, context=context)  # one pass, through the cache
-        return -self._cache.forward_attributes(x, context=context)["ildj"]
-
-    def _inverse_log_det_jacobian(self, y, context=None):
-        self.inverse(y, context=context)
-        return self._cache.inverse_attributes(y, context=context)["ildj"]
 
 
 def _step_log_det(c, t):
@@ -247,36 +224,3 @@ def _solve_step(s, b, c, dtype):
     slope = 1.0 + c * (1.0 - tf.square(tf.tanh(root + b)))
     tiny = np.finfo(dtype.as_numpy_dtype).tiny
     return root - g(root) / tf.stop_gradient(tf.maximum(slope, tiny))
-
-
-class _PlanarWithContext(tfb.Bijector):
-    """A `PlanarFlow` with its context fixed (see `PlanarFlow.with_context`)."""
-
-    def __init__(self, flow: PlanarFlow, context):
-        parameters = dict(locals())
-        with tf.name_scope(f"{flow.name}_with_context") as name:
-            self._flow = flow
-            self._context = tf.convert_to_tensor(context, flow.dtype)
-            super().__init__(
-                forward_min_event_ndims=1,
-                validate_args=flow.validate_args,
-                dtype=flow.dtype,
-                parameters=parameters,
-                name=name,
-            )
-
-    @classmethod
-    def _parameter_properties(cls, dtype, num_classes=None):
-        return dict()
-
-    def _forward(self, x):
-        return self._flow.forward(x, context=self._context)
-
-    def _inverse(self, y):
-        return self._flow.inverse(y, context=self._context)
-
-    def _forward_log_det_jacobian(self, x):
-        return self._flow.forward_log_det_jacobian(x, 1, context=self._context)
-
-    def _inverse_log_det_jacobian(self, y):
-        return self._flow.inverse_log_det_jacobian(y, 1, context=self._context)

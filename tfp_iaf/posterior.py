@@ -23,7 +23,9 @@ def unit_log_prob(distribution: tfd.Distribution, value, bijector_kwargs=None) -
 
     and the terms are what free bits (`tfp_iaf.vae.free_bits_kl`) floor per unit. For `z` from
     `q.sample(...)` (same `bijector_kwargs` objects) both `x` and `u` come from TFP's bijector
-    cache: no network pass. A base distribution alone (no flow) is accepted too.
+    cache: no network pass. A flow with its context fixed (`flow.with_context(h)`) needs no
+    `bijector_kwargs`. A base distribution alone (no flow) is accepted too. A flow whose
+    Jacobian is not triangular (`tfp_iaf.PlanarFlow`) has no per-unit terms: a TypeError.
 
     Shapes: `value: [..., *event_shape] -> [..., *event_shape]`.
 
@@ -59,8 +61,9 @@ def unit_log_prob(distribution: tfd.Distribution, value, bijector_kwargs=None) -
         flow = distribution.bijector
         if not isinstance(flow, AutoregressiveFlow):
             raise TypeError(
-                "`distribution` must transform its base with a tfp_iaf flow (per-unit "
-                f"log-dets need a triangular Jacobian); got bijector {type(flow).__name__}"
+                "`distribution` must transform its base with a triangular tfp_iaf flow (an "
+                f"AutoregressiveFlow: per-unit log-dets need a triangular Jacobian); got bijector "
+                f"{type(flow).__name__}"
             )
         z = tf.convert_to_tensor(value, dtype_hint=flow.dtype)
         x = flow.inverse(z, **bijector_kwargs)

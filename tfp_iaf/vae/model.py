@@ -8,9 +8,10 @@
 - training objective: `E_M[log p(x | z)] - free_bits_kl(...)` (single-sample KL per latent unit,
   floored per group, paper eq. 15); the reported `elbo` always uses the true KL.
 
-The posterior is `tfd.TransformedDistribution(Independent(Normal(mu, sigma)), flow)` (`posterior`),
-sampled and scored through TFP; free bits take the KL of every latent unit from
-`tfp_iaf.unit_log_prob`, which reads the flow's cached per-unit log-dets of the sample.
+The posterior is `tfd.TransformedDistribution(Independent(Normal(mu, sigma)),
+flow.with_context(h))` (`posterior`), sampled and scored through TFP; free bits take the KL of
+every latent unit from `tfp_iaf.unit_log_prob`, which reads the flow's cached per-unit log-dets
+of the sample.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ import tensorflow_probability as tfp
 
 from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
-from tfp_iaf.iaf import IAFStack
-from tfp_iaf.planar import PlanarFlow
+from tfp_iaf.flow import AutoregressiveFlow, Flow
 from tfp_iaf.posterior import unit_log_prob
 from tfp_iaf.vae.free_bits import free_bits_kl
 
@@ -33,7 +33,7 @@ _METRICS = ("loss", "elbo", "kl", "nll", "log_sigma0", "flow_log_det")
 
 
 class VAE(tf_keras.Model):
-    """Variational autoencoder with a diagonal Gaussian or IAF posterior.
+    """Variational autoencoder with a diagonal Gaussian or flow posterior.
 
     Shapes: `x: [batch, *obs_shape]` in {0, 1}; `z: [num_samples, batch, latent_size]`.
 
@@ -41,20 +41,20 @@ class VAE(tf_keras.Model):
       encoder: layer mapping `x` to features `[batch, F]`.
       decoder: layer mapping `z: [N, latent_size]` to Bernoulli logits `[N, *obs_shape]`.
       latent_size: dimension of `z`.
-      flow: an `IAFStack` or a `PlanarFlow` on `latent_size` (built with `context_size`), or
-        None for the diagonal Gaussian posterior. A planar flow's log-det does not split over
-        latent units, so it takes no free bits.
-      context_size: size of the context `h` the encoder head produces for the flow; must match
-        the flow's networks. Ignored (0) without a flow.
+      flow: a tfp_iaf `Flow` on `(latent_size,)` (an `IAFStack`, a `PlanarFlow`), or None for
+        the diagonal Gaussian posterior. The encoder's head produces the flow's context, of
+        the flow's `context_shape` (none if it takes none). A flow without per-unit log-dets
+        (not an `AutoregressiveFlow`: a `PlanarFlow`) gives the KL as one term, the total, and
+        so takes no free bits.
       free_bits: the KL floor `lambda` per latent unit, in nats (0 disables it).
       seed: base of the stateless seeds of the training samples (step `i` uses `[seed, i]`).
       name: model name.
 
     Raises:
       ValueError: a non-positive `latent_size`, a negative `free_bits`, a `flow` whose event
-        size or context size does not match, a `context_size` without a flow, or free bits
-        with a `PlanarFlow`.
-      TypeError: a `flow` that is neither an `IAFStack` nor a `PlanarFlow`.
+        shape is not `(latent_size,)` or whose context is not a vector, or free bits with a
+        flow that has no per-unit log-dets.
+      TypeError: a `flow` that is not a tfp_iaf `Flow`.
     """
 
     def __init__(
@@ -63,8 +63,7 @@ class VAE(tf_keras.Model):
         decoder: tf_keras.layers.Layer,
         latent_size: int,
         *,
-        flow: IAFStack | None = None,
-        context_size: int | None = None,
+        flow: Flow | None = None,
         free_bits: float = 0.0,
         seed: int = 0,
         name: str = "vae",
@@ -72,43 +71,40 @@ class VAE(tf_keras.Model):
         super().__init__(name=name)
         latent_size = _checks.positive_int("latent_size", latent_size)
         free_bits = _checks.non_negative_float("free_bits", free_bits)
-        if isinstance(flow, PlanarFlow):
-            if free_bits:
-                raise ValueError(
-                    f"`free_bits` must be 0 with a PlanarFlow (its log-det has no per-unit "
-                    f"terms to floor); got free_bits={free_bits!r}"
-                )
-            event_shape, flow_context = (flow.event_size,), flow.context_size
-        elif isinstance(flow, IAFStack):
-            network = flow.steps[0].network
-            event_shape = network.event_shape
-            flow_context = None if network.context_shape is None else network.context_shape[0]
-        elif flow is not None:
-            raise TypeError(
-                f"`flow` must be a tfp_iaf.IAFStack or tfp_iaf.PlanarFlow; got "
-                f"{type(flow).__name__}"
-            )
+        context_size = 0
         if flow is not None:
-            if event_shape != (latent_size,):
+            if not isinstance(flow, Flow):
+                raise TypeError(
+                    f"`flow` must be a tfp_iaf flow (e.g. tfp_iaf.dense_iaf_stack(...), "
+                    f"tfp_iaf.PlanarFlow(...)); got {type(flow).__name__}"
+                )
+            if flow.event_shape != (latent_size,):
                 raise ValueError(
                     f"`flow` must act on event shape ({latent_size},) (latent_size); got "
-                    f"{event_shape}"
+                    f"{flow.event_shape}"
                 )
-            if flow_context != context_size:
+            if flow.context_shape is not None and len(flow.context_shape) != 1:
                 raise ValueError(
-                    f"`context_size` must match the flow's context size {flow_context}; "
-                    f"got {context_size!r}"
+                    "`flow` must take a context vector (the encoder head's output) or none; "
+                    f"got context shape {flow.context_shape}"
                 )
-        elif context_size:
-            raise ValueError(f"`context_size` needs a `flow`; got context_size={context_size!r}")
+            if free_bits and not isinstance(flow, AutoregressiveFlow):
+                raise ValueError(
+                    f"`free_bits` must be 0 with a flow that has no per-unit log-dets "
+                    f"({type(flow).__name__}: its Jacobian is not triangular); got "
+                    f"free_bits={free_bits!r}"
+                )
+            context_size = 0 if flow.context_shape is None else flow.context_shape[0]
         self.encoder = encoder
         self.decoder = decoder
         self.flow = flow
         self.latent_size = latent_size
-        self.context_size = context_size or 0
+        self.context_size = context_size
         self.free_bits = float(free_bits)
         self.seed = int(seed)
-        self.head = tf_keras.layers.Dense(2 * latent_size + self.context_size, name="head")
+        # Per-unit terms of log q: from a triangular flow or no flow; otherwise the total.
+        self._unit_terms = flow is None or isinstance(flow, AutoregressiveFlow)
+        self.head = tf_keras.layers.Dense(2 * latent_size + context_size, name="head")
         self._trackers = {m: tf_keras.metrics.Mean(name=m) for m in _METRICS}
 
     @property
@@ -125,34 +121,31 @@ class VAE(tf_keras.Model):
         context = out[..., 2 * d :] if self.context_size else None
         return loc, scale, context
 
-    def posterior(self, x: tf.Tensor) -> tuple[tfd.Distribution, dict]:
-        """`q(z | x)` and the `bijector_kwargs` to sample and score it with.
+    def posterior(self, x: tf.Tensor) -> tfd.Distribution:
+        """`q(z | x)`, batch shape `[batch]`, event shape `[latent]`.
 
-        Returns:
-          `(q, bijector_kwargs)`: `q` has batch shape `[batch]` and event shape `[latent]`:
-          `tfd.TransformedDistribution(Independent(Normal(mu, sigma), 1), flow)` with an IAF,
-          the `Independent` base alone without one.
+        `tfd.TransformedDistribution(Independent(Normal(mu, sigma), 1), flow.with_context(h))`
+        with a flow (the flow itself if it takes no context), the `Independent` base alone
+        without one: sampled and scored with no `bijector_kwargs`.
         """
         return self._posterior(*self.posterior_parameters(x))
 
     def _posterior(self, loc, scale, context):
         base = tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
         if self.flow is None:
-            return base, {}
-        return tfd.TransformedDistribution(base, self.flow), {"context": context}
+            return base
+        flow = self.flow if context is None else self.flow.with_context(context)
+        return tfd.TransformedDistribution(base, flow)
 
     def _sample(self, x, num_samples, seed):
         loc, scale, context = self.posterior_parameters(x)
-        q, kwargs = self._posterior(loc, scale, context)
-        z = q.sample(num_samples, seed=seed, **({"bijector_kwargs": kwargs} if kwargs else {}))
-        if isinstance(self.flow, PlanarFlow):  # no per-unit terms: the total, as one "unit"
-            log_q = q.log_prob(z, bijector_kwargs=kwargs)[..., None]
-        else:
-            log_q = unit_log_prob(q, z, kwargs)
+        q = self._posterior(loc, scale, context)
+        z = q.sample(num_samples, seed=seed)
+        # Both from the cache of q's bijector, filled by the sample: no network pass.
+        log_q = unit_log_prob(q, z) if self._unit_terms else q.log_prob(z)[..., None]
         stats = {"log_sigma0": tf.reduce_mean(tf.math.log(scale))}
         if self.flow is not None:
-            # Cached with the sample: no network pass.
-            log_det = -self.flow.inverse_log_det_jacobian(z, event_ndims=1, **kwargs)
+            log_det = -q.bijector.inverse_log_det_jacobian(z, event_ndims=1)
             stats["flow_log_det"] = tf.reduce_mean(log_det)
         else:
             stats["flow_log_det"] = tf.zeros([])
@@ -166,7 +159,7 @@ class VAE(tf_keras.Model):
         Returns:
           `(z, log_q)`: `z: [num_samples, batch, latent]`; `log_q` holds every unit's share of
           `log q(z | x)` (they sum to it), `[num_samples, batch, latent]`, or `[..., 1]`, the
-          total, with a `PlanarFlow`.
+          total, with a flow that has no per-unit log-dets (a `PlanarFlow`).
         """
         z, log_q, _ = self._sample(x, num_samples, seed)
         return z, log_q
@@ -179,7 +172,7 @@ class VAE(tf_keras.Model):
 
     def _terms(self, x, num_samples, seed):
         """`log p(x | z)`: `[n, batch]`; per-unit KL `log q - log p(z)`: `[n, batch, latent]`
-        (`[n, batch, 1]`, the total, with a `PlanarFlow`)."""
+        (`[n, batch, 1]`, the total, with a flow that has no per-unit log-dets)."""
         z, log_q, stats = self._sample(x, num_samples, seed)
         logits = self.decode(z)
         labels = tf.broadcast_to(tf.cast(x, logits.dtype), tf.shape(logits))

@@ -184,17 +184,18 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
             h = h[:, ::2, ::2, :]  # nearest-neighbour downsampling
         return h + _RESIDUAL_SCALE * branch, (q_loc, q_log_scale, context)
 
-    def posterior(self, loc, log_scale, context) -> tuple[tfd.Distribution, dict]:
-        """`q(z | x, z_>l)` over `[batch, H, W, z_size]` and its `bijector_kwargs`.
+    def posterior(self, loc, log_scale, context) -> tfd.Distribution:
+        """`q(z | x, z_>l)` over `[batch, H, W, z_size]`, sampled and scored without kwargs.
 
-        `tfd.TransformedDistribution(Independent(Normal(loc, exp(log_scale)), 3), flow)`, or the
-        `Independent` base alone without IAF steps. The IAF networks are float32 even under
-        mixed precision: the log-dets stay exact and the sample needs no cast.
+        `tfd.TransformedDistribution(Independent(Normal(loc, exp(log_scale)), 3),
+        flow.with_context(context))`, or the `Independent` base alone without IAF steps. The
+        IAF networks are float32 even under mixed precision: the log-dets stay exact and the
+        sample needs no cast.
         """
         base = tfd.Independent(tfd.Normal(loc, tf.exp(log_scale)), reinterpreted_batch_ndims=3)
         if self.flow is None:
-            return base, {}
-        return tfd.TransformedDistribution(base, self.flow), {"context": context}
+            return base
+        return tfd.TransformedDistribution(base, self.flow.with_context(context))
 
     def down(self, h, up_terms, seed) -> tuple[tf.Tensor, LayerOutput]:
         """Top-down: `h -> h'`, `z` from the posterior, or from the prior if `up_terms` is None.
@@ -218,9 +219,9 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
             loc = as_float32(q_loc) + as_float32(r_loc)
             log_scale = as_float32(q_log_scale) + as_float32(r_log_scale)
             context = as_float32(up_context) + as_float32(context)
-            q, kwargs = self.posterior(loc, log_scale, context)
-            z = q.sample(seed=seed, **({"bijector_kwargs": kwargs} if kwargs else {}))
-            kl = unit_log_prob(q, z, kwargs) - _normal_log_prob(z, p_loc, p_log_scale)
+            q = self.posterior(loc, log_scale, context)
+            z = q.sample(seed=seed)
+            kl = unit_log_prob(q, z) - _normal_log_prob(z, p_loc, p_log_scale)
             result = LayerOutput(p_loc, p_log_scale, loc, log_scale, z, kl, context)
         branch = tf.concat([tf.cast(z, det.dtype), det], axis=-1)
         branch = self.down_conv2(tf.nn.elu(branch))
