@@ -17,9 +17,12 @@ the rest, the same way for every example:
   bar measures; writes TensorBoard scalars and `model_dir/results.json`, logs a summary and
   returns the results. A failed run leaves no empty `model_dir`. Under
   `strategy="multi_worker"` every worker trains and evaluates, and only the chief writes files.
-- `run_or_exit(...)` in `main` turns a stopped training (interrupted, diverged, a checkpoint
-  not saved), and the failures of `EXPECTED_FAILURES` (no dataset, a `model_dir` that is a file
-  or read-only, no checkpoint that can resume the run), into a message and a non-zero exit.
+- `run_or_exit(...)` in `main` (from `tfp_iaf.vae.cli`) turns a stopped training (interrupted,
+  diverged, a checkpoint not saved), and the failures of `EXPECTED_FAILURES` (no dataset, a
+  `model_dir` that is a file or read-only, no checkpoint that can resume the run), into a
+  message and a non-zero exit.
+- The examples' `--mode=evaluate` and `--mode=sample`, on a trained `model_dir`:
+  `tfp_iaf.vae.trained`.
 
 The settings it reads from `config`, flags every example defines: `batch_size`, `epochs`,
 `num_steps`, `learning_rate`, `ema_momentum`, `clip_norm`, `data_dir`, `download`, `model_dir`,
