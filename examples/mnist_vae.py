@@ -30,6 +30,16 @@ scalars, `samples.png` (a grid of samples), and `results.json` (test ELBO and
 importance-sampled log p(x) with k = `--num_importance_samples`, in nats). The paper reaches
 -79.88 nats (log p(x), static MNIST, IAF) after far longer training than a CPU run allows; see
 docs/benchmarks.md for what this script reaches on a 2-core CPU.
+
+A trained `--model_dir`, with the flags that trained it, trains no further with `--mode`:
+
+    python examples/mnist_vae.py ... --mode=evaluate --num_importance_samples=1000
+    python examples/mnist_vae.py ... --mode=sample --temperature=0.7
+
+evaluates the newest checkpoint's averaged weights (logging one summary line, writing
+`evaluation_step<S>_k<K>.json`), or writes `samples_step<S>_t<T>.png`, samples with the prior's
+scale times `--temperature`. A `--model_dir` without a checkpoint, or a checkpoint of other
+flags, ends in one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -206,12 +216,37 @@ def train_and_evaluate(config: Config) -> dict:
     )
 
 
+def evaluate(config: Config) -> dict:
+    """`--mode=evaluate`: test ELBO and log p(x) of the newest checkpoint in `model_dir`."""
+    return vae.evaluate_trained(
+        config,
+        load_split=functools.partial(vae.load_mnist, config.dataset),
+        make_model=lambda batches: make_model(config),
+        headline="nats",
+        mixed_precision=config.mixed_precision,
+    )
+
+
+def sample(config: Config) -> str:
+    """`--mode=sample`: 100 samples at `config.temperature` of the newest checkpoint."""
+    return vae.sample_trained(
+        config,
+        load_split=functools.partial(vae.load_mnist, config.dataset),
+        make_model=lambda batches: make_model(config),
+        num_samples=100,
+        mixed_precision=config.mixed_precision,
+    )
+
+
+MODES = {"train": train_and_evaluate, "evaluate": evaluate, "sample": sample}
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     vae.apply_preset(PRESETS)
     config = Config.from_flags()
-    run_or_exit(lambda: train_and_evaluate(config), verbose=config.verbose)
+    run_or_exit(lambda: MODES[config.mode](config), verbose=config.verbose)
 
 
 if __name__ == "__main__":

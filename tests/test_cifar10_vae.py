@@ -1,5 +1,6 @@
 """examples/cifar10_vae.py and tfp_iaf.vae.resnet_vae on tfds mock data: runs, shapes, resume."""
 
+import dataclasses
 import json
 import math
 import os
@@ -122,6 +123,22 @@ def test_two_steps_with_mixed_precision_xla_or_reference_metric(
     results = _check_outputs(tmp_path, steps=2, grids=grids)
     assert results["config"]["metric"] == options.get("metric", "proper")  # results say which
     assert tf_keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+
+
+def test_evaluate_and_sample_modes_restore_the_run(cifar10_vae, tmp_path, monkeypatch):
+    """On a trained --model_dir: the run's evaluation again (the data-dependent init on the test
+    batch is overwritten by the checkpoint), and a captioned grid at a temperature."""
+    config = cifar10_vae.Config(num_steps=2, model_dir=str(tmp_path), **TINY)
+    with tfds.testing.mock_data(num_examples=8):
+        trained = cifar10_vae.train_and_evaluate(config)
+        monkeypatch.setattr(experiment, "train", None)  # a mode that trained would fail
+        evaluated = cifar10_vae.evaluate(config)
+        path = cifar10_vae.sample(dataclasses.replace(config, temperature=0.5))
+    for key in ("test_bits_per_dim", "test_elbo"):
+        assert evaluated[key] == pytest.approx(trained[key], rel=1e-6), key
+    assert json.loads((tmp_path / "evaluation_step2_k3.json").read_text())["steps"] == 2
+    assert path == str(tmp_path / "samples_step2_t0.5.png")
+    check_image_grid(path, 36, IMAGE)
 
 
 MIRRORED = """

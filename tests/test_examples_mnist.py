@@ -157,3 +157,54 @@ def test_main_rejects_positional_arguments(mnist_vae):
 
     with pytest.raises(app.UsageError, match=r"Unexpected arguments: \['extra'\]"):
         mnist_vae.main(["mnist_vae.py", "extra"])
+
+
+def test_evaluate_and_sample_modes_restore_the_run(mnist_vae, tmp_path, monkeypatch, caplog):
+    """--mode=evaluate and --mode=sample on a trained --model_dir: no training, the run's
+    averaged weights (T=1 draws training's samples.png), results beside results.json."""
+    from tests.examples_util import decode_png
+    from tfp_iaf.vae import trained
+    from tfp_iaf.vae.images import TITLE_HEIGHT
+
+    grids = record_image_grids(monkeypatch)
+    config = mnist_vae.Config(
+        posterior="diag", num_steps=2, model_dir=str(tmp_path), num_eval_examples=5, **TINY
+    )
+    titles, save = {}, trained.save_image_grid
+
+    def recording_save(images, path, title=None):
+        grids[Path(path).name], titles[Path(path).name] = np.array(images), title
+        return save(images, path, title=title)
+
+    argv = ["mnist_vae.py", "--posterior=diag", f"--model_dir={tmp_path}", "--num_eval_examples=5"]
+    argv += [f"--{k}={v}" for k, v in TINY.items()]
+    with tfds.testing.mock_data(num_examples=10):
+        trained_results = mnist_vae.train_and_evaluate(config)
+        monkeypatch.setattr(trained, "save_image_grid", recording_save)
+        monkeypatch.setattr(experiment, "train", None)  # a mode that trained would fail
+        for mode in ("--mode=evaluate", "--mode=sample", "--temperature=0.5 --mode=sample"):
+            with flagsaver.flagsaver(), caplog.at_level(logging.INFO, logger="absl"):
+                flags.FLAGS(argv + mode.split())
+                mnist_vae.main(["mnist_vae.py"])
+    evaluation = json.loads((tmp_path / "evaluation_step2_k3.json").read_text())
+    assert evaluation["test_log_px"] == pytest.approx(trained_results["test_log_px"], rel=1e-6)
+    assert "Test, Polyak-averaged weights: ELBO" in caplog.text and "(k=3, " in caplog.text
+    np.testing.assert_array_equal(grids["samples_step2_t1.png"], grids["samples.png"])
+    assert not np.array_equal(grids["samples_step2_t0.5.png"], grids["samples.png"])
+    assert titles["samples_step2_t0.5.png"] == (
+        "100 samples at temperature 0.5 (the prior's scale x0.5): means of p(x | z) (step 2, "
+        "Polyak-averaged weights)"
+    )
+    for name in ("samples_step2_t1.png", "samples_step2_t0.5.png"):
+        check_image_grid(tmp_path / name, 100, (28, 28, 1))
+    pngs = [decode_png(tmp_path / n) for n in ("samples.png", "samples_step2_t1.png")]
+    np.testing.assert_array_equal(pngs[0][TITLE_HEIGHT:], pngs[1][TITLE_HEIGHT:])
+
+
+def test_temperature_must_be_positive(mnist_vae):
+    with flagsaver.flagsaver():
+        for value in ("0", "-0.5", "inf"):
+            with pytest.raises(
+                flags.IllegalFlagValueError, match="--temperature must be a positive number"
+            ):
+                flags.FLAGS(["mnist_vae.py", f"--temperature={value}"])

@@ -93,3 +93,45 @@ def test_a_run_announces_its_plan(tmp_path, caplog):
     averaged = text.index("Evaluating the Polyak-averaged weights: test ELBO and log p(x), k=3")
     summary = text.index("Test, Polyak-averaged weights: ELBO")
     assert raw < averaged < summary < text.index("Test, raw weights: ELBO")
+
+
+def test_evaluating_a_missing_model_dir_ends_in_one_line_and_creates_nothing(tmp_path):
+    missing = tmp_path / "never_trained"
+    cmd = [sys.executable, str(EXAMPLES / "mnist_vae.py"), f"--model_dir={missing}"]
+    result = subprocess.run(
+        [*cmd, "--mode=evaluate", "--num_importance_samples=1000"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        f"ModelDirError: `model_dir` must be the directory of a trained run to evaluate; got "
+        f"{str(missing)!r} (no such directory). Pass the --model_dir that training wrote. "
+        "(--verbose shows the traceback)"
+    ) in last
+    assert "Traceback" not in result.stderr and not missing.exists()
+
+
+def test_sampling_a_model_dir_without_checkpoints_ends_in_one_line(tmp_path, caplog):
+    from tests.examples_util import TailConfig, array_loader, tiny_vae
+
+    def sample():
+        return vae.sample_trained(
+            TailConfig(model_dir=str(tmp_path)),
+            load_split=array_loader(X),
+            make_model=lambda batches: tiny_vae(),
+            num_samples=4,
+        )
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_or_exit(sample)
+    assert exit_info.value.code == 1
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.getMessage() == (
+        f"CheckpointError: no checkpoint in {tmp_path / 'checkpoints'}, so there is no model to "
+        "sample: train first (--mode=train, the default) with this --model_dir, or pass the "
+        "--model_dir of a trained run (--verbose shows the traceback)"
+    )
+    assert list(tmp_path.iterdir()) == []

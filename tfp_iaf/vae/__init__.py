@@ -18,6 +18,7 @@ except ModuleNotFoundError as e:
 
 from tfp_iaf.layers import WeightNormConv2D
 from tfp_iaf.vae.checkpoints import CheckpointError, ModelDirError
+from tfp_iaf.vae.cli import EXPECTED_FAILURES, run_or_exit
 from tfp_iaf.vae.data import (
     DATASETS,
     DatasetUnavailableError,
@@ -32,15 +33,12 @@ from tfp_iaf.vae.discretized_logistic import (
     unit_to_pixels,
 )
 from tfp_iaf.vae.experiment import (
-    EXPECTED_FAILURES,
     FlagsConfig,
     define_experiment_flags,
-    evaluate_model,
     flags_config,
     make_strategy,
     register_flag_validators,
     run_experiment,
-    run_or_exit,
 )
 from tfp_iaf.vae.free_bits import free_bits_kl, group_kl
 from tfp_iaf.vae.images import save_image_grid
@@ -55,6 +53,7 @@ from tfp_iaf.vae.model import VAE
 from tfp_iaf.vae.presets import Preset, apply_preset, describe_presets, preset_config
 from tfp_iaf.vae.resnet_layer import IAF_INITS, LayerOutput, ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
+from tfp_iaf.vae.trained import evaluate_model, evaluate_trained, sample_trained
 from tfp_iaf.vae.training import (
     CheckpointSaveFailed,
     TrainingDiverged,
@@ -97,6 +96,7 @@ __all__ = [
     "discretized_logistic_sample",
     "evaluate_dataset",
     "evaluate_model",
+    "evaluate_trained",
     "fit_schedule",
     "flags_config",
     "free_bits_kl",
@@ -113,6 +113,7 @@ __all__ = [
     "register_flag_validators",
     "run_experiment",
     "run_or_exit",
+    "sample_trained",
     "save_image_grid",
     "train",
     "unit_to_pixels",

@@ -17,9 +17,12 @@ the rest, the same way for every example:
   bar measures; writes TensorBoard scalars and `model_dir/results.json`, logs a summary and
   returns the results. A failed run leaves no empty `model_dir`. Under
   `strategy="multi_worker"` every worker trains and evaluates, and only the chief writes files.
-- `run_or_exit(...)` in `main` turns a stopped training (interrupted, diverged, a checkpoint
-  not saved), and the failures of `EXPECTED_FAILURES` (no dataset, a `model_dir` that is a file
-  or read-only, no checkpoint that can resume the run), into a message and a non-zero exit.
+- `run_or_exit(...)` in `main` (from `tfp_iaf.vae.cli`) turns a stopped training (interrupted,
+  diverged, a checkpoint not saved), and the failures of `EXPECTED_FAILURES` (no dataset, a
+  `model_dir` that is a file or read-only, no checkpoint that can resume the run), into a
+  message and a non-zero exit.
+- The examples' `--mode=evaluate` and `--mode=sample`, on a trained `model_dir`:
+  `tfp_iaf.vae.trained`.
 
 The settings it reads from `config`, flags every example defines: `batch_size`, `epochs`,
 `num_steps`, `learning_rate`, `ema_momentum`, `clip_norm`, `data_dir`, `download`, `model_dir`,
@@ -30,15 +33,10 @@ The settings it reads from `config`, flags every example defines: `batch_size`, 
 from __future__ import annotations
 
 import dataclasses
-import gc
 import importlib.util
 import json
-import logging as std_logging
-import math
 import os
 import resource
-import shlex
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -48,8 +46,8 @@ import tensorflow as tf
 from absl import logging
 
 from tfp_iaf._keras import tf_keras
-from tfp_iaf.vae.checkpoints import CheckpointError, ModelDirError, check_writable
-from tfp_iaf.vae.data import DatasetUnavailableError
+from tfp_iaf.vae.checkpoints import check_writable
+from tfp_iaf.vae.cli import EXPECTED_FAILURES, run_or_exit
 from tfp_iaf.vae.experiment_flags import (
     FlagsConfig,
     define_experiment_flags,
@@ -57,15 +55,15 @@ from tfp_iaf.vae.experiment_flags import (
     register_flag_validators,
 )
 from tfp_iaf.vae.images import save_image_grid
-from tfp_iaf.vae.likelihood import bits_per_dim, evaluate_dataset
-from tfp_iaf.vae.training import (
-    TrainingInterrupted,
-    TrainingStopped,
-    fit_schedule,
-    make_optimizer,
-    train,
-    write_scalars,
+from tfp_iaf.vae.trained import (
+    REPORTS,
+    LoadSplit,
+    MakeModel,
+    compiled_model,
+    evaluate_model,
+    load_test_split,
 )
+from tfp_iaf.vae.training import fit_schedule, train, write_scalars
 
 __all__ = [
     "EXPECTED_FAILURES",
@@ -78,29 +76,6 @@ __all__ = [
     "run_experiment",
     "run_or_exit",
 ]
-
-# Called as `load_split(split, batch_size, data_dir=, download=, shuffle=, repeat=,
-# drop_remainder=, seed=)`, like `tfp_iaf.vae.load_cifar10` (or `load_mnist` with its name bound).
-LoadSplit = Callable[..., tuple[tf.data.Dataset, int]]
-
-# The summary line and the TensorBoard scalars (name: results key) of each headline unit.
-_REPORTS = {
-    "nats": (
-        "Test, %(weights)s: ELBO %(test_elbo).2f, log p(x) %(test_log_px).2f nats "
-        "(k=%(num_importance_samples)d, %(num_test_examples)d examples, %(steps)d steps).",
-        {"elbo": "test_elbo", "log_px": "test_log_px"},
-    ),
-    "bits_per_dim": (
-        "Test, %(weights)s: %(test_bits_per_dim).3f bits/dim (k=%(num_importance_samples)d), "
-        "ELBO %(test_elbo_bits_per_dim).3f bits/dim, %(num_test_examples)d examples, "
-        "%(steps)d steps.",
-        {"bits_per_dim": "test_bits_per_dim", "elbo": "test_elbo"},
-    ),
-}
-
-# Failures that the command line or the files it names cause, each with a message that says
-# what to do: `run_or_exit` ends them in that one line (the traceback only with `verbose`).
-EXPECTED_FAILURES = (DatasetUnavailableError, CheckpointError, ModelDirError)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -124,60 +99,11 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"`strategy` must be 'default', 'mirrored' or 'multi_worker'; got {name!r}")
 
 
-def evaluate_model(
-    model: tf_keras.Model,
-    dataset: tf.data.Dataset,
-    num_importance_samples: int,
-    chunk_size: int | None = None,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Test ELBO and importance-sampled log p(x) (nats per example) and their bits/dim.
-
-    Args:
-      model: a model with `log_weights(x, num_samples, seed) -> [num_samples, batch]`.
-      dataset: batches `[batch, ...]` of a static example shape (its size: the bits/dim's dims).
-      num_importance_samples: k of the importance-sampled log p(x).
-      chunk_size: importance samples per pass (memory).
-      seed: the evaluation's seed.
-
-    Returns:
-      `{"elbo", "log_px", "num_examples", "bits_per_dim", "elbo_bits_per_dim"}`.
-
-    Raises:
-      ValueError: an example shape that is not static, or an error of `evaluate_dataset`.
-    """
-    example_shape = dataset.element_spec.shape[1:]
-    if not example_shape.is_fully_defined():
-        raise ValueError(f"`dataset` must have a static example shape; got {example_shape}")
-    num_dims = math.prod(example_shape)
-    log_weights = tf.function(model.log_weights, reduce_retracing=True)
-    result = evaluate_dataset(
-        log_weights, dataset, num_importance_samples, chunk_size=chunk_size, seed=seed
-    )
-    result["bits_per_dim"] = float(bits_per_dim(result["log_px"], num_dims))
-    result["elbo_bits_per_dim"] = float(bits_per_dim(result["elbo"], num_dims))
-    return result
-
-
-def _load_splits(
-    config: FlagsConfig, load_split: LoadSplit
-) -> tuple[tf.data.Dataset, int, tf.data.Dataset]:
-    load = dict(data_dir=config.data_dir, download=config.download, seed=config.seed)
-    train_ds, num_train = load_split(
-        "train", config.batch_size, shuffle=True, repeat=True, drop_remainder=True, **load
-    )
-    test_split = "test"
-    if config.num_eval_examples is not None:
-        test_split = f"test[:{config.num_eval_examples}]"
-    test_ds, _ = load_split(test_split, config.eval_batch_size, **load)
-    return train_ds, num_train, test_ds
-
-
 def run_experiment(
     config: FlagsConfig,
     *,
     load_split: LoadSplit,
-    make_model: Callable[[tf.data.Dataset], tf_keras.Model],
+    make_model: MakeModel,
     make_images: Callable[[tf_keras.Model, tf.data.Dataset], Mapping[str, Any]],
     default_epochs: int,
     headline: str = "nats",
@@ -219,8 +145,8 @@ def run_experiment(
         results are written (`run_or_exit` turns them, and the errors above but the first, into a
         clean exit).
     """
-    if headline not in _REPORTS:
-        raise ValueError(f"`headline` must be one of {tuple(_REPORTS)}; got {headline!r}")
+    if headline not in REPORTS:
+        raise ValueError(f"`headline` must be one of {tuple(REPORTS)}; got {headline!r}")
     if config.epochs is not None and config.num_steps is not None:
         raise ValueError(
             "`epochs` and `num_steps` cannot both be set (`num_steps` counts the steps of all "
@@ -247,30 +173,20 @@ def _run(
     distribution = make_strategy(strategy)
     if distribution.extended.should_checkpoint:  # the chief: it writes to `model_dir`
         check_writable(config.model_dir)
-    train_ds, num_train, test_ds = _load_splits(config, load_split)
+    train_ds, num_train = load_split(
+        "train", config.batch_size, data_dir=config.data_dir, download=config.download,
+        seed=config.seed, shuffle=True, repeat=True, drop_remainder=True,
+    )  # fmt: skip
+    test_ds = load_test_split(config, load_split)
     if config.num_steps is None:
         budget = dict(epochs=config.epochs or default_epochs)
     else:
         budget = dict(num_steps=config.num_steps)
     num_steps, steps_per_epoch = fit_schedule(num_train, config.batch_size, **budget)
     _announce_plan(config, num_steps, steps_per_epoch, num_train)
-    policy = tf_keras.mixed_precision.global_policy()
-    if mixed_precision:
-        tf_keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        with distribution.scope():
-            model = make_model(train_ds)
-            model.compile(
-                optimizer=make_optimizer(
-                    config.learning_rate,
-                    config.ema_momentum,
-                    config.clip_norm,
-                    kind=getattr(config, "optimizer", "adamax"),
-                ),
-                jit_compile=jit_compile,
-            )
-    finally:
-        tf_keras.mixed_precision.set_global_policy(policy)
+    model = compiled_model(
+        config, make_model, train_ds, distribution, mixed_precision, jit_compile
+    )
     run = train(
         model,
         train_ds,
@@ -327,7 +243,7 @@ def _run(
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
         "config": dataclasses.asdict(config),
     }
-    message, scalars = _REPORTS[headline]
+    message, scalars = REPORTS[headline]
     if writes:
         write_scalars(
             os.path.join(config.model_dir, "tensorboard", "test"),
@@ -366,82 +282,3 @@ def _announce_plan(config: FlagsConfig, num_steps: int, steps_per_epoch: int, nu
         logging.info(
             "Watch it: tensorboard --logdir %s", os.path.join(config.model_dir, "tensorboard")
         )
-
-
-class _NoLibraryInfo(std_logging.Filter):
-    """Drops the INFO lines that TensorFlow, tf_keras and TensorFlow Datasets log through absl
-    (a checkpoint's sharding time, each split's "Constructing tf.data.Dataset ..."), which
-    say nothing a user acts on; their warnings and errors, and every other INFO line, pass."""
-
-    def __init__(self):
-        super().__init__()
-        names = ("tensorflow", "tf_keras", "tensorflow_datasets", "tensorflow_probability")
-        specs = [importlib.util.find_spec(name) for name in names]
-        self.dirs = tuple(
-            os.path.dirname(spec.origin) + os.sep for spec in specs if spec and spec.origin
-        )
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or not record.pathname.startswith(self.dirs)
-
-
-def _free_quietly(error: BaseException) -> None:
-    """Frees what `error`'s tracebacks hold, with TensorFlow's warnings off meanwhile.
-
-    A refused checkpoint's restore objects live in those frames; freed at exit, TensorFlow
-    would warn of their "unrestored values" after the one-line message that already says so.
-    """
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    try:
-        while error is not None:
-            error.__traceback__, error = None, error.__context__ or error.__cause__
-        gc.collect()
-    finally:
-        logger.setLevel(level)
-
-
-def run_or_exit(run: Callable[[], Any], verbose: bool = False) -> Any:
-    """`run()`, with a stopped training or an expected failure turned into a message and an exit.
-
-    SIGINT/SIGTERM (`TrainingInterrupted`): logs where the checkpoint is and the command that
-    resumes (this process's command line), and exits with status 128 + the signal number.
-    Divergence, or a checkpoint that could not be saved (the other `TrainingStopped`s): logs
-    its message and exits with status 1.
-    An `EXPECTED_FAILURES` error (a dataset that is not there, a `model_dir` that is a file or
-    cannot be written, a checkpoint that cannot resume this run): logs its message as one line
-    and exits with status 1; with `verbose`, it is raised as it is, traceback and all.
-
-    TensorFlow's own INFO lines (e.g. the checkpoint saver's timings, spliced into the progress
-    bar), and those TensorFlow Datasets logs through absl, are dropped; their warnings and errors
-    still show.
-
-    Args:
-      run: the work, e.g. `lambda: train_and_evaluate(config)`.
-      verbose: let expected failures raise with their traceback (the examples' `--verbose`).
-
-    Raises:
-      SystemExit: training stopped (interrupted, diverged, a checkpoint not saved), or an
-        expected failure (not `verbose`).
-    """
-    tf.get_logger().setLevel("WARNING")
-    absl_logger = logging.get_absl_logger()
-    if not any(isinstance(f, _NoLibraryInfo) for f in absl_logger.filters):
-        absl_logger.addFilter(_NoLibraryInfo())
-    try:
-        return run()
-    except EXPECTED_FAILURES as e:
-        if verbose:
-            raise
-        message = f"{type(e).__name__}: {' '.join(str(e).split())}"  # one line, whatever it held
-        _free_quietly(e)
-        logging.error("%s (--verbose shows the traceback)", message)
-        raise SystemExit(1) from None
-    except TrainingInterrupted as e:
-        command = shlex.join([sys.executable, *sys.argv])
-        logging.warning("%s Resume with:\n  %s", e, command)
-        raise SystemExit(128 + e.signum) from None
-    except TrainingStopped as e:
-        logging.error("%s No results were written.", e)
-        raise SystemExit(1) from None

@@ -2,9 +2,10 @@
 
 - `define_experiment_flags(__name__, ...)`: defines the training and evaluation flags every
   example has (the settings `tfp_iaf.vae.run_experiment` reads, and `--optimizer`,
-  `--preset`, `--strategy`, `--mixed_precision`, `--jit_compile`, `--verbose`), with the
-  example's own defaults, filed under the example's module, and registers their parse-time
-  checks (`register_flag_validators`). The example then defines only its model's flags.
+  `--preset`, `--strategy`, `--mixed_precision`, `--jit_compile`, `--verbose`, and `--mode`
+  and `--temperature`, which `tfp_iaf.vae.trained` reads), with the example's own defaults,
+  filed under the example's module, and registers their parse-time checks
+  (`register_flag_validators`). The example then defines only its model's flags.
 - `flags_config(__name__)` turns the flags a module defined into a dataclass (one field per
   flag, defaulting to the flag's default), so no flag is restated; `Config.from_flags()` holds
   the parsed values.
@@ -118,6 +119,21 @@ def define_experiment_flags(
         "num_eval_examples", None, "Evaluate on the first N test examples only.", **define
     )
     flags.DEFINE_integer("seed", 0, "Random seed.", **define)
+    flags.DEFINE_enum(
+        "mode",
+        "train",
+        ["train", "evaluate", "sample"],
+        "train (resuming from --model_dir), or restore --model_dir's newest checkpoint and "
+        "evaluate it (test ELBO and log p(x) at k=--num_importance_samples) or sample a grid "
+        "(at --temperature), training nothing.",
+        **define,
+    )
+    flags.DEFINE_float(
+        "temperature",
+        1.0,
+        "--mode=sample: the prior's scale is multiplied by this (1: the prior itself).",
+        **define,
+    )
     flags.DEFINE_bool(
         "verbose",
         False,
@@ -206,6 +222,7 @@ def register_flag_validators(flag_values: flags.FlagValues = flags.FLAGS) -> Non
     _check("learning_rate", lambda v: math.isfinite(v) and v > 0, "a positive number", flag_values)
     _check("ema_momentum", lambda v: 0 <= v < 1, "in [0, 1)", flag_values)
     _check("clip_norm", lambda v: math.isfinite(v) and v > 0, "a positive number", flag_values)
+    _check("temperature", lambda v: math.isfinite(v) and v > 0, "a positive number", flag_values)
     flags.register_multi_flags_validator(
         ["epochs", "num_steps"],
         lambda f: f["epochs"] is None or f["num_steps"] is None,

@@ -24,13 +24,15 @@ from tfp_iaf._keras import tf_keras
 __all__ = ["RESUMABLE_SETTINGS", "differences", "fingerprint"]
 
 # Settings a resume may change: the budget, the optimizer's step size and clipping (not the
-# shape of its state), the cadence of saves, evaluation, locations, and how the steps run.
+# shape of its state), the cadence of saves, evaluation and sampling, locations, how the steps
+# run, and what the command does with the model (`mode`).
 # Every other setting (including any flag an example adds) is part of the fingerprint.
 RESUMABLE_SETTINGS = frozenset(
     {
         "epochs", "num_steps", "learning_rate", "clip_norm", "save_every",
         "num_importance_samples", "importance_chunk", "eval_batch_size", "num_eval_examples",
-        "data_dir", "download", "model_dir", "strategy", "jit_compile", "verbose",
+        "data_dir", "download", "model_dir", "strategy", "jit_compile", "verbose", "mode",
+        "temperature",
         "preset",  # a name: the settings a preset sets are compared themselves
     }
 )  # fmt: skip

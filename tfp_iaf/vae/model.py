@@ -226,8 +226,16 @@ class VAE(tf_keras.Model):
     def test_step(self, x):
         return self._report(self._step(x, tf.constant([self.seed, -1]))[1])
 
-    def sample(self, num_samples: int, seed: int | tf.Tensor = 0) -> tf.Tensor:
-        """Mean images `sigmoid(logits)` of `p(x | z)`, `z ~ p(z)`: `[num_samples, *obs_shape]`."""
+    def sample(
+        self, num_samples: int, seed: int | tf.Tensor = 0, temperature: float = 1.0
+    ) -> tf.Tensor:
+        """Mean images `sigmoid(logits)` of `p(x | z)`, `z ~ N(0, temperature^2 I)` (the prior
+        at `temperature=1`; below 1, samples nearer its mode): `[num_samples, *obs_shape]`.
+
+        Raises:
+          ValueError: a `temperature` that is not a finite positive number.
+        """
+        temperature = _checks.finite_float("temperature", temperature, positive=True)
         seed = tf.constant([0, seed]) if isinstance(seed, int) else seed
         z = tf.random.stateless_normal([num_samples, self.latent_size], seed=seed)
-        return tf.sigmoid(self.decode(z))
+        return tf.sigmoid(self.decode(temperature * z))

@@ -197,13 +197,14 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
             return base
         return tfd.TransformedDistribution(base, self.flow.with_context(context))
 
-    def down(self, h, up_terms, seed) -> tuple[tf.Tensor, LayerOutput]:
+    def down(self, h, up_terms, seed, temperature=1.0) -> tuple[tf.Tensor, LayerOutput]:
         """Top-down: `h -> h'`, `z` from the posterior, or from the prior if `up_terms` is None.
 
         Args:
           h: the top-down state `[batch, H, W, hidden_size]`.
           up_terms: `up`'s `(mu_q, log s_q, c_up)`, or None (sampling mode).
           seed: int32 `[2]` stateless seed of this layer's sample.
+          temperature: sampling mode: `z ~ N(mu_p, (temperature * s_p)^2)`.
         """
         z_size, hs = self.z_size, self.hidden_size
         out = self.down_conv1(tf.nn.elu(h))
@@ -212,7 +213,8 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
         )
         p_loc, p_log_scale = as_float32(p_loc), as_float32(p_log_scale)
         if up_terms is None:
-            z = p_loc + tf.exp(p_log_scale) * tf.random.stateless_normal(tf.shape(p_loc), seed)
+            eps = tf.random.stateless_normal(tf.shape(p_loc), seed)
+            z = p_loc + temperature * tf.exp(p_log_scale) * eps
             result = LayerOutput(p_loc, p_log_scale, None, None, z, None)
         else:
             q_loc, q_log_scale, up_context = up_terms

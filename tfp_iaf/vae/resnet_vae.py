@@ -217,7 +217,11 @@ class ResNetVAE(tf_keras.Model):
         return [tf.random.experimental.stateless_fold_in(seed, i) for i in range(len(self.blocks))]
 
     def forward(
-        self, x: tf.Tensor | None, seed: tf.Tensor, batch_size: int | tf.Tensor | None = None
+        self,
+        x: tf.Tensor | None,
+        seed: tf.Tensor,
+        batch_size: int | tf.Tensor | None = None,
+        temperature: float = 1.0,
     ) -> tuple[tf.Tensor, tf.Tensor, list[LayerOutput]]:
         """One pass: `p(x | z)`'s mean in `[-0.5, 0.5]` and log-scale, every layer's output.
 
@@ -226,6 +230,7 @@ class ResNetVAE(tf_keras.Model):
             prior, no bottom-up pass, no IAF).
           seed: int32 `[2]` stateless seed of the latent noise.
           batch_size: the batch in sampling mode.
+          temperature: sampling mode: every prior's scale is multiplied by it.
 
         Returns:
           `(x_mean, x_log_scale, outputs)`: `x_mean: [batch, H, W, C]` float32, `x_log_scale`
@@ -243,7 +248,7 @@ class ResNetVAE(tf_keras.Model):
         h = tf.broadcast_to(h_top, tf.concat([[batch_size], self.top_shape], axis=0))
         outputs = [None] * len(self.blocks)
         for i in reversed(range(len(self.blocks))):
-            h, outputs[i] = self.blocks[i].down(h, up_terms[i], seeds[i])
+            h, outputs[i] = self.blocks[i].down(h, up_terms[i], seeds[i], temperature)
         h = tf.nn.elu(h)
         x_mean = as_float32(self.x_dec(h))
         half = 0.5 - 1.0 / 512.0  # the authors keep the mean inside the outer bin centres
@@ -347,10 +352,14 @@ class ResNetVAE(tf_keras.Model):
     def test_step(self, x):
         return self._report(self._step(x, self._replica_seed(tf.constant(-1)))[1])
 
-    def sample(self, num_samples: int, seed: int | tf.Tensor = 0) -> tf.Tensor:
-        """Images from the prior (sampling mode): the means of `p(x | z)`, in `[0, 1]`."""
+    def sample(
+        self, num_samples: int, seed: int | tf.Tensor = 0, temperature: float = 1.0
+    ) -> tf.Tensor:
+        """Images from the prior (sampling mode), every layer's prior scale times `temperature`
+        (finite, > 0; as NVAE and VDVAE sample): the means of `p(x | z)`, in `[0, 1]`."""
+        temperature = _checks.finite_float("temperature", temperature, positive=True)
         seed = tf.constant([0, seed]) if isinstance(seed, int) else seed
-        x_mean, _, _ = self.forward(None, seed, batch_size=num_samples)
+        x_mean, _, _ = self.forward(None, seed, batch_size=num_samples, temperature=temperature)
         return x_mean + 0.5
 
     def reconstruct(self, x: tf.Tensor, seed: int | tf.Tensor = 0) -> tf.Tensor:
