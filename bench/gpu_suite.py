@@ -250,7 +250,7 @@ def stage_placement(sizes: dict) -> dict:
 
     import tfp_iaf
     from tfp_iaf import tf_keras, vae
-    from tfp_iaf.vae.training import make_optimizer
+    from tfp_iaf.vae.optimizers import make_optimizer
 
     tfd = tfp.distributions
     gpus = tf.config.list_physical_devices("GPU")
@@ -339,7 +339,7 @@ def stage_cifar(sizes: dict) -> dict:
 
     from tfp_iaf import tf_keras
     from tfp_iaf.vae import ResNetVAE
-    from tfp_iaf.vae.training import make_optimizer
+    from tfp_iaf.vae.optimizers import make_optimizer
 
     batch, steps, repeats = sizes["cifar_batch"], sizes["cifar_steps"], sizes["cifar_repeats"]
     pixels = tf.cast(tf.random.stateless_uniform([batch, 32, 32, 3], [0, 1], 0, 256, tf.int32),

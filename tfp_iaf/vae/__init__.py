@@ -52,6 +52,7 @@ from tfp_iaf.vae.likelihood import (
     log_mean_exp,
 )
 from tfp_iaf.vae.model import VAE
+from tfp_iaf.vae.optimizers import make_optimizer
 from tfp_iaf.vae.presets import Preset, apply_preset, describe_presets, preset_config
 from tfp_iaf.vae.resnet_layer import IAF_INITS, LayerOutput, ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
@@ -62,7 +63,6 @@ from tfp_iaf.vae.training import (
     TrainingStopped,
     TrainResult,
     fit_schedule,
-    make_optimizer,
     train,
     write_scalars,
 )
