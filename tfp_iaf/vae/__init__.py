@@ -16,7 +16,6 @@ except ModuleNotFoundError as e:
         "The flows and tfp_iaf.vi need no extra."
     ) from None
 
-from tfp_iaf.layers import WeightNormConv2D
 from tfp_iaf.vae.checkpoints import CheckpointError, ModelDirError
 from tfp_iaf.vae.data import (
     DATASETS,
@@ -66,6 +65,7 @@ from tfp_iaf.vae.training import (
     train,
     write_scalars,
 )
+from tfp_iaf.vae.weight_norm_conv import WeightNormConv2D
 from tfp_iaf.weight_norm import data_dependent_init
 
 __all__ = [

@@ -39,7 +39,6 @@ import tensorflow_probability as tfp
 
 from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
-from tfp_iaf.layers import WeightNormConv2D
 from tfp_iaf.vae.discretized_logistic import (
     check_edge_bins,
     discretized_logistic_log_prob,
@@ -47,6 +46,7 @@ from tfp_iaf.vae.discretized_logistic import (
 )
 from tfp_iaf.vae.free_bits import free_bits_kl
 from tfp_iaf.vae.resnet_layer import LayerOutput, ResNetIAFLayer, as_float32
+from tfp_iaf.vae.weight_norm_conv import WeightNormConv2D
 from tfp_iaf.weight_norm import data_dependent_init
 
 tfd = tfp.distributions
