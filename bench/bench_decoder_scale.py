@@ -21,11 +21,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import resnet_runs  # bench/resnet_runs.py
 import tensorflow as tf
 from absl import app, flags
 from photos import grace_hopper_crops  # bench/photos.py
 
-from tfp_iaf import tf_keras, vae
+from tfp_iaf import vae
 from tfp_iaf.vae.resnet_vae import DECODER_SCALE_INITS
 
 flags.DEFINE_float("learning_rate", 2e-3, "Adamax learning rate (the example's default).")
@@ -42,32 +43,27 @@ FLAGS = flags.FLAGS
 
 def run(init: str, seed: int, test: tf.Tensor) -> dict[int, tuple[float, float]]:
     """`{step: (held-out ELBO bits/dim, decoder log-scale)}` of one training run."""
-    tf_keras.utils.set_random_seed(seed)
-    model = vae.ResNetVAE(
-        (32, 32, 3),
+    data = grace_hopper_crops(FLAGS.steps * FLAGS.batch_size, 1000 + seed)
+    model = resnet_runs.make_model(
+        data[: FLAGS.batch_size],
+        seed=seed,
+        optimizer=vae.make_optimizer(FLAGS.learning_rate, None),
         hidden_size=FLAGS.hidden_size,
         z_size=FLAGS.z_size,
         decoder_scale_init=init,
-        seed=seed,
     )
-    data = grace_hopper_crops(FLAGS.steps * FLAGS.batch_size, 1000 + seed)
-    model.initialize(tf.constant(data[: FLAGS.batch_size]))
-    model.compile(optimizer=vae.make_optimizer(FLAGS.learning_rate, None))
-    train_step = tf.function(model.train_step)
-    log_weights = tf.function(model.log_weights)
-    eval_seed = tf.constant([7, seed])
+    score = resnet_runs.elbo_bits(model, seed)
 
     def evaluate() -> tuple[float, float]:
-        elbo = tf.reduce_mean(log_weights(test, 1, eval_seed))
-        return float(vae.bits_per_dim(elbo, 32 * 32 * 3)), float(model.dec_log_scale)
+        return score(test), float(model.dec_log_scale)
 
     curve = {0: evaluate()}
-    for step in range(FLAGS.steps):
-        batch = data[step * FLAGS.batch_size : (step + 1) * FLAGS.batch_size]
-        model.reset_metrics()
-        train_step(tf.constant(batch))
-        if (step + 1) % FLAGS.eval_every == 0 or step + 1 == FLAGS.steps:
-            curve[step + 1] = evaluate()
+    train = resnet_runs.train_steps(
+        model, resnet_runs.batches(data, FLAGS.batch_size), FLAGS.steps
+    )
+    for step, _, _ in train:
+        if step % FLAGS.eval_every == 0 or step == FLAGS.steps:
+            curve[step] = evaluate()
     return curve
 
 

@@ -30,11 +30,11 @@ import math
 import time
 
 import numpy as np
-import tensorflow as tf
+import resnet_runs  # bench/resnet_runs.py
 from absl import app, flags
 from photos import grace_hopper_crops  # bench/photos.py
 
-from tfp_iaf import tf_keras, vae
+from tfp_iaf import vae
 from tfp_iaf.vae.resnet_layer import IAF_INITS
 
 flags.DEFINE_float("learning_rate", 2e-3, "Adamax learning rate (the example's default).")
@@ -51,40 +51,29 @@ FLAGS = flags.FLAGS
 OPTIMIZERS = {"adamax": ("adamax", "bits_per_dim"), "reference": ("reference", "nats_sum")}
 
 
-def run(iaf_init: str, optimizer: str, seed: int, test: tf.Tensor) -> dict[str, float]:
+def run(iaf_init: str, optimizer: str, seed: int, test: np.ndarray) -> dict[str, float]:
     """One training run: final train and held-out bits/dim, non-finite steps, seconds."""
     kind, loss_units = OPTIMIZERS[optimizer]
-    tf_keras.utils.set_random_seed(seed)
-    model = vae.ResNetVAE(
-        (32, 32, 3),
+    data = grace_hopper_crops(FLAGS.steps * FLAGS.batch_size, 1000 + seed)
+    start = time.time()
+    model = resnet_runs.make_model(
+        data[: FLAGS.batch_size],
+        seed=seed,
+        optimizer=vae.make_optimizer(FLAGS.learning_rate, None, kind=kind),
         hidden_size=FLAGS.hidden_size,
         z_size=FLAGS.z_size,
         iaf_gated=FLAGS.gated,
         iaf_init=iaf_init,
         loss_units=loss_units,
-        seed=seed,
     )
-    data = grace_hopper_crops(FLAGS.steps * FLAGS.batch_size, 1000 + seed)
-    start = time.time()
-    model.initialize(tf.constant(data[: FLAGS.batch_size]))
-    model.compile(optimizer=vae.make_optimizer(FLAGS.learning_rate, None, kind=kind))
-    train_step = tf.function(model.train_step)
-    log_weights = tf.function(model.log_weights)
-    eval_seed = tf.constant([7, seed])
-
-    def bits(images) -> float:
-        elbo = tf.reduce_mean(log_weights(tf.constant(images), 1, eval_seed))
-        return float(vae.bits_per_dim(elbo, 32 * 32 * 3))
-
-    non_finite = 0
-    for step in range(FLAGS.steps):
-        batch = data[step * FLAGS.batch_size : (step + 1) * FLAGS.batch_size]
-        model.reset_metrics()
-        logs = train_step(tf.constant(batch))
-        non_finite += not math.isfinite(float(logs["loss"]))
+    train = resnet_runs.train_steps(
+        model, resnet_runs.batches(data, FLAGS.batch_size), FLAGS.steps
+    )
+    non_finite = sum(not math.isfinite(loss) for _, _, loss in train)
+    score = resnet_runs.elbo_bits(model, seed)
     return {
-        "train": bits(data[: FLAGS.num_eval]),
-        "test": bits(test),
+        "train": score(data[: FLAGS.num_eval]),
+        "test": score(test),
         "nan": non_finite,
         "seconds": time.time() - start,
     }

@@ -22,10 +22,11 @@ import time
 import matplotlib.cbook
 import matplotlib.image
 import numpy as np
+import resnet_runs  # bench/resnet_runs.py
 import tensorflow as tf
 from absl import app, flags
 
-from tfp_iaf import tf_keras, vae
+from tfp_iaf import vae
 
 flags.DEFINE_float("learning_rate", 0.01, "Adamax learning rate.")
 flags.DEFINE_list("clip_norm", ["0", "1"], "Global gradient-norm clips to compare (0: off).")
@@ -55,21 +56,6 @@ def crops(batch_size: int, seed: int):
         )
 
 
-def make_model(gated: bool, clip_norm: float | None, seed: int) -> vae.ResNetVAE:
-    tf_keras.utils.set_random_seed(seed)
-    model = vae.ResNetVAE(
-        (32, 32, 3),
-        hidden_size=FLAGS.hidden_size,
-        z_size=FLAGS.z_size,
-        iaf_steps=FLAGS.iaf_steps,
-        iaf_gated=gated,
-        seed=seed,
-    )
-    model.initialize(next(crops(FLAGS.batch_size, seed + 1)))
-    model.compile(optimizer=vae.make_optimizer(FLAGS.learning_rate, None, clip_norm))
-    return model
-
-
 def probe(model: vae.ResNetVAE, x: tf.Tensor, step: int, seed: int) -> None:
     """Prints, layer by layer from the top, the largest |z| and |h| of the pass at `x`."""
     # The noise of that training step: `train_step`'s seed, then one fold per layer.
@@ -91,27 +77,32 @@ def probe(model: vae.ResNetVAE, x: tf.Tensor, step: int, seed: int) -> None:
 
 
 def run(gated: bool, clip_norm: float | None, seed: int) -> None:
-    model = make_model(gated, clip_norm, seed)
-    train_step = tf.function(model.train_step)
+    model = resnet_runs.make_model(
+        next(crops(FLAGS.batch_size, seed + 1)),
+        seed=seed,
+        optimizer=vae.make_optimizer(FLAGS.learning_rate, None, clip_norm),
+        hidden_size=FLAGS.hidden_size,
+        z_size=FLAGS.z_size,
+        iaf_steps=FLAGS.iaf_steps,
+        iaf_gated=gated,
+    )
     variables = model.trainable_variables
     first_bad, first_loss, loss, start = None, float("nan"), float("nan"), time.time()
-    data = crops(FLAGS.batch_size, seed + 2)
-    for step in range(FLAGS.steps):
-        x = next(data)
-        before = [v.numpy() for v in variables]
-        model.reset_metrics()
-        value = float(train_step(x)["loss"])
+    before = [v.numpy() for v in variables]  # the weights each step starts from
+    train = resnet_runs.train_steps(model, crops(FLAGS.batch_size, seed + 2), FLAGS.steps)
+    for step, x, value in train:
         if not np.isfinite(value):
-            first_bad = step + 1
+            first_bad = step
             if FLAGS.probe:
-                for v, value in zip(variables, before, strict=True):
-                    v.assign(value)
+                for v, weights in zip(variables, before, strict=True):
+                    v.assign(weights)
                 print(f"  the pass of step {first_bad}, from the top:")
-                probe(model, x, step, seed)
+                probe(model, x, step - 1, seed)  # the step's 0-based optimizer iteration
             break
         loss = value
-        if step == 0:
+        if step == 1:
             first_loss = loss
+        before = [v.numpy() for v in variables]
     seconds = time.time() - start
     verdict = f"non-finite at step {first_bad}" if first_bad else "finite"
     print(

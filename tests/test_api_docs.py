@@ -66,7 +66,7 @@ def test_every_public_name_has_a_directive(path):
         return
     if path in documented:
         return
-    # A re-export (`tfp_iaf.vae.WeightNormConv2D`) is documented once, under tfp_iaf.
+    # A re-export (`tfp_iaf.vae.data_dependent_init`) is documented once, under tfp_iaf.
     module, name = path.rsplit(".", 1)
     source = imported_from(module, name)
     assert (

@@ -21,10 +21,10 @@ from tests.examples_util import (
     record_image_grids,
 )
 from tfp_iaf import tf_keras, vae
-from tfp_iaf.layers import WeightNormConv2D
 from tfp_iaf.vae import experiment
 from tfp_iaf.vae.resnet_layer import ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
+from tfp_iaf.vae.weight_norm_conv import WeightNormConv2D
 from tfp_iaf.weight_norm import data_dependent_init
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tfp_iaf import tf_keras
 from tfp_iaf.vae import ResNetVAE, experiment
-from tfp_iaf.vae.training import make_optimizer
+from tfp_iaf.vae.optimizers import make_optimizer
 
 POLICIES = ["mixed_float16", "mixed_bfloat16"]
 PIXELS = np.random.RandomState(0).randint(0, 256, size=(2, 32, 32, 3)).astype(np.uint8)

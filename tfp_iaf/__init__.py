@@ -5,7 +5,7 @@ from tfp_iaf.autoregressive import AutoregressiveNetwork
 from tfp_iaf.conv_made import ConvMADE
 from tfp_iaf.flow import AutoregressiveFlow, Flow
 from tfp_iaf.iaf import IAFStack, InverseAutoregressiveFlow
-from tfp_iaf.layers import MaskedConv2D, MaskedDense, WeightNormConv2D
+from tfp_iaf.layers import MaskedConv2D, MaskedDense
 from tfp_iaf.linear import LinearAutoregressive
 from tfp_iaf.made import MADE
 from tfp_iaf.planar import PlanarFlow
@@ -33,7 +33,6 @@ __all__ = [
     "MaskedConv2D",
     "MaskedDense",
     "PlanarFlow",
-    "WeightNormConv2D",
     "conv_iaf_stack",
     "data_dependent_init",
     "dense_iaf_stack",

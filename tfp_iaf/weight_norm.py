@@ -10,10 +10,10 @@ https://arxiv.org/abs/1602.07868, as the IAF paper's ResNet VAE uses it:
   constant on the batch keeps `g[o] = init_scale`.
 
 `data_dependent_init(model, *args)` runs the model once eagerly with every weight-normalised
-layer (`layer.weight_norm` true: `tfp_iaf.WeightNormConv2D`, `tfp_iaf.MaskedConv2D(weight_norm=
-True)`) in initialisation mode: each initialises itself from the input it actually receives (the
-outputs of the layers before it, already initialised), which is what makes the initialisation
-correct through a deep network.
+layer (`layer.weight_norm` true: `tfp_iaf.MaskedConv2D(weight_norm=True)`,
+`tfp_iaf.vae.WeightNormConv2D`) in initialisation mode: each initialises itself from the input it
+actually receives (the outputs of the layers before it, already initialised), which is what makes
+the initialisation correct through a deep network.
 """
 
 from __future__ import annotations

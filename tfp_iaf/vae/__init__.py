@@ -16,7 +16,6 @@ except ModuleNotFoundError as e:
         "The flows and tfp_iaf.vi need no extra."
     ) from None
 
-from tfp_iaf.layers import WeightNormConv2D
 from tfp_iaf.vae.checkpoints import CheckpointError, ModelDirError
 from tfp_iaf.vae.cli import EXPECTED_FAILURES, run_or_exit
 from tfp_iaf.vae.data import (
@@ -50,6 +49,7 @@ from tfp_iaf.vae.likelihood import (
     log_mean_exp,
 )
 from tfp_iaf.vae.model import VAE
+from tfp_iaf.vae.optimizers import make_optimizer
 from tfp_iaf.vae.presets import Preset, apply_preset, describe_presets, preset_config
 from tfp_iaf.vae.resnet_layer import IAF_INITS, LayerOutput, ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
@@ -61,10 +61,10 @@ from tfp_iaf.vae.training import (
     TrainingStopped,
     TrainResult,
     fit_schedule,
-    make_optimizer,
     train,
     write_scalars,
 )
+from tfp_iaf.vae.weight_norm_conv import WeightNormConv2D
 from tfp_iaf.weight_norm import data_dependent_init
 
 __all__ = [

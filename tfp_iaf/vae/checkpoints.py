@@ -1,7 +1,8 @@
-"""Training checkpoints: finding, verifying, writing and rotating them, and the model fingerprint.
+"""Training checkpoints: restoring the newest intact one, saving, rotating, the fingerprint check.
 
 A checkpoint `ckpt-N` (N: the step) is TensorFlow's `ckpt-N.index` and `ckpt-N.data-*` files and
-the fingerprint `ckpt-N.json`, in `model_dir/checkpoints` with TF's `checkpoint` state file.
+the fingerprint `ckpt-N.json`, in `model_dir/checkpoints` with TF's `checkpoint` state file; how
+those files are named, verified and written: `tfp_iaf.vae.checkpoint_files`.
 
 - Finding: the files present, newest (highest step) first. The state file is written for TF's
   tools (`tf.train.latest_checkpoint`) but not trusted; it is rewritten when it is missing,
@@ -27,7 +28,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -37,6 +37,16 @@ import tensorflow as tf
 from absl import logging
 
 from tfp_iaf._keras import tf_keras
+from tfp_iaf.vae.checkpoint_files import (
+    STATE_FILE,
+    ModelDirError,
+    atomic_write,
+    check_writable,
+    checkpoint_steps,
+    read_fingerprint,
+    remove_checkpoint,
+    verify,
+)
 from tfp_iaf.vae.fingerprint import RESUMABLE_SETTINGS, differences, fingerprint
 
 __all__ = [
@@ -48,112 +58,13 @@ __all__ = [
     "verify",
 ]
 
-_NAME = re.compile(r"ckpt-(\d+)(\.index|\.data-\d+-of-\d+|\.json(\.tmp.*)?|_temp.*)$")
-_STATE = "checkpoint"
-
 
 class CheckpointError(ValueError):
     """A resume was refused: no intact checkpoint, or one of another model."""
 
 
-class ModelDirError(ValueError):
-    """`model_dir` is not a directory this process can write checkpoints to."""
-
-
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (its partial files were removed)."""
-
-
-def verify(prefix: str) -> str | None:
-    """None if the checkpoint `prefix` is intact, else what is wrong with it.
-
-    Reads every value (TensorFlow compares each one's checksum) and the fingerprint file, if any.
-    """
-    if not os.path.exists(prefix + ".index"):
-        return f"{prefix}.index is missing"
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-    # Any failure to read means damage: TF raises OpError, but also IndexError (a short file).
-    except Exception as e:  # noqa: BLE001
-        return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
-    try:
-        _read_fingerprint(prefix)
-    except (OSError, ValueError) as e:
-        return f"{prefix}.json is unreadable ({e})"
-    return None
-
-
-def check_writable(model_dir: str) -> None:
-    """Raises unless `model_dir` is, or can be made, a directory this process can write to
-    (and so is its `checkpoints`, if present). Creates `model_dir` when it does not exist.
-
-    Raises:
-      ModelDirError: `model_dir` or its `checkpoints` is a file, or either cannot be written.
-    """
-    for path in (model_dir, os.path.join(model_dir, "checkpoints")):
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise ModelDirError(
-                f"`model_dir` must be a directory; got {model_dir!r} ({path}: file). Pass "
-                "another --model_dir."
-            )
-        try:
-            if path == model_dir:
-                os.makedirs(path, exist_ok=True)
-            if os.path.isdir(path):
-                handle, probe = tempfile.mkstemp(prefix=".write_test", dir=path)
-                os.close(handle)
-                os.remove(probe)
-        except OSError as e:
-            raise ModelDirError(
-                f"`model_dir` must be a writable directory; got {model_dir!r} ({path}: "
-                f"{e.strerror}). Pass another --model_dir."
-            ) from None
-
-
-def _read_fingerprint(prefix: str) -> dict | None:
-    if not os.path.exists(prefix + ".json"):
-        return None
-    with open(prefix + ".json") as f:
-        saved = json.load(f)
-    if not isinstance(saved, dict):
-        raise ValueError(f"not a JSON object: {type(saved).__name__}")
-    return saved
-
-
-def _atomic_write(path: str, text: str) -> None:
-    directory, name = os.path.split(path)
-    handle, temp = tempfile.mkstemp(prefix=name + ".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-
-
-def _steps(directory: str) -> list[int]:
-    """The steps of the checkpoints with any file in `directory`, newest first."""
-    if not os.path.isdir(directory):
-        return []
-    found = {int(m.group(1)) for m in map(_NAME.match, os.listdir(directory)) if m}
-    return sorted(found, reverse=True)
-
-
-def _remove(directory: str, step: int) -> None:
-    for name in os.listdir(directory):
-        match = _NAME.match(name)
-        if match and int(match.group(1)) == step:
-            path = os.path.join(directory, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.remove(path)
 
 
 class Checkpoints:
@@ -219,7 +130,7 @@ class Checkpoints:
             fingerprint of another model).
         """
         damaged = []
-        for step in _steps(self.directory):
+        for step in checkpoint_steps(self.directory):
             prefix = os.path.join(self.directory, f"ckpt-{step}")
             problem = verify(prefix)
             if problem is not None:
@@ -250,7 +161,7 @@ class Checkpoints:
     def _check_fingerprint(self, prefix: str) -> None:
         if self.fingerprint is None:
             return
-        saved = _read_fingerprint(prefix)
+        saved = read_fingerprint(prefix)
         if saved is None:
             logging.warning(
                 "Checkpoint %s has no fingerprint file (%s.json): only its variables' shapes "
@@ -279,7 +190,7 @@ class Checkpoints:
         try:
             os.makedirs(self.write_dir, exist_ok=True)
             if self.fingerprint is not None:
-                _atomic_write(prefix + ".json", json.dumps(self.fingerprint, indent=1))
+                atomic_write(prefix + ".json", json.dumps(self.fingerprint, indent=1))
             self.checkpoint.write(prefix)
             problem = verify(prefix)
             if problem is not None:
@@ -287,7 +198,7 @@ class Checkpoints:
         except (OSError, tf.errors.OpError) as e:
             if step not in self._intact:
                 try:
-                    _remove(self.write_dir, step)
+                    remove_checkpoint(self.write_dir, step)
                 except OSError:
                     pass
             raise CheckpointWriteError(
@@ -302,7 +213,7 @@ class Checkpoints:
 
     def _rotate(self, newest: int) -> None:
         kept = 1
-        for step in _steps(self.write_dir):
+        for step in checkpoint_steps(self.write_dir):
             if step >= newest:
                 continue
             if kept < self.max_to_keep:
@@ -314,7 +225,7 @@ class Checkpoints:
                     kept += 1
                     continue
             self._intact.discard(step)
-            _remove(self.write_dir, step)
+            remove_checkpoint(self.write_dir, step)
 
     def _write_state(self, announce: bool = False) -> None:
         """TensorFlow's state file, listing the intact checkpoints kept, the newest last."""
@@ -324,7 +235,7 @@ class Checkpoints:
             [f'model_checkpoint_path: "ckpt-{newest}"\n']
             + [f'all_model_checkpoint_paths: "ckpt-{s}"\n' for s in steps]
         )
-        path = os.path.join(self.write_dir, _STATE)
+        path = os.path.join(self.write_dir, STATE_FILE)
         if announce:  # on restore: rewritten only when it does not name the checkpoint restored
             try:
                 state = tf.train.get_checkpoint_state(self.write_dir)  # None: missing or corrupt
@@ -339,7 +250,7 @@ class Checkpoints:
                 "missing or corrupt" if state is None else f"naming {named}",
                 self.latest,
             )
-        _atomic_write(path, text)
+        atomic_write(path, text)
 
 
 def _restore_all(checkpoint: tf.train.Checkpoint, path: str) -> None:

@@ -15,9 +15,9 @@ import tensorflow_probability as tfp
 
 from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
-from tfp_iaf.layers import WeightNormConv2D
 from tfp_iaf.posterior import unit_log_prob
 from tfp_iaf.stacks import conv_iaf_stack
+from tfp_iaf.vae.weight_norm_conv import WeightNormConv2D
 
 tfd = tfp.distributions
 

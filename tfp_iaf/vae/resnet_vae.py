@@ -21,7 +21,8 @@ Kingma et al. 2016, https://arxiv.org/abs/1606.04934, following the authors' cod
   `pi s / sqrt(3)` is the spread of the pixels around the initial decoder mean) or leaves at 0
   (`"zero"`, the authors' form, which then moves about one learning rate per step);
 - KL of layer `l` by one sample, per unit: `log q(z_l | x, z_>l) - log p(z_l | z_>l)`, the
-  posterior's per-unit terms from `tfp_iaf.unit_log_prob` (cached with the sample);
+  posterior's per-unit terms from `tfp_iaf.unit_log_prob` (cached with the sample); the loss
+  and metrics made of them: `tfp_iaf.vae.resnet_objective`;
 - sampling mode: every layer draws `z_l` from its prior (no posterior, no IAF).
 
 All convolutions but the IAF's masked ones are `WeightNormConv2D` with data-dependent
@@ -39,14 +40,14 @@ import tensorflow_probability as tfp
 
 from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
-from tfp_iaf.layers import WeightNormConv2D
 from tfp_iaf.vae.discretized_logistic import (
     check_edge_bins,
     discretized_logistic_log_prob,
     pixels_to_unit,
 )
-from tfp_iaf.vae.free_bits import free_bits_kl
 from tfp_iaf.vae.resnet_layer import LayerOutput, ResNetIAFLayer, as_float32
+from tfp_iaf.vae.resnet_objective import LOSS_UNITS, METRICS, resnet_objective
+from tfp_iaf.vae.weight_norm_conv import WeightNormConv2D
 from tfp_iaf.weight_norm import data_dependent_init
 
 tfd = tfp.distributions
@@ -55,8 +56,6 @@ __all__ = ["LayerOutput", "ResNetIAFLayer", "ResNetVAE"]
 
 DECODER_SCALE_INITS = ("data", "zero")
 DECODER_SCALES = ("pixel", "global")
-LOSS_UNITS = ("bits_per_dim", "nats_sum")
-_METRICS = ("loss", "bits_per_dim", "elbo", "nll", "kl", "dec_log_scale")
 
 
 class ResNetVAE(tf_keras.Model):
@@ -206,7 +205,7 @@ class ResNetVAE(tf_keras.Model):
             self.x_dec_scale = WeightNormConv2D(
                 image_shape[2], 5, strides=2, transpose=True, name="x_dec_scale"
             )
-        names = [*_METRICS, *(f"kl_{b.name}" for b in self.blocks)]
+        names = [*METRICS, *(f"kl_{b.name}" for b in self.blocks)]
         self._trackers = {m: tf_keras.metrics.Mean(name=m) for m in names}
 
     @property
@@ -301,32 +300,16 @@ class ResNetVAE(tf_keras.Model):
 
     def _step(self, x, seed):
         log_px_z, kls = self._terms(x, seed)
-        kl_layers = [tf.reduce_sum(k, axis=[1, 2, 3]) for k in kls]
-        kl = tf.add_n(kl_layers)
-        # Free bits per (layer, channel): spatial axes summed, channels are the groups.
-        group = self.free_bits_group_size
-        kl_obj = tf.add_n(
-            [free_bits_kl(k, self.free_bits, sum_axes=(1, 2), group_size=group) for k in kls]
+        return resnet_objective(
+            log_px_z,
+            kls,
+            free_bits=self.free_bits,
+            group_size=self.free_bits_group_size,
+            num_dims=self.num_dims,
+            loss_units=self.loss_units,
+            layer_names=[b.name for b in self.blocks],
+            dec_log_scale=self.dec_log_scale,
         )
-        nats_to_bpd = 1.0 / (self.num_dims * math.log(2.0))
-        nats = kl_obj - tf.reduce_mean(log_px_z)  # per example
-        if self.loss_units == "nats_sum":
-            loss = nats * tf.cast(tf.shape(log_px_z)[0], nats.dtype)
-        else:
-            loss = nats * nats_to_bpd
-        values = {
-            "loss": loss,
-            "bits_per_dim": tf.reduce_mean(kl - log_px_z) * nats_to_bpd,
-            "elbo": tf.reduce_mean(log_px_z - kl),
-            "nll": -tf.reduce_mean(log_px_z),
-            "kl": tf.reduce_mean(kl),
-            "dec_log_scale": tf.identity(self.dec_log_scale),
-            **{
-                f"kl_{b.name}": tf.reduce_mean(k)
-                for b, k in zip(self.blocks, kl_layers, strict=True)
-            },
-        }
-        return loss, values
 
     def _report(self, values):
         for name, value in values.items():

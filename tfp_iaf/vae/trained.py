@@ -41,7 +41,7 @@ from tfp_iaf.vae.experiment_flags import FlagsConfig
 from tfp_iaf.vae.fingerprint import fingerprint
 from tfp_iaf.vae.images import save_image_grid
 from tfp_iaf.vae.likelihood import bits_per_dim, evaluate_dataset
-from tfp_iaf.vae.training import make_optimizer
+from tfp_iaf.vae.optimizers import make_optimizer
 
 __all__ = [
     "REPORTS",
