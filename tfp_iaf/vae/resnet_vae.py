@@ -335,9 +335,7 @@ class ResNetVAE(tf_keras.Model):
     def test_step(self, x):
         return self._report(self._step(x, self._replica_seed(tf.constant(-1)))[1])
 
-    def sample(
-        self, num_samples: int, seed: int | tf.Tensor = 0, temperature: float = 1.0
-    ) -> tf.Tensor:
+    def sample(self, num_samples: int, seed: int | tf.Tensor = 0, temperature: float = 1.0):
         """Images from the prior (sampling mode), every layer's prior scale times `temperature`
         (finite, > 0; as NVAE and VDVAE sample): the means of `p(x | z)`, in `[0, 1]`."""
         temperature = _checks.finite_float("temperature", temperature, positive=True)
