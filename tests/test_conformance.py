@@ -494,12 +494,13 @@ def test_the_checklist_covers_every_shipped_configuration():
         assert part in ids
 
 
-# Bugs this checklist found, each with the case that failed before its fix.
+# Cases the checklist's configurations do not reach, each a way a flow can fail.
 
 
-def test_gated_conv_inverse_is_exact_where_the_old_passes_overflowed():
-    """Before: unsolved positions were fed back unbounded; one overflowed to inf, and
-    0 x inf through a masked weight turned the solved positions into NaN."""
+def test_gated_conv_inverse_is_exact_where_feeding_back_unsolved_positions_overflows():
+    """Passes that feed back every position, solved or not, overflow one to inf here, and
+    0 x inf through a masked weight turns the solved positions into NaN; the inverse feeds back
+    solved positions only."""
     net = tfp_iaf.ConvMADE((4, 4, 2), [8, 8], order="raster", dtype="float64")
     flow = tfp_iaf.InverseAutoregressiveFlow(net, gated=True)
     x = tf.constant(np.random.default_rng(0).standard_normal([3, 4, 4, 2]))
@@ -510,11 +511,11 @@ def test_gated_conv_inverse_is_exact_where_the_old_passes_overflowed():
     _, log_gate = flow.shift_and_log_scale(x)
     assert tf.reduce_min(log_gate) > -4.0  # well conditioned at the solution
     y = flow.forward(fc.fresh(x))
-    old = tf.zeros_like(y)  # the old passes: every position fed back, solved or not
+    naive = tf.zeros_like(y)  # passes that feed back every position, solved or not
     for _ in range(net.num_inverse_passes):
-        shift, log_scale = flow._scale(net(old))
-        old = (y - shift) * tf.exp(-log_scale)
-    assert not np.all(np.isfinite(old))
+        shift, log_scale = flow._scale(net(naive))
+        naive = (y - shift) * tf.exp(-log_scale)
+    assert not np.all(np.isfinite(naive))
     np.testing.assert_allclose(flow.inverse(fc.fresh(y)), x, rtol=1e-10, atol=1e-10)
 
 
@@ -596,9 +597,9 @@ def _h5_model(holder: str):
 
 @pytest.mark.parametrize("holder", ["layer", "model"])
 def test_h5_weights_round_trip(holder, tmp_path):
-    """Before: a flow held by a tf_keras Model itself was skipped by `save_weights("w.h5")`
-    (which stores layers' weights, and a bijector is no layer), and inside a layer the networks'
-    sublayers gave their variables clashing names (`made_0/kernel_1` twice)."""
+    """`save_weights("w.h5")` stores layers' weights, and a bijector is no layer: a flow held by a
+    tf_keras Model itself is saved through its networks (the model's layers), and inside a layer
+    the networks' sublayers give their variables distinct names (not `made_0/kernel_1` twice)."""
     x = tf.random.normal([2, 4], seed=3)
     model = _h5_model(holder)
     model(x)
