@@ -100,7 +100,7 @@ def render(data: dict, stage_order: Sequence[str], runbook: Sequence[str]) -> st
     stages = data.get("stages", {})
     smoke = data.get("smoke", False)
     lines = [
-        "# GPU benchmarks (issue 13)",
+        "# GPU benchmarks",
         "",
         "_Rendered by `bench/gpu_suite.py` from the JSON next to this page; edit neither "
         "by hand._",

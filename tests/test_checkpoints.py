@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -47,16 +48,24 @@ def latest(model_dir):
     return tf.train.latest_checkpoint(model_dir / "checkpoints")
 
 
-@pytest.fixture
-def trained(tmp_path):
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
     """A model_dir trained to step 4, saving every step: ckpt-3 and ckpt-4 are kept."""
-    run(tmp_path, num_steps=4, save_every=1)
-    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    model_dir = tmp_path_factory.mktemp("trained")
+    run(model_dir, num_steps=4, save_every=1)
+    names = sorted(p.name for p in (model_dir / "checkpoints").iterdir())
     assert names == [
         "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index", "ckpt-3.json",
         "ckpt-4.data-00000-of-00001", "ckpt-4.index", "ckpt-4.json",
     ]  # fmt: skip
-    return tmp_path
+    return model_dir
+
+
+@pytest.fixture
+def trained(trained_once, tmp_path):
+    """A copy of `trained_once` for one test to damage: one training run serves the module."""
+    shutil.copytree(trained_once, tmp_path / "run")
+    return tmp_path / "run"
 
 
 def _flip_a_byte(path):

@@ -1,7 +1,8 @@
 """Conformance: every bijector configuration tfp_iaf ships works wherever a TFP bijector works.
 
-One checklist, run over every configuration: dense (MADE) affine and gated, linear, conv in the
-four orders, single steps and stacks, with and without context, float32 and float64. Each check
+One checklist, run over `configs.CONFORMANCE`: the registry's selection of shipped
+configurations that reaches every kind (MADE, linear, conv, dense and conv stacks, planar), every
+order, every update, with and without context, float32 and float64. Each check
 is one TFP use: `tfb.Chain` and `tfb.Invert`, `tfd.TransformedDistribution` (batched and
 unbatched bases, `sample(n)` with a context batch), a `tfd.JointDistribution*` posterior, empty
 batches, eager == `tf.function` == XLA (values and gradients, through the inverse too), TFP's
@@ -13,9 +14,8 @@ and every IAF acts on events of rank >= 1.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Callable
+import itertools
 
 import numpy as np
 import pytest
@@ -24,146 +24,14 @@ import tensorflow_probability as tfp
 
 import tfp_iaf
 from tests import flow_checks as fc
+from tests.configs import CHECKLIST_UPDATES, CONFORMANCE, DTYPES, KINDS, Config
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 
 BATCH = 3
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    id: str
-    event_shape: tuple[int, ...]
-    context_shape: tuple[int, ...] | None
-    dtype: tf.DType
-    build: Callable[[str, str], tfb.Bijector]  # (dtype name, bijector name) -> flow
-
-
-def _step(network_fn, gated=False, **kwargs):
-    def build(dtype, name):
-        return tfp_iaf.InverseAutoregressiveFlow(
-            network_fn(dtype), gated=gated, name=name, **kwargs
-        )
-
-    return build
-
-
-F32, F64 = tf.float32, tf.float64
-CONFIGS = [
-    Config(
-        "made-affine-ctx-f32",
-        (4,),
-        (3,),
-        F32,
-        _step(lambda d: tfp_iaf.MADE(4, [8, 8], context_size=3, dtype=d)),
-    ),
-    Config(
-        "made-gated-noctx-f64",
-        (4,),
-        None,
-        F64,
-        _step(lambda d: tfp_iaf.MADE(4, [8], order="right-to-left", dtype=d), gated=True),
-    ),
-    Config(
-        "made-scaled_shift-noctx-f64",
-        (4,),
-        None,
-        F64,
-        _step(lambda d: tfp_iaf.MADE(4, [8], dtype=d), scaled_shift=True),
-    ),
-    Config(
-        "dense_stack-affine-noctx-f64",
-        (4,),
-        None,
-        F64,
-        lambda d, n: tfp_iaf.dense_iaf_stack(4, 2, [8, 8], dtype=d, name=n),
-    ),
-    Config(
-        "dense_stack-gated-ctx-f32",
-        (4,),
-        (3,),
-        F32,
-        lambda d, n: tfp_iaf.dense_iaf_stack(
-            4, 2, [8], context_size=3, gated=True, dtype=d, name=n
-        ),
-    ),
-    Config(
-        "linear-affine-ctx-f64",
-        (4,),
-        (3,),
-        F64,
-        _step(lambda d: tfp_iaf.LinearAutoregressive(4, context_size=3, dtype=d)),
-    ),
-    Config(
-        "linear-gated-noctx-f32",
-        (4,),
-        None,
-        F32,
-        _step(lambda d: tfp_iaf.LinearAutoregressive(4, order=[2, 0, 3, 1], dtype=d), gated=True),
-    ),
-    Config(
-        "conv_raster-affine-ctx-f32",
-        (2, 2, 2),
-        (2, 2, 1),
-        F32,
-        _step(lambda d: tfp_iaf.ConvMADE((2, 2, 2), [4], context_channels=1, dtype=d)),
-    ),
-    Config(
-        "conv_raster_reversed-gated-noctx-f64",
-        (2, 2, 2),
-        None,
-        F64,
-        _step(lambda d: tfp_iaf.ConvMADE((2, 2, 2), [4], order="raster_reversed", dtype=d), True),
-    ),
-    Config(
-        "conv_channel-gated-ctx-f64",
-        (3, 2, 2),
-        (3, 2, 2),
-        F64,
-        _step(
-            lambda d: tfp_iaf.ConvMADE(
-                (3, 2, 2), [4, 4], context_channels=2, order="channel", dtype=d
-            ),
-            gated=True,
-        ),
-    ),
-    Config(
-        "conv_channel_reversed-affine-noctx-f32",
-        (2, 3, 2),
-        None,
-        F32,
-        _step(lambda d: tfp_iaf.ConvMADE((2, 3, 2), [4], order="channel_reversed", dtype=d)),
-    ),
-    Config(
-        "conv_stack_raster-gated-ctx-f64",
-        (2, 2, 2),
-        (2, 2, 1),
-        F64,
-        lambda d, n: tfp_iaf.conv_iaf_stack(
-            (2, 2, 2), 2, [4], context_channels=1, gated=True, dtype=d, name=n
-        ),
-    ),
-    Config(
-        "conv_stack_channel-affine-noctx-f32",
-        (2, 2, 3),
-        None,
-        F32,
-        lambda d, n: tfp_iaf.conv_iaf_stack((2, 2, 3), 2, [6], order="channel", dtype=d, name=n),
-    ),
-    # Not autoregressive: the baseline of the paper's comparison, held to the same TFP checks.
-    Config(
-        "planar-ctx-f32",
-        (4,),
-        (3,),
-        F32,
-        lambda d, n: tfp_iaf.PlanarFlow(4, 2, context_size=3, dtype=d, name=n),
-    ),
-    Config(
-        "planar-noctx-f64", (4,), None, F64, lambda d, n: tfp_iaf.PlanarFlow(4, 3, dtype=d, name=n)
-    ),
-]
-IDS = [c.id for c in CONFIGS]
-per_config = pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+per_config = pytest.mark.parametrize("config", CONFORMANCE, ids=lambda c: c.id)
 
 
 def inputs(config: Config, batch=(BATCH,), seed=0):
@@ -179,7 +47,7 @@ def inputs(config: Config, batch=(BATCH,), seed=0):
 def make(config: Config, name="flow", seed=1):
     """The flow, built and with every weight perturbed away from its near-identity init."""
     tfp_iaf.tf_keras.utils.set_random_seed(seed)
-    flow = config.build(config.dtype.name, name)
+    flow = config.build(name)
     x, kwargs = inputs(config)
     flow.forward(x, **kwargs)
     fc.perturb(flow.variables, scale=0.2, seed=seed)
@@ -374,7 +242,7 @@ def test_bijective_and_finite(config):
     y, _ = inputs(config, seed=7)
     # A conv inverse's passes feed their rounding forward (fc.sequential_tolerance): at 4x the
     # inputs, oneDNN's float32 convolutions (CPUs with AMX) measured 2.5e-4.
-    conv = config.id.startswith("conv")
+    conv = config.kind.startswith("conv")
     fc.assert_bijective_and_finite(
         flow,
         4.0 * x,
@@ -390,7 +258,7 @@ def test_bijective_and_finite(config):
 def test_per_unit_log_dets_sum_to_the_log_dets_and_log_prob(config, monkeypatch):
     """`forward/inverse_unit_log_det_jacobian` and `unit_log_prob`: shapes, sums, and free after
     `sample` (TFP's cache): no network pass between the sample and its per-unit log-density."""
-    if config.id.startswith("planar"):
+    if config.kind == "planar":
         pytest.skip("a planar step's Jacobian is not triangular: no per-unit log-dets exist")
     flow = make(config)
     x, kwargs = inputs(config)
@@ -483,23 +351,32 @@ def test_checkpoint_round_trip(config, tmp_path):
     )
 
 
-def test_the_checklist_covers_every_shipped_configuration():
-    """Every network kind and order, both updates, steps and stacks, context or not, dtypes."""
-    ids = " ".join(IDS)
-    for part in ("made", "dense_stack", "linear", "conv_stack", "planar"):
-        assert part in ids
-    for order in tfp_iaf.masks.CONV_ORDERS:
-        assert f"conv_{order}-" in ids or f"conv_stack_{order}-" in ids
-    for part in ("affine", "gated", "-ctx-", "noctx", "f32", "f64"):
-        assert part in ids
+def test_the_conformance_selection_covers_the_registry():
+    """Every kind with and without context, every order and update, both dtypes."""
+    for name in KINDS:
+        assert {c.context for c in CONFORMANCE if c.kind == name} == {False, True}, name
+    for field in ("order", "update", "dtype"):
+        shipped = {
+            getattr(Config(k, o, u, False, d), field)
+            for k, kind in KINDS.items()
+            for o, u, d in itertools.product(kind.orders, kind.updates, DTYPES)
+        }
+        assert {getattr(c, field) for c in CONFORMANCE} == shipped, field
+    for name, kind in KINDS.items():  # each of a kind's updates, and a conv kind's orders
+        assert {c.update for c in CONFORMANCE if c.kind == name} >= set(CHECKLIST_UPDATES) & set(
+            kind.updates
+        ), name
+        if name.startswith("conv"):
+            assert {c.order for c in CONFORMANCE if c.kind == name} == set(kind.orders), name
 
 
-# Bugs this checklist found, each with the case that failed before its fix.
+# Cases the checklist's configurations do not reach, each a way a flow can fail.
 
 
-def test_gated_conv_inverse_is_exact_where_the_old_passes_overflowed():
-    """Before: unsolved positions were fed back unbounded; one overflowed to inf, and
-    0 x inf through a masked weight turned the solved positions into NaN."""
+def test_gated_conv_inverse_is_exact_where_feeding_back_unsolved_positions_overflows():
+    """Passes that feed back every position, solved or not, overflow one to inf here, and
+    0 x inf through a masked weight turns the solved positions into NaN; the inverse feeds back
+    solved positions only."""
     net = tfp_iaf.ConvMADE((4, 4, 2), [8, 8], order="raster", dtype="float64")
     flow = tfp_iaf.InverseAutoregressiveFlow(net, gated=True)
     x = tf.constant(np.random.default_rng(0).standard_normal([3, 4, 4, 2]))
@@ -510,11 +387,11 @@ def test_gated_conv_inverse_is_exact_where_the_old_passes_overflowed():
     _, log_gate = flow.shift_and_log_scale(x)
     assert tf.reduce_min(log_gate) > -4.0  # well conditioned at the solution
     y = flow.forward(fc.fresh(x))
-    old = tf.zeros_like(y)  # the old passes: every position fed back, solved or not
+    naive = tf.zeros_like(y)  # passes that feed back every position, solved or not
     for _ in range(net.num_inverse_passes):
-        shift, log_scale = flow._scale(net(old))
-        old = (y - shift) * tf.exp(-log_scale)
-    assert not np.all(np.isfinite(old))
+        shift, log_scale = flow._scale(net(naive))
+        naive = (y - shift) * tf.exp(-log_scale)
+    assert not np.all(np.isfinite(naive))
     np.testing.assert_allclose(flow.inverse(fc.fresh(y)), x, rtol=1e-10, atol=1e-10)
 
 
@@ -596,9 +473,9 @@ def _h5_model(holder: str):
 
 @pytest.mark.parametrize("holder", ["layer", "model"])
 def test_h5_weights_round_trip(holder, tmp_path):
-    """Before: a flow held by a tf_keras Model itself was skipped by `save_weights("w.h5")`
-    (which stores layers' weights, and a bijector is no layer), and inside a layer the networks'
-    sublayers gave their variables clashing names (`made_0/kernel_1` twice)."""
+    """`save_weights("w.h5")` stores layers' weights, and a bijector is no layer: a flow held by a
+    tf_keras Model itself is saved through its networks (the model's layers), and inside a layer
+    the networks' sublayers give their variables distinct names (not `made_0/kernel_1` twice)."""
     x = tf.random.normal([2, 4], seed=3)
     model = _h5_model(holder)
     model(x)

@@ -33,7 +33,7 @@ def test_global_is_the_scalar_and_pixel_adds_a_learned_offset_per_subpixel():
     g.initialize(x)  # builds: weights are drawn here, after `_model`'s seeding
     p = _model("pixel")
     p.initialize(x)
-    # The per-subpixel branch is created last: every other weight is drawn exactly as before.
+    # The per-subpixel branch is created last: every other weight is drawn as in `global`.
     pixel_weights = {w.name: w for w in p.weights}
     extra = sorted(set(pixel_weights) - {w.name for w in g.weights})
     assert len(extra) == 3 and all("x_dec_scale" in name for name in extra), extra

@@ -112,7 +112,7 @@ def test_reference_edge_bins_equal_proper_inside_and_lose_the_tails(loc, log_sca
 
 
 def test_saturated_subpixel_reads_0_64_proper_and_2_93_reference_nats():
-    """Issue 11's example: pixel 255, the mean at its bin centre, log-scale -4."""
+    """A saturated pixel: pixel 255, the mean at its bin centre, log-scale -4."""
     x, loc = pixels_to_unit(255), pixels_to_unit(255)
     proper = -float(discretized_logistic_log_prob(x, loc, -4.0))
     ref = -float(discretized_logistic_log_prob(x, loc, -4.0, edge_bins="reference"))

@@ -266,7 +266,8 @@ def test_bad_conv_mask_arguments(call, match):
     ],
 )
 def test_bad_update_parameters(kwargs, error, match):
-    """Before: `log_scale_bound=inf` and `forget_bias=nan` were accepted, every output NaN."""
+    """Non-finite bounds and biases are refused: `log_scale_bound=inf` or `forget_bias=nan` would
+    make every output NaN."""
     with pytest.raises(error, match=match):
         tfp_iaf.InverseAutoregressiveFlow(made(), **kwargs)
 
@@ -323,8 +324,8 @@ def test_bad_update_parameters(kwargs, error, match):
     ],
 )
 def test_bad_sizes_are_rejected_consistently(build, error, match):
-    """Before: bools were accepted as sizes in some places, and ints or None for lists gave
-    `TypeError: 'int' object is not iterable`."""
+    """Every builder checks sizes alike: a bool is no size, and an int or None where a list is
+    expected is named, not left to `TypeError: 'int' object is not iterable`."""
     with pytest.raises(error, match=match):
         build()
 
@@ -358,7 +359,8 @@ CONTEXT_MISMATCH = [
     "build,x_shape,context_shape", CONTEXT_MISMATCH, ids=["made", "linear", "conv"]
 )
 def test_context_batch_that_does_not_broadcast(build, x_shape, context_shape):
-    """Before: `Incompatible shapes [Op:AddV2]`, `BroadcastArgs`, `BatchMatMulV2`."""
+    """Named in terms of the flow's arguments, not TensorFlow's ops (`Incompatible shapes
+    [Op:AddV2]`, `BroadcastArgs`, `BatchMatMulV2`)."""
     flow = build()
     match = r"`context` batch shape \(5,\) does not broadcast against the batch shape \(3,\) of "
     for method, arg in ((flow.forward, "x"), (flow.inverse, "y")):
@@ -376,7 +378,8 @@ def test_sample_n_of_an_unbatched_base_with_a_batched_context():
 
 
 def test_validate_args_checks_the_context():
-    """Before: a NaN context gave NaN output, and in a stack the error blamed `x` at step 2."""
+    """A NaN context is an error naming `context` and the flow called (a stack, not its step 2),
+    not a NaN output."""
     nan_context = tf.fill([2, 3], np.nan)
     step = tfp_iaf.InverseAutoregressiveFlow(made(context_size=3), validate_args=True)
     stack = tfp_iaf.dense_iaf_stack(4, 2, [8], context_size=3, validate_args=True)
@@ -404,7 +407,7 @@ def test_validate_args_checks_context_broadcasting_at_run_time():
 def test_numpy_inputs_take_the_flow_dtype_and_tensors_must_match():
     """TFP's convention, on both paths: a NumPy (or Python) value is converted to the flow's dtype
     like a Python float, by the bijector and by the network alike; a tensor of another dtype is an
-    error naming the argument. Before: the network raised on NumPy float64 where the bijector cast.
+    error naming the argument.
     """
     flow = tfp_iaf.InverseAutoregressiveFlow(made(context_size=3))
     x = np.random.default_rng(0).standard_normal([2, 4])

@@ -1,13 +1,12 @@
 """InverseAutoregressiveFlow: one property checklist over every network kind, then dense tests.
 
 The checklist (zuko's tests/test_flows.py style) runs `flow_checks.assert_flow_properties` over
-network kind (MADE, LinearAutoregressive, ConvMADE in raster and channel orders) x update x
-context x batch shape x dtype. Conv-specific tests (masks, receptive fields, weight norm) are in
-test_conv_iaf.py; what every TFP use needs (Chain, TransformedDistribution, tf.function and XLA,
-SavedModel and checkpoints, empty batches) is in test_conformance.py.
+the registry's IAF steps (tests/configs.py: MADE, LinearAutoregressive, ConvMADE in raster and
+channel orders) x update x context x batch shape x dtype. Conv-specific tests (masks, receptive
+fields, weight norm) are in test_conv_iaf.py; what every TFP use needs (Chain,
+TransformedDistribution, tf.function and XLA, SavedModel and checkpoints, empty batches) is in
+test_conformance.py.
 """
-
-import itertools
 
 import numpy as np
 import pytest
@@ -16,70 +15,30 @@ import tensorflow_probability as tfp
 
 import tfp_iaf
 from tests import flow_checks as fc
+from tests.configs import CONTEXT, DENSE_ORDERS, EVENT, IAF_STEP_KINDS, Config, checklist_cases
 from tfp_iaf.autoregressive import ContextProjection
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 
-EVENT, CONTEXT, CONV_CONTEXT = 4, 3, 2
-ORDERS = ["left-to-right", "right-to-left", [2, 0, 3, 1]]
-BATCHES = [(), (3,), (2, 3)]
-DTYPES = [tf.float32, tf.float64]
-KIND_ORDERS = {
-    "made": ORDERS,
-    "linear": ORDERS,
-    "conv_raster": ["raster", "raster_reversed"],
-    "conv_channel": ["channel", "channel_reversed"],
-}
+
+def case_id(config, batch, context):
+    return "-".join(
+        [config.id, *(["broadcast"] if context == "ctx_broadcast" else []), str(batch)]
+    )
 
 
-def make_network(kind, order, context, dtype):
-    if kind == "made":
-        ctx = CONTEXT if context else None
-        return tfp_iaf.MADE(EVENT, [8, 8], context_size=ctx, order=order, dtype=dtype.name)
-    if kind == "linear":
-        ctx = CONTEXT if context else None
-        return tfp_iaf.LinearAutoregressive(EVENT, context_size=ctx, order=order, dtype=dtype.name)
-    # float32 gets the smaller event: through the 48 sequential passes of a (4, 4, 3) raster
-    # inverse, float32 round trips lose up to 5e-4 for some weights (float64: 1e-12).
-    shape = (4, 4, 3) if dtype == tf.float64 else (3, 5, 2)
-    ctx = CONV_CONTEXT if context else None
-    filters = [2 * shape[2]] * 2
-    return tfp_iaf.ConvMADE(shape, filters, context_channels=ctx, order=order, dtype=dtype.name)
-
-
-def checklist_cases():
-    """Kind x update x context x batch shape x dtype. The order turns with the others, so that
-    every order of a kind meets every update, context, batch shape and dtype; so does the
-    context's batch shape, x's (`ctx`) or its trailing part (`ctx_broadcast`)."""
-    cases = []
-    for kind, orders in KIND_ORDERS.items():
-        for gated, context, batch, dtype in itertools.product(
-            [False, True], [False, True], BATCHES, DTYPES
-        ):
-            turn = gated + (dtype == tf.float64)
-            order = orders[(turn + context + len(batch)) % len(orders)]
-            if context:
-                context = "ctx_broadcast" if turn % 2 else "ctx"
-            name = "-".join(
-                [
-                    kind,
-                    order if isinstance(order, str) else "perm",
-                    "gated" if gated else "affine",
-                    context or "noctx",
-                    str(batch),
-                    dtype.name,
-                ]
-            )
-            cases.append(pytest.param(kind, order, gated, context, batch, dtype, id=name))
-    return cases
-
-
-@pytest.mark.parametrize("kind,order,gated,context,batch,dtype", checklist_cases())
-def test_iaf_properties(kind, order, gated, context, batch, dtype):
+@pytest.mark.parametrize(
+    "config,batch,context",
+    [
+        pytest.param(config, batch, context, id=case_id(config, batch, context))
+        for config, batch, context in checklist_cases(IAF_STEP_KINDS)
+    ],
+)
+def test_iaf_properties(config, batch, context):
     """Round trips, fldj == -ildj, slogdet, a triangular Jacobian, shapes, gradients."""
     tfp_iaf.tf_keras.utils.set_random_seed(1)
-    network = make_network(kind, order, bool(context), dtype)
-    iaf = tfp_iaf.InverseAutoregressiveFlow(network, gated=gated)
+    iaf = config.build()
+    network, dtype = iaf.network, config.dtype
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((*batch, *network.event_shape)), dtype)
     kwargs = {}
@@ -90,17 +49,20 @@ def test_iaf_properties(kind, order, gated, context, batch, dtype):
     network(x, **kwargs)  # builds the variables (not the bijector: it would cache x)
     fc.perturb(iaf.trainable_variables)
     assert iaf.forward_min_event_ndims == network.event_ndims
-    tol = fc.sequential_tolerance(dtype) if kind.startswith("conv") else fc.strict_tolerance(dtype)
+    tol = (
+        fc.sequential_tolerance(dtype)
+        if config.kind.startswith("conv")
+        else fc.strict_tolerance(dtype)
+    )
     fc.assert_flow_properties(iaf, x, kwargs, tol, network.degrees)
 
 
 # Dense-specific tests.
 
 
-def make_iaf(gated=False, context=True, dtype=tf.float32, order=ORDERS[0]):
+def make_iaf(gated=False, context=True, dtype=tf.float32, order=DENSE_ORDERS[0]):
     tfp_iaf.tf_keras.utils.set_random_seed(1)
-    network = make_network("made", order, context, dtype)
-    iaf = tfp_iaf.InverseAutoregressiveFlow(network, gated=gated)
+    iaf = Config("made", order, "gated" if gated else "affine", context, dtype).build()
     iaf.forward(tf.zeros([EVENT], dtype), **inputs((), dtype, context)[1])  # builds the variables
     fc.perturb(iaf.trainable_variables)
     return iaf
@@ -115,7 +77,7 @@ def inputs(batch, dtype, context, seed=0):
     return x, kwargs
 
 
-@pytest.mark.parametrize("order", ORDERS, ids=["l2r", "r2l", "perm"])
+@pytest.mark.parametrize("order", DENSE_ORDERS, ids=["l2r", "r2l", "perm"])
 @pytest.mark.parametrize("context", [False, True])
 def test_made_is_autoregressive_with_full_reach(order, context):
     iaf = make_iaf(context=context, order=order)

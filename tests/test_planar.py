@@ -7,15 +7,20 @@ import tensorflow_probability as tfp
 
 import tfp_iaf
 from tests import flow_checks as fc
+from tests.configs import CONTEXT, EVENT, checklist_cases
 from tfp_iaf.planar import _solve_step
 
 tfd = tfp.distributions
-D, H = 4, 3
+D, H = EVENT, CONTEXT  # the registry's planar flows
 
 
 def make(dtype, context: bool, num_steps: int = 3, seed: int = 0) -> tfp_iaf.PlanarFlow:
     tfp_iaf.tf_keras.utils.set_random_seed(seed)
     flow = tfp_iaf.PlanarFlow(D, num_steps, context_size=H if context else None, dtype=dtype)
+    return built_and_perturbed(flow, dtype, context, seed)
+
+
+def built_and_perturbed(flow, dtype, context: bool, seed: int = 0):
     x, kwargs = inputs((2,), dtype, context)
     flow.forward(x, **kwargs)  # builds
     fc.perturb(flow.variables, scale=0.5, seed=seed)  # away from the initial parameters
@@ -30,17 +35,27 @@ def inputs(batch, dtype, context: bool, seed: int = 1):
     return x, {"context": tf.constant(rng.standard_normal((*batch, H)), dtype)}
 
 
-@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
-@pytest.mark.parametrize("context", [False, True], ids=["noctx", "ctx"])
-@pytest.mark.parametrize("batch", [(), (3,), (2, 3)], ids=str)
-def test_property_checklist(dtype, context, batch):
-    flow = make(dtype, context)
-    x, kwargs = inputs(batch, dtype, context)
-    fc.assert_flow_properties(flow, x, kwargs, fc.strict_tolerance(dtype))
+@pytest.mark.parametrize(
+    "config,batch,context",
+    [
+        pytest.param(
+            config, batch, context, id=f"{context or 'noctx'}-{config.dtype.name}-{batch}"
+        )
+        for config, batch, context in checklist_cases(["planar"])
+    ],
+)
+def test_property_checklist(config, batch, context):
+    """The registry's planar flows x context (x's batch or its trailing part) x batch x dtype."""
+    tfp_iaf.tf_keras.utils.set_random_seed(0)
+    flow = built_and_perturbed(config.build(), config.dtype, config.context)
+    x, kwargs = inputs(batch, config.dtype, config.context)
+    if context == "ctx_broadcast" and batch:
+        kwargs["context"] = kwargs["context"][0]  # batch [1:]: broadcasts against x's
+    fc.assert_flow_properties(flow, x, kwargs, fc.strict_tolerance(config.dtype))
 
 
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
-def test_round_trip_meets_the_issue_tolerance_at_large_values(dtype):
+def test_round_trip_error_is_within_its_bound_at_large_values(dtype):
     flow = make(dtype, context=True, num_steps=6)
     x, kwargs = inputs((64,), dtype, context=True)
     x = 4.0 * x

@@ -199,7 +199,7 @@ class ResNetVAE(tf_keras.Model):
         self.dec_log_scale = self.add_weight(
             "dec_log_scale", shape=(), initializer="zeros", experimental_autocast=False
         )
-        # Created last, and only when used: the "global" model's weights are drawn as before.
+        # Created last, and only when used: the other weights are drawn as in the "global" model.
         self.x_dec_scale = None
         if decoder_scale == "pixel":
             self.x_dec_scale = WeightNormConv2D(

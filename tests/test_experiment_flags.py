@@ -1,5 +1,5 @@
-"""Flag validation (issue 10, item 5): bad values fail at parse time, before any data or
-TensorFlow work, naming the flag; a run that fails leaves no empty model directory."""
+"""Flag validation: bad values fail at parse time, before any data or TensorFlow work, naming
+the flag; a run that fails leaves no empty model directory."""
 
 import dataclasses
 

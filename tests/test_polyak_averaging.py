@@ -1,5 +1,5 @@
-"""Debiased Polyak averaging (issue 10, item 1): after a short run the averaged weights are not
-stuck at their random init, and results.json reports the raw weights' ELBO beside them."""
+"""Debiased Polyak averaging: after a short run the averaged weights are not stuck at their
+random init, and results.json reports the raw weights' ELBO beside them."""
 
 import numpy as np
 import tensorflow as tf

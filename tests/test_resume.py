@@ -1,5 +1,5 @@
-"""Resume counted in steps (issue 10, item 3): a rerun with a larger `num_steps` continues to
-exactly that total, says so, and keeps the cumulative training time."""
+"""Resume counted in steps: a rerun with a larger `num_steps` continues to exactly that total,
+says so, and keeps the cumulative training time."""
 
 import json
 import logging
@@ -20,7 +20,7 @@ def run(tmp_path, x, **config):
 @pytest.mark.parametrize(
     "x, batch_size, first, second, save_every",
     [
-        (X, 4, 60, 90, 25),  # the issue's 60 -> 90 (3-step epochs; the last save at step 50)
+        (X, 4, 60, 90, 25),  # 60 -> 90 (3-step epochs; the last save at step 50)
         (X, 4, 5, 7, 2),  # 500 -> 510 scaled down: resumed mid-epoch
         (X[:3], 4, 2, 3, 1),  # a batch larger than the data: 20 -> 21 scaled down
     ],

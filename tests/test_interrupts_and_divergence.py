@@ -1,6 +1,6 @@
-"""Interrupts and divergence (issue 10, items 4 and 7): SIGINT/SIGTERM save a checkpoint at the
-step reached and exit cleanly with the command that resumes; a non-finite loss stops at once,
-naming the step, the quantity and the last good checkpoint, and writes no result."""
+"""Interrupts and divergence: SIGINT/SIGTERM save a checkpoint at the step reached and exit
+cleanly with the command that resumes; a non-finite loss stops at once, naming the step, the
+quantity and the last good checkpoint, and writes no result."""
 
 import logging
 import os
