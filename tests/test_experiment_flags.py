@@ -77,7 +77,7 @@ SHARED = {
     "batch_size", "epochs", "num_steps", "learning_rate", "clip_norm", "ema_momentum",
     "optimizer", "preset", "data_dir", "download", "model_dir", "save_every", "strategy",
     "mixed_precision", "jit_compile", "num_importance_samples", "importance_chunk",
-    "eval_batch_size", "num_eval_examples", "seed", "verbose",
+    "eval_batch_size", "num_eval_examples", "seed", "verbose", "mode", "temperature",
 }  # fmt: skip
 
 

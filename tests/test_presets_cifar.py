@@ -77,7 +77,7 @@ def test_cifar_paper_preset_has_the_references_size(cifar10_vae, model_size):
 
 
 def test_free_bits_group_size_and_loss_units_reach_the_resnet_objective(monkeypatch):
-    import tfp_iaf.vae.resnet_vae as resnet_vae
+    import tfp_iaf.vae.resnet_objective as resnet_objective
 
     seen = []
 
@@ -85,7 +85,7 @@ def test_free_bits_group_size_and_loss_units_reach_the_resnet_objective(monkeypa
         seen.append(group_size)
         return vae.free_bits_kl(kl, free_bits, sum_axes, group_size)
 
-    monkeypatch.setattr(resnet_vae, "free_bits_kl", recording)
+    monkeypatch.setattr(resnet_objective, "free_bits_kl", recording)
     x = tf.random.stateless_uniform([4, 8, 8, 3], [0, 1], maxval=256, dtype=tf.int32)
     losses = {}
     for units in ("bits_per_dim", "nats_sum"):
