@@ -48,10 +48,12 @@ PY
     "$work/$set/bin/python" "$repo/examples/quickstart.py" 2> "$work/quickstart.err" ||
         { cat "$work/quickstart.err"; exit 1; }
     if [[ $set == oldest ]]; then
-        # The tests import `tests.flow_checks`: a copy of tests/ beside a minimal pytest
-        # configuration, outside the repository.
+        # The tests import `tests.flow_checks` and `tests.configs`: a copy of tests/ beside a
+        # minimal pytest configuration, outside the repository.
         mkdir -p "$work/core/tests"
-        cp "$repo/tests/__init__.py" "$repo/tests/flow_checks.py" "$work/core/tests/"
+        for f in "$repo"/tests/*.py; do  # the helpers (every module not named test_*)
+            [[ $(basename "$f") == test_* ]] || cp "$f" "$work/core/tests/"
+        done
         for t in "${core_tests[@]}"; do cp "$repo/tests/$t" "$work/core/tests/"; done
         printf '[pytest]\nmarkers =\n    slow: statistical checks\nfilterwarnings =\n    ignore::DeprecationWarning\n' \
             > "$work/core/pytest.ini"
