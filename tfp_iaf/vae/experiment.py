@@ -62,6 +62,7 @@ from tfp_iaf.vae.trained import (
     compiled_model,
     evaluate_model,
     load_test_split,
+    result_figures,
 )
 from tfp_iaf.vae.training import fit_schedule, train, write_scalars
 
@@ -226,12 +227,8 @@ def _run(
         model, test_ds, config.num_importance_samples, config.importance_chunk, config.seed
     )
     results = {
-        "test_elbo": result["elbo"],
+        **result_figures(result),
         **results,
-        "test_log_px": result["log_px"],
-        "test_bits_per_dim": result["bits_per_dim"],
-        "test_elbo_bits_per_dim": result["elbo_bits_per_dim"],
-        "num_test_examples": result["num_examples"],
         "num_importance_samples": config.num_importance_samples,
         "steps": run.step,
         "resumed_from_step": run.initial_step,

@@ -3,21 +3,19 @@ and sample modes, which restore a trained `model_dir` and train nothing, save no
 
 - `compiled_model`, `load_test_split`: the model (compiled with the run's optimizer, so that
   its checkpoints restore into it) and the test batches; `evaluate_model`: test ELBO and
-  importance-sampled log p(x), in nats and bits/dim.
+  importance-sampled log p(x), in nats and bits/dim, `result_figures` their recorded names.
 - `evaluate_trained` (`--mode=evaluate`): the newest intact checkpoint, checked against the
   model's fingerprint as a resume is, evaluated with its Polyak-averaged weights at
   k = `num_importance_samples` (`importance_chunk` at a time, with a progress bar); logs one
   summary line and writes `evaluation_step<S>_k<K>.json` beside `results.json`. An evaluation
   of other settings (seed, chunk, batch, test examples) at the same step and k is written to
   `..._2.json` (and so on), never over another's file.
-- `sample_trained` (`--mode=sample`): a grid of samples with the prior's scale multiplied by
-  `config.temperature` (1: the prior, training's `samples.png` at the same step and seed),
-  captioned with the temperature and the step, in `samples_step<S>_t<T>.png`.
+- `sample_trained` (`--mode=sample`): `samples_step<S>_t<T>.png`, samples with the prior's
+  scale times `config.temperature` (1: training's `samples.png` at the same step and seed).
 
-Both build the model on the first test batch (a data-dependent initialisation is then
-overwritten by the checkpoint) on one device. A `model_dir` that is not a directory (nothing is
-created) is a `ModelDirError`, one without checkpoints or with one of another configuration a
-`CheckpointError`: under `run_or_exit`, one line each.
+Both build the model on the first test batch, on one device (the checkpoint overwrites any
+data-dependent init). Not a directory: `ModelDirError` (nothing is created); no checkpoint, or
+one of another configuration: `CheckpointError` (under `run_or_exit`, one line each).
 """
 
 from __future__ import annotations
@@ -106,6 +104,16 @@ def evaluate_model(
     result["bits_per_dim"] = float(bits_per_dim(result["log_px"], num_dims))
     result["elbo_bits_per_dim"] = float(bits_per_dim(result["elbo"], num_dims))
     return result
+
+
+_RECORDED_AS = {
+    "elbo": "test_elbo", "log_px": "test_log_px", "bits_per_dim": "test_bits_per_dim",
+    "elbo_bits_per_dim": "test_elbo_bits_per_dim", "num_examples": "num_test_examples",
+}  # fmt: skip
+
+
+def result_figures(result: dict[str, float]) -> dict[str, float]:
+    return {name: result[key] for key, name in _RECORDED_AS.items()}
 
 
 def load_test_split(config: FlagsConfig, load_split: LoadSplit) -> tf.data.Dataset:
@@ -279,11 +287,7 @@ def evaluate_trained(
     names = ("num_importance_samples", "importance_chunk", "eval_batch_size", "num_eval_examples")
     settings = {"steps": step, **{n: getattr(config, n) for n in (*names, "seed")}}
     results = {
-        "test_elbo": result["elbo"],
-        "test_log_px": result["log_px"],
-        "test_bits_per_dim": result["bits_per_dim"],
-        "test_elbo_bits_per_dim": result["elbo_bits_per_dim"],
-        "num_test_examples": result["num_examples"],
+        **result_figures(result),
         "num_importance_samples": k,
         "steps": step,
         "checkpoint": checkpoint,
