@@ -16,7 +16,7 @@ from tests.examples_util import run_tiny_experiment, tiny_vae
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.vae import experiment
 from tfp_iaf.vae.experiment import run_or_exit
-from tfp_iaf.vae.training import TrainingDiverged
+from tfp_iaf.vae.stops import TrainingDiverged
 
 X = np.tile(np.eye(4, dtype=np.float32), (2, 1))
 

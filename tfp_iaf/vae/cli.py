@@ -22,7 +22,7 @@ from absl import logging
 
 from tfp_iaf.vae.checkpoints import CheckpointError, ModelDirError
 from tfp_iaf.vae.data import DatasetUnavailableError
-from tfp_iaf.vae.training import TrainingInterrupted, TrainingStopped
+from tfp_iaf.vae.stops import TrainingInterrupted, TrainingStopped
 
 __all__ = ["EXPECTED_FAILURES", "run_or_exit"]
 

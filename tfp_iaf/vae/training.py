@@ -37,13 +37,14 @@ from absl import logging
 from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.vae.checkpoints import Checkpoints, CheckpointWriteError
+from tfp_iaf.vae.stops import (
+    CheckpointSaveFailed,
+    TrainingDiverged,
+    TrainingInterrupted,
+)
 
 __all__ = [
-    "CheckpointSaveFailed",
     "TrainResult",
-    "TrainingDiverged",
-    "TrainingInterrupted",
-    "TrainingStopped",
     "fit_schedule",
     "train",
     "write_scalars",
@@ -73,30 +74,6 @@ def fit_schedule(
     if num_steps is None:
         return _checks.positive_int("epochs", epochs) * per_pass, per_pass
     return _checks.positive_int("num_steps", num_steps), per_pass
-
-
-class TrainingStopped(Exception):
-    """Training stopped before `num_steps`; `step` and `checkpoint` say where it can resume."""
-
-    def __init__(self, message: str, step: int, checkpoint: str | None):
-        super().__init__(message)
-        self.step, self.checkpoint = step, checkpoint
-
-
-class TrainingInterrupted(TrainingStopped):
-    """SIGINT or SIGTERM: a checkpoint was saved at `step`; `signum` is the signal."""
-
-    def __init__(self, message: str, step: int, checkpoint: str | None, signum: int):
-        super().__init__(message, step, checkpoint)
-        self.signum = signum
-
-
-class TrainingDiverged(TrainingStopped):
-    """A logged quantity became non-finite at `step`; `checkpoint` is the last good one."""
-
-
-class CheckpointSaveFailed(TrainingStopped):
-    """The checkpoint of `step` could not be written; `checkpoint` is the newest intact one."""
 
 
 @dataclasses.dataclass
