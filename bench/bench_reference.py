@@ -35,7 +35,6 @@ from absl import app, flags
 from photos import grace_hopper_crops  # bench/photos.py
 
 from tfp_iaf import vae
-from tfp_iaf.vae.resnet_layer import IAF_INITS
 
 flags.DEFINE_float("learning_rate", 2e-3, "Adamax learning rate (the example's default).")
 flags.DEFINE_integer("steps", 200, "Training steps per run.")
@@ -91,7 +90,7 @@ def main(argv):
         " held-out crops (uniform: 8.000)"
     )
     rows, start = [], time.time()
-    for iaf_init, optimizer in itertools.product(IAF_INITS, OPTIMIZERS):
+    for iaf_init, optimizer in itertools.product(vae.IAF_INITS, OPTIMIZERS):
         runs = [run(iaf_init, optimizer, seed, test) for seed in seeds]
         per_seed = [(round(r["train"], 3), round(r["test"], 3)) for r in runs]
         print(f"  {iaf_init} / {optimizer}: per-seed (train, held-out) {per_seed}", flush=True)

@@ -21,6 +21,7 @@ from tests.examples_util import (
     record_image_grids,
 )
 from tfp_iaf import tf_keras, vae
+from tfp_iaf.stacks import conv_iaf_stack
 from tfp_iaf.vae import experiment
 from tfp_iaf.vae.resnet_layer import ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
@@ -318,7 +319,17 @@ def test_weight_norm_data_dependent_init_normalises_each_channel(transpose):
         (lambda: ResNetVAE(hidden_size=0), "`hidden_size` must be a positive integer; got 0"),
         (lambda: ResNetVAE(image_shape=(30, 30, 3), depth=2), r"2\*\*depth=4; got \(30, 30, 3\)"),
         (lambda: ResNetVAE(free_bits=-1.0), "`free_bits` must be a finite number >= 0; got -1.0"),
-        (lambda: ResNetIAFLayer((4, 4, 2), 4, iaf_steps=-1), "`iaf_steps` must be a non-negative"),
+        (
+            lambda: ResNetVAE(iaf_steps=-1),
+            "`iaf_steps` must be a non-negative",
+        ),
+        (
+            lambda: ResNetIAFLayer(
+                (4, 4, 2), 4, flow=conv_iaf_stack((2, 2, 2), 1, [4], context_channels=4)
+            ),
+            r"`flow` must have event shape \(4, 4, 2\) and context shape \(4, 4, 4\); "
+            r"got \(2, 2, 2\) and \(2, 2, 4\)",
+        ),
         (
             lambda: ResNetVAE(decoder_scale_init="ones"),
             r"`decoder_scale_init` must be one of \('data', 'zero'\); got 'ones'",

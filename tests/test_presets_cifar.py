@@ -72,7 +72,8 @@ def test_cifar_paper_preset_has_the_references_size(cifar10_vae, model_size):
     unread = model_size.REFERENCE_UNREAD_TOP_BRANCH
     assert count == model_size.reference_parameters() - unread == 41_096_487
     assert len(model.blocks) == 20 and model.decoder_scale == "global"
-    assert {block.iaf_init for block in model.blocks} == {"reference"}
+    networks = [network for block in model.blocks for network in block.flow.networks]
+    assert {(n.output_scale, n.project_context) for n in networks} == {(0.1, False)}
     assert model.free_bits_group_size == 32 and model.loss_units == "nats_sum"
 
 

@@ -51,19 +51,17 @@ from tfp_iaf.vae.likelihood import (
 from tfp_iaf.vae.model import VAE
 from tfp_iaf.vae.optimizers import make_optimizer
 from tfp_iaf.vae.presets import Preset, apply_preset, describe_presets, preset_config
-from tfp_iaf.vae.resnet_layer import IAF_INITS, LayerOutput, ResNetIAFLayer
+from tfp_iaf.vae.resnet_flow import IAF_INITS, resnet_iaf_options
+from tfp_iaf.vae.resnet_layer import LayerOutput, ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
-from tfp_iaf.vae.trained import evaluate_model, evaluate_trained, sample_trained
-from tfp_iaf.vae.training import (
+from tfp_iaf.vae.stops import (
     CheckpointSaveFailed,
     TrainingDiverged,
     TrainingInterrupted,
     TrainingStopped,
-    TrainResult,
-    fit_schedule,
-    train,
-    write_scalars,
 )
+from tfp_iaf.vae.trained import evaluate_model, evaluate_trained, sample_trained
+from tfp_iaf.vae.training import TrainResult, fit_schedule, train, write_scalars
 from tfp_iaf.vae.weight_norm_conv import WeightNormConv2D
 from tfp_iaf.weight_norm import data_dependent_init
 
@@ -111,6 +109,7 @@ __all__ = [
     "pixels_to_unit",
     "preset_config",
     "register_flag_validators",
+    "resnet_iaf_options",
     "run_experiment",
     "run_or_exit",
     "sample_trained",

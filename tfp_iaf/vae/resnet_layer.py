@@ -13,29 +13,17 @@ from typing import NamedTuple
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
+from tfp_iaf.flow import AutoregressiveFlow
 from tfp_iaf.posterior import unit_log_prob
-from tfp_iaf.stacks import conv_iaf_stack
 from tfp_iaf.vae.weight_norm_conv import WeightNormConv2D
 
 tfd = tfp.distributions
 
-__all__ = ["IAF_INITS", "LayerOutput", "ResNetIAFLayer"]
+__all__ = ["LayerOutput", "ResNetIAFLayer"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _RESIDUAL_SCALE = 0.1
-IAF_INITS = ("default", "reference")
-# The authors' IAF networks (openai/iaf `tf_utils/layers.py`, `ar_multiconv2d`): weight-normed
-# masked convolutions, every one data-initialised to unit standard deviation (the output layer
-# included), directions drawn from N(0, 0.05^2), the context added to the first layer's
-# pre-activation without a projection, and the outputs multiplied by 0.1 (`tf_train.py`).
-_REFERENCE_AR_OUTPUT_SCALE = 0.1
-_REFERENCE_NETWORK_KWARGS = {
-    "output_scale": _REFERENCE_AR_OUTPUT_SCALE,
-    "output_init_scale": 1.0,
-    "project_context": False,
-}
 
 
 def _normal_log_prob(x, loc, log_scale):
@@ -69,45 +57,16 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
       latent_shape: `(H, W, z_size)` of this layer's latent (the resolution after `up`).
       hidden_size: channels of the ResNet state and of the contexts.
       downsample: stride 2 (`up` halves the resolution, `down` doubles it).
-      iaf_steps: conv IAF steps of the posterior (0: a diagonal Gaussian).
-      order: order of the first IAF step (see `tfp_iaf.conv_iaf_stack`).
-      iaf_weight_norm: weight-normalised masked convolutions in the IAF networks.
-      iaf_gated: gated IAF steps, `z = g * z + (1 - g) * m` (scale at most 1), or affine
-        ones (False; scale up to `exp(5)`). Affine steps can multiply `z` from layer to layer
-        until the activations overflow at learning rates near 0.01; gated ones did not
-        (docs/benchmarks_stability.md).
+      flow: the posterior's conv IAF over `latent_shape`, conditioned on `hidden_size`
+        context channels (`ResNetVAE` builds the paper's with `tfp_iaf.conv_iaf_stack` and
+        `tfp_iaf.vae.resnet_iaf_options`), or None: a
+        diagonal Gaussian posterior.
       top: the last layer of the bottom-up pass, whose output state nothing reads (it has no
         bottom-up residual branch, so that every weight gets a gradient).
-      iaf_init: how the IAF networks are built and initialised. `"default"`: ours (below);
-        `"reference"`: the form of the authors' code (openai/iaf, `ar_multiconv2d` in
-        `tf_utils/layers.py`, used by `IAFLayer.down` in `tf_train.py`). The differences:
-
-        - output: ours starts near zero through a small initializer (weight-normed: data-
-          initialised to a standard deviation of 0.01); reference: the output convolution is
-          data-initialised to standard deviation 1 like the hidden ones and its outputs are
-          multiplied by 0.1 (`ConvMADE(output_scale=0.1, output_init_scale=1)`), so both the
-          shift and the log-scale start at a standard deviation of 0.1 on the init batch;
-        - weight norm: reference: every masked convolution is weight-normalised and
-          data-initialised by `ResNetVAE.initialize` (implied: `iaf_weight_norm` is ignored),
-          directions drawn from `N(0, 0.05^2)`; ours: `iaf_weight_norm` (default off) and
-          Glorot directions;
-        - context: ours projects `c_up + c_down` by a learned 1x1 convolution before adding it
-          to the first masked layer's pre-activation; reference: added as it is
-          (`ConvMADE(project_context=False)`: `hidden_size` channels into `hidden_size`);
-        - affine steps (`iaf_gated=False`, the authors' only kind): ours bound the log-scale
-          softly, `5 tanh(b / 5)`; reference: unbounded (`log_scale_bound=None`).
-
-        Not reproduced: the reference stores the weight-norm gain as `log(s) / 3` under an
-        `exp` (so after initialisation its layers are not exactly normalised; ours keep one
-        weight norm, `g = s`); it data-initialises on prior samples of `z` (ours: the posterior
-        sample of `ResNetVAE.initialize`'s pass); it writes its affine step as
-        `(z - m) / exp(s)`, ours as `a + exp(b) z` (the same family, `b = -s`,
-        `a = -m exp(-s)`).
       **kwargs: passed to `tf_keras.layers.Layer`.
 
     Raises:
-      ValueError: a negative `iaf_steps`, an unknown `iaf_init`, or what
-        `tfp_iaf.conv_iaf_stack` raises (e.g. `hidden_size` not a multiple of `z_size`).
+      ValueError: a `flow` whose event or context shape is not this layer's.
     """
 
     def __init__(
@@ -115,19 +74,11 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
         latent_shape: Sequence[int],
         hidden_size: int,
         downsample: bool = False,
-        iaf_steps: int = 1,
-        order: str = "raster",
-        iaf_weight_norm: bool = False,
-        iaf_gated: bool = True,
+        flow: AutoregressiveFlow | None = None,
         top: bool = False,
-        iaf_init: str = "default",
         **kwargs,
     ):
         super().__init__(**kwargs)
-        iaf_steps = _checks.non_negative_int("iaf_steps", iaf_steps)  # 0: diagonal Gaussian
-        if not isinstance(iaf_init, str) or iaf_init not in IAF_INITS:
-            raise ValueError(f"`iaf_init` must be one of {IAF_INITS}; got {iaf_init!r}")
-        self.iaf_init = iaf_init
         self.latent_shape = tuple(int(n) for n in latent_shape)
         z, h = self.latent_shape[2], hidden_size
         self.z_size, self.hidden_size, self.downsample, self.top = z, h, downsample, top
@@ -139,37 +90,16 @@ class ResNetIAFLayer(tf_keras.layers.Layer):
         self.down_conv2 = WeightNormConv2D(
             h, 3, strides=stride, transpose=downsample, name="down_conv2"
         )
-        self.flow = None
-        self.iaf_networks = []
-        if iaf_steps:
-            reference = {}
-            if iaf_init == "reference":
-                reference = {
-                    "log_scale_bound": None,
-                    "network_kwargs": {
-                        **_REFERENCE_NETWORK_KWARGS,
-                        # A config, not an instance: every layer gets its own initializer
-                        # (one unseeded instance would draw the same values each time).
-                        "kernel_initializer": {
-                            "class_name": "RandomNormal",
-                            "config": {"mean": 0.0, "stddev": 0.05},
-                        },
-                    },
-                }
-                iaf_weight_norm = True
-            self.flow = conv_iaf_stack(
-                self.latent_shape,
-                iaf_steps,
-                [h, h],
-                context_channels=h,
-                order=order,
-                weight_norm=iaf_weight_norm,
-                gated=iaf_gated,
-                name=f"{self.name}_iaf",
-                **reference,
-            )
-            # Keras tracks the networks' variables through this list.
-            self.iaf_networks = [step.network for step in self.flow.steps]
+        if flow is not None:
+            expected = (self.latent_shape, (*self.latent_shape[:2], h))
+            if (flow.event_shape, flow.context_shape) != expected:
+                raise ValueError(
+                    f"`flow` must have event shape {expected[0]} and context shape "
+                    f"{expected[1]}; got {flow.event_shape} and {flow.context_shape}"
+                )
+        self.flow = flow
+        # Keras tracks the networks' variables through this list.
+        self.iaf_networks = [] if flow is None else list(flow.networks)
 
     def up(self, h):
         """Bottom-up: `h -> (h', (mu_q, log s_q, c_up))`; `h'` is None for the top layer."""

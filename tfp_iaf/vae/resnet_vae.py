@@ -32,6 +32,7 @@ the Gaussian and IAF log-densities, the log-dets and the loss are float32.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -40,11 +41,13 @@ import tensorflow_probability as tfp
 
 from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
+from tfp_iaf.stacks import conv_iaf_stack
 from tfp_iaf.vae.discretized_logistic import (
     check_edge_bins,
     discretized_logistic_log_prob,
     pixels_to_unit,
 )
+from tfp_iaf.vae.resnet_flow import resnet_iaf_options
 from tfp_iaf.vae.resnet_layer import LayerOutput, ResNetIAFLayer, as_float32
 from tfp_iaf.vae.resnet_objective import LOSS_UNITS, METRICS, resnet_objective
 from tfp_iaf.vae.weight_norm_conv import WeightNormConv2D
@@ -80,11 +83,11 @@ class ResNetVAE(tf_keras.Model):
         replica's whole batch). The authors floor per 32-image GPU tower, so their 256-image
         steps are 8 groups (`tfp_iaf.vae.free_bits_kl`'s `group_size`).
       iaf_weight_norm: weight-normalised masked convolutions in the IAF networks.
-      iaf_gated: gated (default) or affine IAF steps (see `ResNetIAFLayer`).
+      iaf_gated: gated (default) or affine IAF steps (see `resnet_iaf_options`).
       iaf_init: `"default"` (ours) or `"reference"`: the IAF networks as the authors' code
         builds and initialises them (outputs times 0.1, every masked convolution weight-normed
         and data-initialised by `initialize`, the context added without a projection, affine
-        log-scales unbounded); each difference is listed under `ResNetIAFLayer`.
+        log-scales unbounded); each difference is listed under `resnet_iaf_options`.
       decoder_scale: `"pixel"` (default): `log s_x` is the learned scalar plus a per-subpixel
         offset that a second transposed convolution of the decoder's last state predicts (its
         weight norm starts it at a standard deviation of 0.1); `"global"`: the scalar alone,
@@ -111,7 +114,7 @@ class ResNetVAE(tf_keras.Model):
       ValueError: bad sizes (non-positive, `H` or `W` not divisible by `2^depth`), a negative
         `free_bits`, an unknown `decoder_scale`, `decoder_scale_init`, `loss_units` or
         `eval_edge_bins`, a non-positive `free_bits_group_size`, or what
-        `ResNetIAFLayer` raises (e.g. an unknown `iaf_init`).
+        `resnet_iaf_options` raises (e.g. an unknown `iaf_init`).
     """
 
     def __init__(
@@ -174,23 +177,19 @@ class ResNetVAE(tf_keras.Model):
         self.num_dims = int(math.prod(image_shape))
         height, width = image_shape[0] // 2, image_shape[1] // 2
         self.blocks: list[ResNetIAFLayer] = []
-        for i in range(depth):
-            for j in range(num_blocks):
-                downsample = i > 0 and j == 0
-                self.blocks.append(
-                    ResNetIAFLayer(
-                        (height >> i, width >> i, z_size),
-                        hidden_size,
-                        downsample=downsample,
-                        iaf_steps=iaf_steps,
-                        order=order,
-                        iaf_weight_norm=iaf_weight_norm,
-                        iaf_gated=iaf_gated,
-                        iaf_init=iaf_init,
-                        top=i == depth - 1 and j == num_blocks - 1,
-                        name=f"layer_{i}_{j}",
-                    )
+        iaf_steps = _checks.non_negative_int("iaf_steps", iaf_steps)  # 0: diagonal Gaussian
+        iaf = resnet_iaf_options(hidden_size, iaf_weight_norm, iaf_gated, iaf_init)
+        for i, j in itertools.product(range(depth), range(num_blocks)):
+            name, latent_shape = f"layer_{i}_{j}", (height >> i, width >> i, z_size)
+            flow = None
+            if iaf_steps:
+                flow = conv_iaf_stack(
+                    latent_shape, iaf_steps, order=order, name=f"{name}_iaf", **iaf
                 )
+            top = i == depth - 1 and j == num_blocks - 1
+            self.blocks.append(
+                ResNetIAFLayer(latent_shape, hidden_size, i > 0 and j == 0, flow, top, name=name)
+            )
         self.top_shape = (height >> (depth - 1), width >> (depth - 1), hidden_size)
         self.x_enc = WeightNormConv2D(hidden_size, 5, strides=2, name="x_enc")
         self.x_dec = WeightNormConv2D(image_shape[2], 5, strides=2, transpose=True, name="x_dec")
