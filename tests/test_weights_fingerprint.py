@@ -4,13 +4,14 @@ Variables of the same names and shapes parametrise other functions under other s
 affine and a gated step, two orders of one MADE). Every route a flow's weights take refuses
 them with a `ValueError` naming the fields that differ, and leaves the flow's variables as they
 were: `tf.train.Checkpoint`, a tf_keras model's `save_weights` (TF format), a Keras 3 model's TF
-checkpoint and a revived SavedModel. Settings that change no
-function (names, seeds, an unused `forget_bias`, the conv inverse's algorithm) do not refuse;
-a checkpoint written without a fingerprint (an older release's) still restores, every value
-consumed.
+checkpoint, `.weights.h5` and `.keras` file (through `tfp_iaf.keras3.FlowLayer`), and a revived
+SavedModel. Settings that change no function (names, seeds, an unused `forget_bias`, the conv
+inverse's algorithm) do not refuse; a checkpoint written without a fingerprint (an older
+release's) still restores, every value consumed.
 """
 
 import json
+import zipfile
 
 import keras
 import numpy as np
@@ -233,6 +234,68 @@ class Keras3Model(keras.Model):
 
     def call(self, x):
         return self.flow(x, context=self.encoder(x))
+
+
+def keras3_functional(gated=False):
+    x = keras.Input((EVENT,))
+    h = keras.layers.Dense(CONTEXT, name="encoder")(x)
+    kwargs = dict(event_size=EVENT, num_steps=2, hidden_units=[8], context_size=CONTEXT)
+    flow = FlowLayer("dense_iaf_stack", name="flow", gated=gated, **kwargs)
+    return keras.Model(x, flow(x, context=h))
+
+
+def _keras3_saved(tmp_path, build):
+    model = build()
+    model(X)
+    fc.perturb(model.weights)
+    model.save_weights(str(tmp_path / "m.weights.h5"))
+    return model
+
+
+@pytest.mark.parametrize(
+    "build", [Keras3Model, keras3_functional], ids=["subclassed", "functional"]
+)
+def test_keras3_weights_files_refuse_another_configuration(tmp_path, build):
+    model = _keras3_saved(tmp_path, build)
+    same = build()
+    same(X)
+    same.load_weights(str(tmp_path / "m.weights.h5"))
+    np.testing.assert_array_equal(same(X), model(X))
+    other = build(gated=True)
+    other(X)
+    flow = other.flow if build is Keras3Model else other.get_layer("flow")
+    before = values(flow.weights)
+    with pytest.raises(ValueError, match=GATED):
+        other.load_weights(str(tmp_path / "m.weights.h5"))
+    assert_unchanged(before, flow.weights)
+
+
+def test_a_keras3_weights_file_without_a_fingerprint_still_loads(tmp_path):
+    import h5py
+
+    model = _keras3_saved(tmp_path, keras3_functional)
+    with h5py.File(tmp_path / "m.weights.h5", "r+") as f:
+        del f[f"layers/flow_layer/vars/{_fingerprint.CHECKPOINT_NAME}"]
+    restored = keras3_functional()
+    restored.load_weights(str(tmp_path / "m.weights.h5"))
+    np.testing.assert_array_equal(restored(X), model(X))
+
+
+def test_a_keras_file_whose_flow_config_was_changed_is_refused(tmp_path):
+    model = keras3_functional()
+    model(X)
+    model.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        files = {name: z.read(name) for name in z.namelist()}
+    config = json.loads(files["config.json"])
+    (flow,) = [layer for layer in config["config"]["layers"] if layer["name"] == "flow"]
+    flow["config"]["gated"] = True
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "edited.keras", "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    with pytest.raises(ValueError, match=GATED):
+        keras.models.load_model(tmp_path / "edited.keras")
 
 
 def test_a_keras3_models_tf_checkpoint_refuses_another_configuration(tmp_path):

@@ -7,7 +7,8 @@ TensorFlow checkpoint that holds it, as one string value beside its variables
 (`<flow's path>/.ATTRIBUTES/TFP_IAF_FINGERPRINT`), and a restore into a flow whose fingerprint
 differs raises a `FingerprintMismatch` naming the fields that differ. It covers every way a
 flow's weights travel through TensorFlow's object graph: `tf.train.Checkpoint`, a tf_keras
-model's `save_weights`/`load_weights` in the TF format, a Keras 3 model's TF checkpoint.
+model's `save_weights`/`load_weights` in the TF format, a Keras 3 model's TF checkpoint and,
+through `tfp_iaf.keras3.FlowLayer`, Keras 3's `.weights.h5` and `.keras` files.
 
 - Fields: what changes the flow's function for the same weights (its class, shapes, update,
   bounds, its networks' orders, widths and activations), never its name, dtype, seed or
