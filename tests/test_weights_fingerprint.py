@@ -4,10 +4,11 @@ Variables of the same names and shapes parametrise other functions under other s
 affine and a gated step, two orders of one MADE). Every route a flow's weights take refuses
 them with a `ValueError` naming the fields that differ, and leaves the flow's variables as they
 were: `tf.train.Checkpoint`, a tf_keras model's `save_weights` (TF format), a Keras 3 model's TF
-checkpoint, `.weights.h5` and `.keras` file (through `tfp_iaf.keras3.FlowLayer`), and a revived
-SavedModel. Settings that change no function (names, seeds, an unused `forget_bias`, the conv
-inverse's algorithm) do not refuse; a checkpoint written without a fingerprint (an older
-release's) still restores, every value consumed.
+checkpoint, `.weights.h5` and `.keras` file (through `tfp_iaf.keras3.FlowLayer`), a revived
+SavedModel, and the examples' resume (`tfp_iaf.vae.checkpoints`). Settings that change no
+function (names, seeds, an unused `forget_bias`, the conv inverse's algorithm) do not refuse; a
+checkpoint written without a fingerprint (an older release's) still restores, every value
+consumed.
 """
 
 import json
@@ -25,6 +26,7 @@ from tests.examples_util import run_tiny_experiment
 from tfp_iaf import _fingerprint, tf_keras
 from tfp_iaf.flow import Flow
 from tfp_iaf.keras3 import FlowLayer
+from tfp_iaf.vae import checkpoints
 
 tfb = tfp.bijectors
 EVENT, CONTEXT = 3, 2
@@ -354,6 +356,20 @@ def test_vae_checkpoints_resume_from_one_without_fingerprints(tmp_path, without_
     without_fingerprints()
     resumed = run_tiny_experiment(tmp_path, x, num_steps=4, batch_size=4)
     assert (resumed["resumed_from_step"], resumed["steps"]) == (2, 4)
+
+
+def test_vae_checkpoints_refuse_a_flow_of_another_configuration(tmp_path):
+    """Without the examples' fingerprint file, the flow's own fingerprint still refuses."""
+    saved = checkpoints.Checkpoints(tf.train.Checkpoint(flow=built(stack())), str(tmp_path))
+    saved.save(1)
+    this = built(stack(gated=True, seed=1))
+    before = values(this.variables)
+    other = checkpoints.Checkpoints(tf.train.Checkpoint(flow=this), str(tmp_path))
+    with pytest.raises(checkpoints.CheckpointError, match=rf"holds a flow of .*{GATED}"):
+        other.restore_newest()
+    assert_unchanged(before, this.variables)
+    same = checkpoints.Checkpoints(tf.train.Checkpoint(flow=built(stack(seed=2))), str(tmp_path))
+    assert same.restore_newest().endswith("ckpt-1")
 
 
 # ---- the messages ----
