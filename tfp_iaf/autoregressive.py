@@ -131,6 +131,11 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
     def event_ndims(self) -> int:
         return len(self.event_shape)
 
+    def _fingerprint(self) -> dict:
+        """What defines the network's function for given weights (the flow holds the shapes):
+        a subclass adds its order, widths, activation, ... (see `tfp_iaf._fingerprint`)."""
+        return {"class": type(self).__name__, "num_params": self.num_params}
+
     def __call__(self, x, context=None, **kwargs):
         """A direct call: checks `x` and `context`, then runs the network (`call_unchecked`)."""
         # TFP's convention (`Bijector.forward` converts its input the same way): Python and

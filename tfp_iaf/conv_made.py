@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfp_iaf import _checks, conv_inverse
+from tfp_iaf import _checks, _fingerprint, conv_inverse
 from tfp_iaf import masks as masks_lib
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.autoregressive import (
@@ -205,6 +205,20 @@ class ConvMADE(AutoregressiveNetwork):
         self.context_layer = (
             self.context_projection(filters[0], name="context") if project_context else None
         )
+
+    def _fingerprint(self) -> dict:
+        # The masks follow from these; `fast_inverse` and the initialisation change no function.
+        return {
+            **super()._fingerprint(),
+            "filters": list(self.filters),
+            "kernel_size": self.kernel_size,
+            "order": self.order,
+            "residual": self.residual,
+            "activation": _fingerprint.activation_name(self.activation),
+            "weight_norm": self.weight_norm,
+            "output_scale": self.output_scale,
+            "project_context": self.project_context,
+        }
 
     def build(self, input_shape):
         height, width, channels = self.event_shape

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
-from tfp_iaf import _checks
+from tfp_iaf import _checks, _fingerprint
 from tfp_iaf._keras import check_keras3_owner, show_layers_to_calling_model
 
 tfb = tfp.bijectors
@@ -34,7 +34,12 @@ class Flow(tfb.Bijector):
     broadcasting. The Keras tracking hooks of the flow's layers run next to the check, once per
     pass, never inside it.
 
-    Subclasses implement `event_shape`, `context_shape`, `_forward_pass` and `_inverse_pass`.
+    Weights carry the flow's configuration: a TF checkpoint of a flow stores its `_fingerprint`
+    (class, shapes, update, networks' orders, ...), and a restore into a flow of another
+    configuration raises `ValueError` naming the fields that differ (`tfp_iaf._fingerprint`).
+
+    Subclasses implement `event_shape`, `context_shape`, `_forward_pass` and `_inverse_pass`,
+    and extend `_fingerprint` with their own settings.
     """
 
     _cache = cache_util.BijectorCacheWithGreedyAttrs(
@@ -59,6 +64,23 @@ class Flow(tfb.Bijector):
     @classmethod
     def _parameter_properties(cls, dtype, num_classes=None):
         return dict()
+
+    def _fingerprint(self) -> dict:
+        """The settings that define this flow's function for given weights, as JSON values."""
+        context = self.context_shape
+        return {
+            "class": type(self).__name__,
+            "event_shape": list(self.event_shape),
+            "context_shape": None if context is None else list(context),
+        }
+
+    # TensorFlow's saveable protocol: the fingerprint is saved with the flow's variables and
+    # checked when they are restored (a restore of another configuration raises).
+    def _serialize_to_tensors(self):
+        return _fingerprint.serialize(self)
+
+    def _restore_from_tensors(self, restored_tensors):
+        return _fingerprint.restore(self, restored_tensors)
 
     def with_context(self, context) -> Flow:
         """This flow with its `context` fixed: a bijector that takes no keyword arguments.
@@ -303,6 +325,9 @@ class _WithContext(Flow):
     @property
     def context_shape(self) -> None:
         return None
+
+    def _fingerprint(self) -> dict:
+        return {**super()._fingerprint(), "flow": self._flow._fingerprint()}
 
     def _forward_and_ildj(self, x):
         return self._flow._forward_and_ildj(x, context=self._context)

@@ -138,6 +138,16 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
     def gated(self) -> bool:
         return self._gated
 
+    def _fingerprint(self) -> dict:
+        # Only the settings the update uses: an affine step ignores `forget_bias`.
+        update = (
+            {"forget_bias": self._forget_bias}
+            if self._gated
+            else {"log_scale_bound": self._log_scale_bound, "scaled_shift": self._scaled_shift}
+        )
+        network = self._network._fingerprint()
+        return {**super()._fingerprint(), "gated": self._gated, **update, "network": network}
+
     def _scale(self, params):
         """Returns `(shift, log_scale)` with `y = shift + exp(log_scale) * x`."""
         a, b = params[..., 0], params[..., 1]
@@ -242,6 +252,18 @@ class IAFStack(AutoregressiveFlow):
     @property
     def networks(self) -> list[AutoregressiveNetwork]:
         return [step.network for step in self._steps]
+
+    def _fingerprint(self) -> dict:
+        # The steps' shapes are the stack's: each step's fingerprint without them.
+        steps = [
+            {
+                k: v
+                for k, v in step._fingerprint().items()
+                if k not in ("event_shape", "context_shape")
+            }
+            for step in self._steps
+        ]
+        return {**super()._fingerprint(), "num_steps": len(steps), "steps": steps}
 
     @classmethod
     def from_networks(

@@ -14,9 +14,10 @@ from __future__ import annotations
 import weakref
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from tfp_iaf import _keras
+from tfp_iaf import _fingerprint, _keras
 from tfp_iaf.flow import AutoregressiveFlow
 from tfp_iaf.stacks import conv_iaf_stack, dense_iaf_stack
 
@@ -24,6 +25,9 @@ __all__ = ["FlowLayer"]
 
 # The stacks a FlowLayer can build from a name, and so write to a `.keras` config.
 STACKS = {"dense_iaf_stack": dense_iaf_stack, "conv_iaf_stack": conv_iaf_stack}
+
+# FlowLayer -> (a weak reference to the weights store, the refusal) of its last refused load.
+_REFUSALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 # network -> {variable.ref(): its Keras 3 Variable}: every FlowLayer around a network lists the
 # same Keras 3 variables, so a model holding two such layers lists (and updates) each once.
@@ -50,6 +54,10 @@ class FlowLayer(keras.layers.Layer):
     Keras 3 variables: a model holding them lists and updates each variable once. As for any
     weights shared between Keras layers, setting `trainable` on one of them (at construction
     or later) sets it for the shared variables, so the last setting wins.
+
+    Its saved weights (`.weights.h5`, `.keras`, a TF checkpoint) carry the flow's fingerprint:
+    loaded into a FlowLayer around a flow of another configuration (e.g. gated where they were
+    affine) they raise `ValueError` naming the settings that differ, and load nothing.
 
     The layer computes in the flow's dtype: under a `mixed_float16` policy, inputs of another
     float dtype are cast to it (a density stays in float32). `layer.flow` called directly takes
@@ -152,6 +160,36 @@ class FlowLayer(keras.layers.Layer):
         dtype = self._flow.dtype.name
         y = keras.KerasTensor((*batch, *x.shape[len(x.shape) - event_ndims :]), dtype)
         return (y, keras.KerasTensor(tuple(batch), dtype)) if self.return_log_det else y
+
+    def save_own_variables(self, store) -> None:
+        """Keras 3's weights files (`.weights.h5`, `.keras`): the flow's variables, and its
+        fingerprint (UTF-8 bytes), which `load_own_variables` compares."""
+        super().save_own_variables(store)
+        text = _fingerprint.encode(self._flow._fingerprint())
+        store[_fingerprint.CHECKPOINT_NAME] = np.frombuffer(text.encode("utf-8"), np.uint8)
+
+    def load_own_variables(self, store) -> None:
+        """Loads the flow's variables, refusing those of a flow of another configuration.
+
+        Raises:
+          ValueError: the file's fingerprint differs from the flow's (the fields are named);
+            nothing is loaded. A file without one (an older release) loads unchecked.
+        """
+        refused = _REFUSALS.get(self)
+        if refused is not None and refused[0]() is store and not len(store.keys()):
+            # Keras 3 tries a layer that failed to load again at its other paths in the model
+            # (a subclassed model's `layers`), where the file has nothing: the refusal stands,
+            # rather than a count of missing variables.
+            raise refused[1]
+        name = _fingerprint.CHECKPOINT_NAME
+        if name in store:
+            try:
+                _fingerprint.check(self._flow, np.asarray(store[name], np.uint8).tobytes())
+            except _fingerprint.FingerprintMismatch as e:
+                _REFUSALS[self] = (weakref.ref(store), e)
+                raise
+            store = {key: store[key] for key in store.keys() if key != name}
+        super().load_own_variables(store)
 
     def get_config(self) -> dict:
         if self._stack is None:

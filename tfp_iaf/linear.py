@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfp_iaf import _checks
+from tfp_iaf import _checks, _fingerprint
 from tfp_iaf import masks as masks_lib
 from tfp_iaf.autoregressive import AutoregressiveNetwork, output_initializer, structure_seed
 
@@ -65,6 +65,9 @@ class LinearAutoregressive(AutoregressiveNetwork):
             kernel_initializer=output_initializer(),
             use_bias=True,
         )
+
+    def _fingerprint(self) -> dict:
+        return {**super()._fingerprint(), "order": _fingerprint.order_name(self.degrees)}
 
     def build(self, input_shape):
         if self.coefficients is None:

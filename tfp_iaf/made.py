@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfp_iaf import _checks
+from tfp_iaf import _checks, _fingerprint
 from tfp_iaf import masks as masks_lib
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.autoregressive import (
@@ -152,6 +152,17 @@ class MADE(AutoregressiveNetwork):
             for i, mask in enumerate(masks)
         ]
         self.context_layers = [] if context_size is None else projections
+
+    def _fingerprint(self) -> dict:
+        return {
+            **super()._fingerprint(),
+            "hidden_units": list(self.hidden_units),
+            "activation": _fingerprint.activation_name(self.activation),
+            "residual": self.residual,
+            "order": _fingerprint.order_name(self.degrees),
+            # The connectivity, random hidden degrees included.
+            "masks": _fingerprint.digest(*(layer.mask for layer in self.masked_layers)),
+        }
 
     def build(self, input_shape):
         for layer, fan_in in zip(

@@ -153,6 +153,9 @@ class PlanarFlow(Flow):
     def context_shape(self) -> tuple[int, ...] | None:
         return None if self.context_size is None else (self.context_size,)
 
+    def _fingerprint(self) -> dict:
+        return {**super()._fingerprint(), "num_steps": self.num_steps}
+
     def _steps(self, context):
         """Per step `k`: `(u_hat_k, w_k, b_k, c_k = w_k . u_hat_k)`, broadcasting over batch."""
         u, w, b = self.parameters_layer(context)

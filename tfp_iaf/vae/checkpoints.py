@@ -36,6 +36,7 @@ from typing import Any
 import tensorflow as tf
 from absl import logging
 
+from tfp_iaf._fingerprint import FingerprintMismatch
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.vae.checkpoint_files import (
     STATE_FILE,
@@ -126,8 +127,8 @@ class Checkpoints:
         Raises:
           CheckpointError: checkpoints are present but none is intact, or the newest intact
             one has another fingerprint.
-          ValueError: it holds other variables than `checkpoint` (a checkpoint without a
-            fingerprint of another model).
+          ValueError: it holds other variables than `checkpoint`, or a flow of another
+            configuration (a checkpoint without a fingerprint file, of another model).
         """
         damaged = []
         for step in checkpoint_steps(self.directory):
@@ -259,6 +260,12 @@ def _restore_all(checkpoint: tf.train.Checkpoint, path: str) -> None:
     would otherwise resume with part of the model left at its initialisation, or ignored."""
     try:
         checkpoint.restore(path).assert_consumed()
+    except FingerprintMismatch as e:  # the flow's own fingerprint, inside TF's files
+        raise CheckpointError(
+            f"the checkpoint in `model_dir` ({path}) holds a flow of another configuration than "
+            f"this model's, so it cannot resume it: {e}. Train with the flags that wrote it, "
+            "or use another model_dir"
+        ) from None
     except (AssertionError, ValueError) as e:  # ValueError: a value of another shape
         first = str(e).strip().splitlines()[0][:300]
         raise CheckpointError(

@@ -7,9 +7,10 @@ different likelihood or free-bits floor) differ here, where a restore that compa
 shapes sees nothing. `tfp_iaf.vae.checkpoints` saves it beside each checkpoint and refuses a
 resume whose fingerprint `differences` finds fields in.
 
-Keras's `model.save_weights`/`load_weights` check variable names and shapes only, not the
-fingerprint: an affine and a gated IAF load each other's weights. Resume through
-`tfp_iaf.vae.train` (or compare `fingerprint`s yourself) to have the model checked.
+Keras's `model.save_weights`/`load_weights` do not check this fingerprint. They do check the
+flows' own (`tfp_iaf._fingerprint`: a flow's weights refuse to load into a flow of another
+configuration, e.g. an affine IAF's into a gated one), but not the rest of the model: resume
+through `tfp_iaf.vae.train` (or compare `fingerprint`s yourself) to have the model checked.
 """
 
 from __future__ import annotations
