@@ -107,3 +107,40 @@ def test_kernel_blocks_changes_the_storage_not_the_function():
     assert max(len(layer.blocks) for layer in blocked.masked_layers) > 1
     assert all(len(layer.blocks) == 1 for layer in whole.masked_layers)
     np.testing.assert_allclose(whole(x), blocked(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("context_size", [None, 3])
+def test_packed_changes_the_storage_not_the_function(context_size):
+    """`MADE(packed=True)` holds each layer's kernel and bias in one variable, the bias its last
+    row. With the same seed it starts as the unpacked MADE; with the unpacked MADE's weights
+    written in (and noise in every masked entry, which the mask must hide) it computes the same
+    outputs and the same sequential inverse."""
+    kwargs = dict(context_size=context_size, kernel_blocks=1, seed=3, dtype="float64")
+    plain, packed = (
+        tfp_iaf.MADE(4, [6, 6], **kwargs),
+        tfp_iaf.MADE(4, [6, 6], packed=True, **kwargs),
+    )
+    x = tf.random.stateless_normal([2, 3, 4], (1, 2), dtype=tf.float64)
+    c = (
+        None
+        if context_size is None
+        else tf.random.stateless_normal([3, 3], (3, 4), dtype=tf.float64)
+    )
+    np.testing.assert_array_equal(plain(x, c), packed(x, c))
+    assert [v.name.split("/")[-1] for v in packed.masked_layers[0].weights] == [
+        "kernel_and_bias:0"
+    ]
+    for i, (a, b) in enumerate(zip(plain.masked_layers, packed.masked_layers, strict=True)):
+        a.bias.assign(tf.random.stateless_normal(a.bias.shape, (5, i), dtype=tf.float64))
+        noise = tf.random.stateless_normal(a.kernels[0].shape, (6, i), dtype=tf.float64) * (
+            1 - a.mask
+        )
+        b.kernel_and_bias.assign(tf.concat([a.kernels[0] + noise, a.bias[None]], axis=0))
+    np.testing.assert_allclose(packed(x, c), plain(x, c), rtol=1e-12, atol=1e-12)
+    for made in (plain, packed):
+        assert made.masked_layers[0].bias_term().shape == [6]
+
+    def solve(net):  # x from y = x + shift(x): the generic sequential solve, through each network
+        return net.sequential_solve(x, c, lambda y_i, params: (y_i - params[:, 0], params[:, 1]))
+
+    np.testing.assert_allclose(solve(packed)[0], solve(plain)[0], rtol=1e-12, atol=1e-12)

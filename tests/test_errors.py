@@ -31,6 +31,7 @@ def made(**kwargs):
         ({"context_size": 0}, "`context_size` must be a positive integer or None; got 0"),
         ({"num_params": 0}, "`num_params` must be a positive integer; got 0"),
         ({"kernel_blocks": 0}, "`kernel_blocks` must be a positive integer; got 0"),
+        ({"packed": True}, r"`packed=True` needs `kernel_blocks=1`; got 4"),
         (
             {"order": [0, 1, 1, 2]},
             r"`order` must be a permutation of range\(4\); got \[0, 1, 1, 2\]",
@@ -138,6 +139,14 @@ def test_bad_masked_dense():
         tfp_iaf.MaskedDense(np.ones(3))
     with pytest.raises(ValueError, match=r"expects 3 input features .*got input shape \(2, 4\)"):
         tfp_iaf.MaskedDense(np.ones([3, 2]))(tf.zeros([2, 4]))
+    for kwargs, got in (
+        ({}, "num_blocks=4, use_bias=True"),
+        ({"num_blocks": 1, "use_bias": False}, "num_blocks=1, use_bias=False"),
+    ):
+        with pytest.raises(
+            ValueError, match=rf"`packed=True` needs `num_blocks=1` and `use_bias=True`; got {got}"
+        ):
+            tfp_iaf.MaskedDense(np.ones([3, 2]), packed=True, **kwargs)
 
 
 @pytest.mark.parametrize(

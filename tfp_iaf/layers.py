@@ -36,7 +36,17 @@ class MaskedDense(tf_keras.layers.Layer):
         weight scale does not depend on the blocking); masked entries start at zero.
       use_bias: whether to add a bias.
       num_blocks: number of column blocks to try.
+      packed: store the kernel and the bias as one `[fan_in + 1, fan_out]` variable,
+        `kernel_and_bias` (the bias its last row, never masked), computed as
+        `[x, 1] @ (kernel_and_bias * [mask; 1])`: one variable to read, differentiate and
+        update, and no separate bias add, where each op costs more than its arithmetic (a VI
+        step's few samples: docs/benchmarks_vi.md). One block, so `num_blocks` must be 1;
+        needs `use_bias`.
       **kwargs: passed to `tf_keras.layers.Layer`.
+
+    Raises:
+      ValueError: a `mask` that is not a matrix; `packed` with `num_blocks != 1` or without a
+        bias.
     """
 
     def __init__(
@@ -45,12 +55,19 @@ class MaskedDense(tf_keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         use_bias: bool = True,
         num_blocks: int = 4,
+        packed: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         mask = np.asarray(mask, dtype=np.float32)
         if mask.ndim != 2:
             raise ValueError(f"`mask` must be a [fan_in, fan_out] matrix; got shape {mask.shape}")
+        if packed and (num_blocks != 1 or not use_bias):
+            raise ValueError(
+                "`packed=True` needs `num_blocks=1` and `use_bias=True`; got "
+                f"num_blocks={num_blocks!r}, use_bias={use_bias!r}"
+            )
+        self.packed = bool(packed)
         self._mask_np = mask
         self.units = mask.shape[1]
         self.kernel_initializer = tf_keras.initializers.get(kernel_initializer)
@@ -70,6 +87,10 @@ class MaskedDense(tf_keras.layers.Layer):
             )
         # Masks live as eager tensors that tf.function captures by reference: as graph constants
         # they would be copied into every traced graph (hundreds of MiB for wide MADEs).
+        if self.packed:
+            self._build_packed()
+            super().build(input_shape)
+            return
         with tf.init_scope():
             self._block_masks = [
                 None if block.all() else tf.constant(block, dtype=self.dtype)
@@ -94,13 +115,35 @@ class MaskedDense(tf_keras.layers.Layer):
         )
         super().build(input_shape)
 
+    def _build_packed(self):
+        fan_in, units = self._mask_np.shape
+        # The bias row is never masked; a mask of ones is not applied at all.
+        mask = np.concatenate([self._mask_np, np.ones([1, units], np.float32)])
+        with tf.init_scope():
+            self._packed_mask = None if mask.all() else tf.constant(mask, dtype=self.dtype)
+            kernel = self.kernel_initializer((fan_in, units), dtype=self.dtype) * self._mask_np
+            value = tf.concat([kernel, tf.zeros([1, units], self.dtype)], axis=0)
+        self.kernel_and_bias = self.add_weight(
+            "kernel_and_bias", shape=value.shape, initializer=lambda *_, v=value, **__: v
+        )
+
+    def _packed_kernel(self):  # [fan_in + 1, units]: the masked kernel over the bias row
+        mask = self._packed_mask
+        return self.kernel_and_bias if mask is None else self.kernel_and_bias * mask
+
     def _block_kernel(self, i):
         mask = self._block_masks[i]
         return self.kernels[i] if mask is None else self.kernels[i] * mask
 
+    def bias_term(self) -> tf.Tensor | None:
+        """The bias as used in the computation (a packed layer's last row), or None."""
+        return self.kernel_and_bias[-1] if self.packed else self.bias
+
     def masked_kernel(self) -> tf.Tensor:
         """The full `[fan_in, fan_out]` kernel as used in the computation, `kernel * mask`."""
         fan_in = self._mask_np.shape[0]
+        if self.packed:
+            return self._packed_kernel()[:fan_in]
         columns = []
         for i, (r0, r1, c0, c1) in enumerate(self.blocks):
             if r1 == r0:
@@ -110,8 +153,17 @@ class MaskedDense(tf_keras.layers.Layer):
         return columns[0] if len(columns) == 1 else tf.concat(columns, axis=1)
 
     def call(self, x):
-        batch_shape = tf.shape(x)[:-1]
         x2 = tf.reshape(x, [-1, self._mask_np.shape[0]])
+        if self.packed:
+            x2 = tf.concat([x2, tf.ones_like(x2[:, :1])], axis=1)  # [x, 1]: the bias row
+            y = tf.matmul(x2, self._packed_kernel())
+        else:
+            y = self._blocks_matmul(x2)
+        y = tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.units]], axis=0))
+        y.set_shape(x.shape[:-1].concatenate([self.units]))
+        return y
+
+    def _blocks_matmul(self, x2):
         parts = []
         for i, (r0, r1, c0, c1) in enumerate(self.blocks):
             if r1 == r0:
@@ -122,8 +174,6 @@ class MaskedDense(tf_keras.layers.Layer):
         y = parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
         if self.bias is not None:
             y = tf.nn.bias_add(y, self.bias)
-        y = tf.reshape(y, tf.concat([batch_shape, [self.units]], axis=0))
-        y.set_shape(x.shape[:-1].concatenate([self.units]))
         return y
 
 

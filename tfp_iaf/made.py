@@ -53,6 +53,10 @@ class MADE(AutoregressiveNetwork):
         more than one, a large kernel is stored and multiplied as blocks that skip its
         all-zero rows, fewer multiply-adds at large batches; 1 keeps one matmul per layer,
         faster for small batches (measured: a VI surrogate's 16 samples, docs/benchmarks_vi.md).
+      packed: each masked layer's kernel and bias as one variable, `kernel_and_bias`
+        (`MaskedDense`'s `packed`; needs `kernel_blocks=1`): the same function with half the
+        variables and no bias adds, faster where each op costs more than its arithmetic (a
+        VI surrogate's step: docs/benchmarks_vi.md). Its checkpoints have other keys.
       seed: seed for "random" order and hidden degrees, and of the initial weights (each
         layer's initializer gets its own seed derived from it); None: unseeded weights, and a
         random order or degrees drawn from TensorFlow's global seed if one is set (so
@@ -63,7 +67,8 @@ class MADE(AutoregressiveNetwork):
       TypeError: a size that is not an int (bools included), `hidden_units` not a list, or a
         `dtype` that is not floating-point.
       ValueError: empty or non-positive `hidden_units`, a layer too narrow to connect every
-        output, a bad `order`/`hidden_degrees`, or `residual` with unequal widths.
+        output, a bad `order`/`hidden_degrees`, `residual` with unequal widths, or `packed`
+        with `kernel_blocks != 1`.
 
     Examples:
       >>> made = MADE(event_size=3, hidden_units=[8], context_size=2)
@@ -87,6 +92,7 @@ class MADE(AutoregressiveNetwork):
         residual: bool = False,
         kernel_initializer="glorot_uniform",
         kernel_blocks: int = 4,
+        packed: bool = False,
         seed: int | None = None,
         **kwargs,
     ):
@@ -106,6 +112,8 @@ class MADE(AutoregressiveNetwork):
             )
         context_size = _checks.positive_int("context_size", context_size, optional=True)
         kernel_blocks = _checks.positive_int("kernel_blocks", kernel_blocks)
+        if packed and kernel_blocks != 1:
+            raise ValueError(f"`packed=True` needs `kernel_blocks=1`; got {kernel_blocks}")
         num_params = _checks.positive_int("num_params", num_params)
         random = hidden_degrees == "random" or (isinstance(order, str) and order == "random")
         degrees, self.layer_degrees, masks = masks_lib.made_masks(
@@ -135,6 +143,7 @@ class MADE(AutoregressiveNetwork):
                 if i < len(hidden_units)
                 else output_initializer(_layer_seed(seed, i)),
                 num_blocks=kernel_blocks,
+                packed=packed,
                 dtype=self.dtype,
                 name=f"masked_{i}",
             )
@@ -208,7 +217,8 @@ class MADE(AutoregressiveNetwork):
         y_t = columns(y, d)
 
         def constant_t(layer, term):  # bias + context term, transposed: [units, n]
-            c = tf.zeros([layer.units], self.dtype) if layer.bias is None else layer.bias
+            c = layer.bias_term()
+            c = tf.zeros([layer.units], self.dtype) if c is None else c
             if term is not None:
                 return columns(term + c, layer.units)
             return tf.broadcast_to(c[:, None], [layer.units, n])

@@ -164,7 +164,9 @@ def _iaf_steps(
             hidden_units,
             order="left-to-right" if (num_steps - 1 - t) % 2 == 0 else "right-to-left",
             activation=activation,
-            kernel_blocks=1,  # one matmul a layer: faster at VI's few samples (benchmarks_vi.md)
+            # One variable and one matmul a layer: faster at VI's few samples (benchmarks_vi.md).
+            kernel_blocks=1,
+            packed=True,
             dtype=dtype.name,
             seed=None if seed is None else seed + t,
             name=f"made_{t}",
