@@ -135,11 +135,15 @@ def test_evaluate_and_sample_modes_restore_the_run(cifar10_vae, tmp_path, monkey
         monkeypatch.setattr(experiment, "train", None)  # a mode that trained would fail
         evaluated = cifar10_vae.evaluate(config)
         path = cifar10_vae.sample(dataclasses.replace(config, temperature=0.5))
+        other_seed = cifar10_vae.sample(dataclasses.replace(config, temperature=0.5, seed=3))
     for key in ("test_bits_per_dim", "test_elbo"):
         assert evaluated[key] == pytest.approx(trained[key], rel=1e-6), key
     assert json.loads((tmp_path / "evaluation_step2_k3.json").read_text())["steps"] == 2
     assert path == str(tmp_path / "samples_step2_t0.5.png")
     check_image_grid(path, 36, IMAGE)
+    # Another seed draws other samples of the same model, into a file of its own.
+    assert other_seed == str(tmp_path / "samples_step2_t0.5_seed3.png")
+    check_image_grid(other_seed, 36, IMAGE)
 
 
 MIRRORED = """

@@ -108,6 +108,18 @@ def test_a_model_dir_without_checkpoints_is_refused(tmp_path, mode):
     assert list(tmp_path.iterdir()) == [] and loads == []
 
 
+def test_another_seed_evaluates_the_same_model_into_its_own_file(tmp_path):
+    # The restored model does not depend on the seed; only the importance samples do.
+    run_tiny_experiment(tmp_path, X, num_steps=2)
+    first, other = evaluate(tmp_path), evaluate(tmp_path, seed=1)
+    assert other["evaluation"]["seed"] == 1 and other["steps"] == first["steps"] == 2
+    assert other["test_log_px"] != first["test_log_px"]
+    assert np.isclose(other["test_log_px"], first["test_log_px"], rtol=0.05)
+    saved = json.loads((tmp_path / "evaluation_step2_k3_2.json").read_text())
+    assert saved["evaluation"]["seed"] == 1
+    assert json.loads((tmp_path / "evaluation_step2_k3.json").read_text()) == first
+
+
 def test_a_checkpoint_of_other_flags_is_refused(tmp_path):
     run_tiny_experiment(tmp_path, X, num_steps=2)
     with pytest.raises(

@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import tensorflow as tf
@@ -78,6 +78,8 @@ class Checkpoints:
         writes to a temporary directory).
       fingerprint: saved with each checkpoint and compared on restore (None: not checked).
       max_to_keep: the intact checkpoints kept.
+      may_differ: fingerprint fields a restore does not compare, beyond `RESUMABLE_SETTINGS`
+        (which no fingerprint holds): e.g. `seed` when a finished run is only evaluated.
     """
 
     def __init__(
@@ -88,12 +90,14 @@ class Checkpoints:
         write_dir: str | None = None,
         fingerprint: dict | None = None,
         max_to_keep: int = 2,
+        may_differ: Collection[str] = (),
     ):
         self.checkpoint, self.directory = checkpoint, directory
         # `restore` creates the counter, so every write holds it too (as TF's manager writes).
         checkpoint.save_counter  # noqa: B018
         self.write_dir = write_dir or directory
         self.fingerprint, self.max_to_keep = fingerprint, max_to_keep
+        self.may_differ = frozenset(may_differ)
         self.latest: str | None = None  # the newest checkpoint known intact
         self._intact: set[int] = set()  # steps in `write_dir` known intact
 
@@ -171,13 +175,17 @@ class Checkpoints:
                 prefix,
             )
             return
-        differing = differences(saved, self.fingerprint)
+        compared = [
+            {k: v for k, v in fields.items() if k not in self.may_differ}
+            for fields in (saved, self.fingerprint)
+        ]
+        differing = differences(*compared)
         if differing:
             raise CheckpointError(
                 f"the checkpoint {prefix} is of another model or run than this one, so it "
                 f"cannot resume it: {'; '.join(differing)}. Run with the settings that wrote "
                 f"it (in {prefix}.json), or use another model_dir. Settings that may change "
-                f"on resume: {', '.join(sorted(RESUMABLE_SETTINGS))}"
+                f"on resume: {', '.join(sorted(RESUMABLE_SETTINGS | self.may_differ))}"
             )
 
     def save(self, step: int) -> str:

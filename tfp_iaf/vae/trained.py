@@ -5,17 +5,17 @@ and sample modes, which restore a trained `model_dir` and train nothing, save no
   its checkpoints restore into it) and the test batches; `evaluate_model`: test ELBO and
   importance-sampled log p(x), in nats and bits/dim, `result_figures` their recorded names.
 - `evaluate_trained` (`--mode=evaluate`): the newest intact checkpoint, checked against the
-  model's fingerprint as a resume is, evaluated with its Polyak-averaged weights at
-  k = `num_importance_samples` (`importance_chunk` at a time, with a progress bar); logs one
-  summary line and writes `evaluation_step<S>_k<K>.json` beside `results.json`. An evaluation
-  of other settings (seed, chunk, batch, test examples) at the same step and k is written to
-  `..._2.json` (and so on), never over another's file.
+  model's fingerprint as a resume is (but for `seed`, which only draws), evaluated with its
+  Polyak-averaged weights at k = `num_importance_samples` (`importance_chunk` at a time, with
+  a progress bar); logs one line and writes `evaluation_step<S>_k<K>.json` beside
+  `results.json`, or `..._2.json` (and so on) for other settings (seed, chunk, batch, test
+  examples) at the same step and k, never over another's file.
 - `sample_trained` (`--mode=sample`): `samples_step<S>_t<T>.png`, samples with the prior's
   scale times `config.temperature` (1: training's `samples.png` at the same step and seed).
 
 Both build the model on the first test batch, on one device (the checkpoint overwrites any
-data-dependent init). Not a directory: `ModelDirError` (nothing is created); no checkpoint, or
-one of another configuration: `CheckpointError` (under `run_or_exit`, one line each).
+data-dependent init). Not a directory: `ModelDirError`, nothing created; no checkpoint, or one
+of another configuration: `CheckpointError` (under `run_or_exit`, one line each).
 """
 
 from __future__ import annotations
@@ -209,6 +209,7 @@ def _restore(
         directory,
         write_dir=os.devnull,
         fingerprint=fingerprint(model, dataclasses.asdict(config)),
+        may_differ={"seed"},
     )
     try:
         path = store.restore_newest()
@@ -315,7 +316,7 @@ def sample_trained(
     """Writes a grid of samples of the newest intact checkpoint of `config.model_dir`.
 
     `model.sample(num_samples, seed=config.seed, temperature=config.temperature)`, averaged
-    weights, to `model_dir/samples_step<S>_t<T>.png` (a rerun at that step and T replaces it).
+    weights, to `model_dir/samples_step<S>_t<T>[_seed<N>].png` (`_seed<N>` for a seed but 0).
 
     Args:
       config: the run's settings, as for `evaluate_trained`; reads `temperature` and `seed`.
@@ -332,19 +333,18 @@ def sample_trained(
     """
     _check_trained(config.model_dir, "sample")
     test_ds = load_test_split(config, load_split)
-    model, step, checkpoint, weights = _restore(
-        config, make_model, test_ds, mixed_precision, "sample"
-    )
-    t = config.temperature
-    images = model.sample(num_samples, seed=config.seed, temperature=t).numpy()
+    model, step, ckpt, weights = _restore(config, make_model, test_ds, mixed_precision, "sample")
+    t, seed = config.temperature, config.seed
+    images = model.sample(num_samples, seed=seed, temperature=t).numpy()
     title = (
         f"{num_samples} samples at temperature {t:g} (the prior's scale x{t:g}): means of "
         f"p(x | z) (step {step}, {weights})"
     )
-    path = os.path.join(config.model_dir, f"samples_step{step}_t{t:g}.png")
+    name = f"samples_step{step}_t{t:g}{f'_seed{seed}' if seed else ''}.png"
+    path = os.path.join(config.model_dir, name)
     save_image_grid(np.asarray(images), path, title=title)
     logging.info(
         "Wrote %s: %d samples of %s (step %d, %s) at temperature %g.",
-        path, num_samples, checkpoint, step, weights, t,
+        path, num_samples, ckpt, step, weights, t,
     )  # fmt: skip
     return path
