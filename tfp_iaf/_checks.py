@@ -161,6 +161,14 @@ def as_input(value, dtype):
     return value
 
 
+def _check_trailing_shape(t, expected, arg: str, kind: str, got: str, owner: str) -> None:
+    trailing = tuple(t.shape[-len(expected) :]) if t.shape.rank is not None else None
+    if trailing is not None and not _fits(trailing, expected):
+        raise ValueError(
+            f"`{arg}` must have {kind} {expected} ({owner}); got {got} {tuple(t.shape)}"
+        )
+
+
 def check_inputs(
     x: tf.Tensor,
     context: tf.Tensor | None,
@@ -190,13 +198,7 @@ def check_inputs(
       ValueError: a shape that does not fit, or a context missing or unexpected.
       TypeError: a dtype that is not `dtype`.
     """
-    ndims = len(event_shape)
-    event = tuple(x.shape[-ndims:]) if x.shape.rank is not None else None
-    if event is not None and not _fits(event, event_shape):
-        raise ValueError(
-            f"`{arg}` must have event shape {event_shape} ({owner}); got input shape "
-            f"{tuple(x.shape)}"
-        )
+    _check_trailing_shape(x, event_shape, arg, "event shape", "input shape", owner)
     if x.dtype != dtype:
         raise TypeError(
             f"`{arg}` has dtype {x.dtype.name} but {owner} is {dtype.name}; build it with "
@@ -213,18 +215,12 @@ def check_inputs(
         raise ValueError(
             f"`context` is required: {owner} was built with context shape {context_shape}"
         )
-    c_ndims = len(context_shape)
-    trailing = tuple(context.shape[-c_ndims:]) if context.shape.rank is not None else None
-    if trailing is not None and not _fits(trailing, context_shape):
-        raise ValueError(
-            f"`context` must have trailing shape {context_shape} ({owner}); got shape "
-            f"{tuple(context.shape)}"
-        )
+    _check_trailing_shape(context, context_shape, "context", "trailing shape", "shape", owner)
     if context.dtype != dtype:
         raise TypeError(f"`context` has dtype {context.dtype.name} but {owner} is {dtype.name}")
-    x_batch = x.shape[: x.shape.rank - ndims] if event is not None else None
-    c_batch = context.shape[: context.shape.rank - c_ndims] if trailing is not None else None
-    if x_batch is not None and c_batch is not None:
+    if x.shape.rank is not None and context.shape.rank is not None:
+        x_batch = x.shape[: x.shape.rank - len(event_shape)]
+        c_batch = context.shape[: context.shape.rank - len(context_shape)]
         try:
             tf.broadcast_static_shape(x_batch, c_batch)
         except ValueError:

@@ -13,8 +13,8 @@ through `tfp_iaf.keras3.FlowLayer`, Keras 3's `.weights.h5` and `.keras` files.
 - Fields: what changes the flow's function for the same weights (its class, shapes, update,
   bounds, its networks' orders, widths and activations), never its name, dtype, seed or
   initialisation. Nested flows nest their parts' fingerprints (`steps[0].gated`).
-- A checkpoint without a fingerprint (written before fingerprints, or of the networks alone)
-  restores as before: TensorFlow's `assert_consumed` checks that every value in the checkpoint
+- A checkpoint without a fingerprint (written by an earlier version, or of the networks alone)
+  restores unchecked: TensorFlow's `assert_consumed` checks that every value in the checkpoint
   found an object, not that every attribute of an object found a value, so the missing string
   is no error. A checkpoint with one restored by other code is unaffected unless that code
   asserts that every value was consumed.
