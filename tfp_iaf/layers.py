@@ -21,7 +21,7 @@ __all__ = ["MaskedConv2D", "MaskedDense"]
 class MaskedDense(tf_keras.layers.Layer):
     """A dense layer whose kernel is multiplied by a fixed 0/1 mask on every call.
 
-    - `y = x @ (kernel * mask) + bias`
+    - `y = x @ (kernel * mask * multiplier) + bias`
 
     MADE masks with sorted degrees are block triangular: about half their entries are zero. The
     kernel is stored as `num_blocks` column blocks, each only as tall as the rows its mask uses,
@@ -42,11 +42,17 @@ class MaskedDense(tf_keras.layers.Layer):
         update, and no separate bias add, where each op costs more than its arithmetic (a VI
         step's few samples: docs/benchmarks_vi.md). One block, so `num_blocks` must be 1;
         needs `use_bias`.
+      multiplier: a fixed positive factor on the kernel, folded into the mask: the kernel
+        starts at its initial value divided by it, so the layer computes the same function at
+        initialisation, while an optimizer's step on the stored kernel moves the output by
+        `multiplier` times as much. With `1 / sqrt(fan_in)` an Adam step (about the learning
+        rate on every weight) moves a pre-activation by `O(sqrt(fan_in))` times the rate, not
+        `O(fan_in)` (the NTK parametrisation).
       **kwargs: passed to `tf_keras.layers.Layer`.
 
     Raises:
       ValueError: a `mask` that is not a matrix; `packed` with `num_blocks != 1` or without a
-        bias.
+        bias; a `multiplier` that is not a positive finite number.
     """
 
     def __init__(
@@ -56,9 +62,11 @@ class MaskedDense(tf_keras.layers.Layer):
         use_bias: bool = True,
         num_blocks: int = 4,
         packed: bool = False,
+        multiplier: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.multiplier = _checks.finite_float("multiplier", multiplier, positive=True)
         mask = np.asarray(mask, dtype=np.float32)
         if mask.ndim != 2:
             raise ValueError(f"`mask` must be a [fan_in, fan_out] matrix; got shape {mask.shape}")
@@ -91,12 +99,14 @@ class MaskedDense(tf_keras.layers.Layer):
             self._build_packed()
             super().build(input_shape)
             return
+        c = self.multiplier
         with tf.init_scope():
             self._block_masks = [
-                None if block.all() else tf.constant(block, dtype=self.dtype)
+                None if block.all() and c == 1.0 else tf.constant(block * c, dtype=self.dtype)
                 for block in (self._mask_np[r0:r1, c0:c1] for r0, r1, c0, c1 in self.blocks)
             ]
             full = self.kernel_initializer(self._mask_np.shape, dtype=self.dtype) * self._mask_np
+            full = full / c
         self.kernels = []
         for i, (r0, r1, c0, c1) in enumerate(self.blocks):
             name = "kernel" if len(self.blocks) == 1 else f"kernel_{i}"
@@ -117,11 +127,15 @@ class MaskedDense(tf_keras.layers.Layer):
 
     def _build_packed(self):
         fan_in, units = self._mask_np.shape
-        # The bias row is never masked; a mask of ones is not applied at all.
-        mask = np.concatenate([self._mask_np, np.ones([1, units], np.float32)])
+        # The bias row is never masked nor multiplied; a mask of ones is not applied at all.
+        c = self.multiplier
+        mask = np.concatenate([self._mask_np * c, np.ones([1, units], np.float32)])
         with tf.init_scope():
-            self._packed_mask = None if mask.all() else tf.constant(mask, dtype=self.dtype)
+            self._packed_mask = (
+                None if mask.all() and c == 1.0 else tf.constant(mask, dtype=self.dtype)
+            )
             kernel = self.kernel_initializer((fan_in, units), dtype=self.dtype) * self._mask_np
+            kernel = kernel / c
             value = tf.concat([kernel, tf.zeros([1, units], self.dtype)], axis=0)
         self.kernel_and_bias = self.add_weight(
             "kernel_and_bias", shape=value.shape, initializer=lambda *_, v=value, **__: v
@@ -140,7 +154,7 @@ class MaskedDense(tf_keras.layers.Layer):
         return self.kernel_and_bias[-1] if self.packed else self.bias
 
     def masked_kernel(self) -> tf.Tensor:
-        """The full `[fan_in, fan_out]` kernel as used in the computation, `kernel * mask`."""
+        """The `[fan_in, fan_out]` kernel as used: `kernel * mask * multiplier`."""
         fan_in = self._mask_np.shape[0]
         if self.packed:
             return self._packed_kernel()[:fan_in]

@@ -22,6 +22,9 @@ from tfp_iaf.layers import MaskedDense
 __all__ = ["MADE"]
 
 
+PARAMETRIZATIONS = ("standard", "ntk")
+
+
 class MADE(AutoregressiveNetwork):
     """Masked Autoencoder for Distribution Estimation: a dense autoregressive network.
 
@@ -67,8 +70,8 @@ class MADE(AutoregressiveNetwork):
       TypeError: a size that is not an int (bools included), `hidden_units` not a list, or a
         `dtype` that is not floating-point.
       ValueError: empty or non-positive `hidden_units`, a layer too narrow to connect every
-        output, a bad `order`/`hidden_degrees`, `residual` with unequal widths, or `packed`
-        with `kernel_blocks != 1`.
+        output, a bad `order`/`hidden_degrees`/`parametrization`, `residual` with unequal
+        widths, or `packed` with `kernel_blocks != 1`.
 
     Examples:
       >>> made = MADE(event_size=3, hidden_units=[8], context_size=2)
@@ -93,6 +96,7 @@ class MADE(AutoregressiveNetwork):
         kernel_initializer="glorot_uniform",
         kernel_blocks: int = 4,
         packed: bool = False,
+        parametrization: str = "standard",
         seed: int | None = None,
         **kwargs,
     ):
@@ -115,6 +119,10 @@ class MADE(AutoregressiveNetwork):
         if packed and kernel_blocks != 1:
             raise ValueError(f"`packed=True` needs `kernel_blocks=1`; got {kernel_blocks}")
         num_params = _checks.positive_int("num_params", num_params)
+        if parametrization not in PARAMETRIZATIONS:
+            raise ValueError(
+                f"`parametrization` must be one of {PARAMETRIZATIONS}; got {parametrization!r}"
+            )
         random = hidden_degrees == "random" or (isinstance(order, str) and order == "random")
         degrees, self.layer_degrees, masks = masks_lib.made_masks(
             event_size,
@@ -135,10 +143,12 @@ class MADE(AutoregressiveNetwork):
         self.hidden_units = hidden_units
         self.context_size = context_size
         self.residual = residual
+        self.parametrization = parametrization
         self.activation = tf_keras.activations.get(activation)
         self.masked_layers = [
             MaskedDense(
                 mask,
+                multiplier=1.0 / np.sqrt(mask.shape[0]) if parametrization == "ntk" else 1.0,
                 kernel_initializer=seeded_initializer(kernel_initializer, _layer_seed(seed, i))
                 if i < len(hidden_units)
                 else output_initializer(_layer_seed(seed, i)),
@@ -171,6 +181,8 @@ class MADE(AutoregressiveNetwork):
             "order": _fingerprint.order_name(self.degrees),
             # The connectivity, random hidden degrees included.
             "masks": _fingerprint.digest(*(layer.mask for layer in self.masked_layers)),
+            # Only where it differs from "standard": older checkpoints' fingerprints unchanged.
+            **({} if self.parametrization == "standard" else {"parametrization": "ntk"}),
         }
 
     def build(self, input_shape):
