@@ -4,8 +4,12 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfp_iaf import vi
+
+tfb, tfd = tfp.bijectors, tfp.distributions
 
 
 def bad_log_weights(spread: float, n: int = 4000) -> dict[str, np.ndarray]:
@@ -54,3 +58,18 @@ def test_log_evidence_bad_input():
         vi.log_evidence([])
     with pytest.raises(ValueError, match=r"`log_weights` must not be NaN; got 1 NaN"):
         vi.log_evidence([0.0, np.nan])
+
+
+def test_softmax_centered_and_a_dirichlet_model_sample_and_fit():
+    """TFP 0.25's `tfb.Pad` calls `np.reshape(newshape=)`, which NumPy 2.4 removed."""
+    simplex = tfb.SoftmaxCentered().forward(tf.constant([[0.5, -1.0]]))
+    np.testing.assert_allclose(tf.reduce_sum(simplex, -1), [1.0], rtol=1e-6)
+    model = tfd.Dirichlet([1.0, 2.0, 3.0])
+    q = vi.surrogate_for(model, seed=0)
+    z = q.sample(4, seed=(1, 2))
+    assert z.shape == [4, 3]
+    np.testing.assert_allclose(tf.reduce_sum(z, -1), np.ones(4), rtol=1e-5)
+    losses = tfp.vi.fit_surrogate_posterior(
+        model.log_prob, q, tf.optimizers.Adam(0.01), 5, sample_size=4, seed=(3, 4)
+    )
+    assert np.all(np.isfinite(losses))
