@@ -19,6 +19,9 @@ tfd = tfp.distributions
 __all__ = ["build_iaf_surrogate_posterior", "flat_to_event", "surrogate_for"]
 
 AFFINE_KINDS = ("diag", "tril", None)
+# The default hidden width's cap: `2 D` units a layer cost `O(D^2)` weights (500 million at
+# D = 5000); at 1024, D = 5000 has about 33 million, and D <= 512 keeps `max(32, 2 D)`.
+MAX_DEFAULT_WIDTH = 1024
 
 
 def build_iaf_surrogate_posterior(
@@ -74,7 +77,9 @@ def build_iaf_surrogate_posterior(
         bijectors like `event_shape`. E.g. an inference_gym model's
         `default_event_space_bijector`, or `jd.experimental_default_event_space_bijector()`.
       num_steps: IAF steps (with `D == 1`, an IAF step is an affine map).
-      hidden_units: the MADEs' hidden widths; default `[max(32, 2 D)] * 2`.
+      hidden_units: the MADEs' hidden widths; default `[min(max(32, 2 D), 1024)] * 2`. Layers
+        narrower than `D - 1` (the default's, past `D = 1025`) leave each output without the
+        few inputs just before it that no hidden unit carries (`MADE`'s `allow_narrow`).
       affine: "diag" (per-dimension scale and shift), "tril" (full-rank) or None.
       initial_scale: the affine step's initial scale, > 0.
       gated: gated IAF updates (`y = g x + (1 - g) m`) instead of affine ones.
@@ -116,7 +121,7 @@ def build_iaf_surrogate_posterior(
     to_event, size = flat_to_event(event_shape, bijector, validate_args=validate_args)
     dtype = tf.nest.flatten(structure.as_dtypes(dtype, structure.as_shapes(event_shape)))[0]
     if hidden_units is None:
-        hidden_units = [max(32, 2 * size)] * 2
+        hidden_units = [min(max(32, 2 * size), MAX_DEFAULT_WIDTH)] * 2
 
     iaf_seed = None if seed is None else int(np.random.default_rng(seed).integers(2**30))
     with tf.name_scope(name or "build_iaf_surrogate_posterior"):
@@ -167,6 +172,7 @@ def _iaf_steps(
             # One variable and one matmul a layer: faster at VI's few samples (benchmarks_vi.md).
             kernel_blocks=1,
             packed=True,
+            allow_narrow=True,  # with layers at least `size - 1` wide it changes nothing
             dtype=dtype.name,
             seed=None if seed is None else seed + t,
             name=f"made_{t}",
