@@ -43,7 +43,7 @@ class MADE(AutoregressiveNetwork):
     Args:
       event_size: number of positions `D`.
       hidden_units: widths of the hidden layers; each needs at least `D - 1` units so that every
-        output can see every input before it.
+        output can see every input before it (unless `allow_narrow`).
       num_params: parameters per position.
       context_size: size of the context vector, or None for no context.
       order: "left-to-right", "right-to-left", "random" (drawn with `seed`) or a permutation of
@@ -60,6 +60,17 @@ class MADE(AutoregressiveNetwork):
         (`MaskedDense`'s `packed`; needs `kernel_blocks=1`): the same function with half the
         variables and no bias adds, faster where each op costs more than its arithmetic (a
         VI surrogate's step: docs/benchmarks_vi.md). Its checkpoints have other keys.
+      allow_narrow: accept hidden layers narrower than `D - 1` (for large `D`, where
+        `D - 1` units a layer cost `O(D^2)` weights). A narrow layer's degrees are spread
+        evenly over `1..D-1` ("equal") or drawn from it ("random"), so some degrees have no
+        unit, and an output loses the inputs just before it: with `S_l` the degrees of layer
+        `l`'s units, the output of degree `d` sees exactly the inputs of degree `<= m_1`,
+        where `m_L` is the largest degree in `S_L` below `d` and each earlier `m_l` the
+        largest in `S_l` not above `m_{l+1}`; the inputs of degree `m_1 + 1 .. d - 1` are
+        lost to it (all of them where no such `m` exists; with "equal" and width `H` in every
+        layer, at most `ceil((D - 1) / H) - 1` of them). Every output still depends only on
+        inputs before it (the network stays autoregressive, and the inverse exact). Layers at
+        least `D - 1` wide are unchanged.
       seed: seed for "random" order and hidden degrees, and of the initial weights (each
         layer's initializer gets its own seed derived from it); None: unseeded weights, and a
         random order or degrees drawn from TensorFlow's global seed if one is set (so
@@ -67,11 +78,11 @@ class MADE(AutoregressiveNetwork):
       **kwargs: passed to `tf_keras.layers.Layer` (`name`, `dtype`, ...).
 
     Raises:
-      TypeError: a size that is not an int (bools included), `hidden_units` not a list, or a
-        `dtype` that is not floating-point.
+      TypeError: a size that is not an int (bools included), `hidden_units` not a list, a
+        `dtype` that is not floating-point, or an `allow_narrow` that is not a bool.
       ValueError: empty or non-positive `hidden_units`, a layer too narrow to connect every
-        output, a bad `order`/`hidden_degrees`/`parametrization`, `residual` with unequal
-        widths, or `packed` with `kernel_blocks != 1`.
+        output (without `allow_narrow`), a bad `order`/`hidden_degrees`/`parametrization`,
+        `residual` with unequal widths, or `packed` with `kernel_blocks != 1`.
 
     Examples:
       >>> made = MADE(event_size=3, hidden_units=[8], context_size=2)
@@ -96,17 +107,20 @@ class MADE(AutoregressiveNetwork):
         kernel_initializer="glorot_uniform",
         kernel_blocks: int = 4,
         packed: bool = False,
+        allow_narrow: bool = False,
         parametrization: str = "standard",
         seed: int | None = None,
         **kwargs,
     ):
         event_size = _checks.positive_int("event_size", event_size)
         hidden_units = _checks.positive_int_list("hidden_units", hidden_units)
-        if event_size > 1 and min(hidden_units) < event_size - 1:
+        if not isinstance(allow_narrow, bool):
+            raise TypeError(f"`allow_narrow` must be a bool; got {allow_narrow!r}")
+        if not allow_narrow and event_size > 1 and min(hidden_units) < event_size - 1:
             raise ValueError(
                 f"`hidden_units` = {hidden_units} is too small to connect every output for "
                 f"event_size={event_size}: each hidden layer needs at least {event_size - 1} "
-                "units (event_size - 1)"
+                "units (event_size - 1), or `allow_narrow=True`"
             )
         if residual and len(set(hidden_units)) != 1:
             raise ValueError(f"`residual=True` needs equal hidden widths; got {hidden_units}")
@@ -144,6 +158,8 @@ class MADE(AutoregressiveNetwork):
         self.context_size = context_size
         self.residual = residual
         self.parametrization = parametrization
+        # Whether the option took effect: with layers at least `D - 1` wide it changes nothing.
+        self.narrow = allow_narrow and min(hidden_units) < event_size - 1
         self.activation = tf_keras.activations.get(activation)
         self.masked_layers = [
             MaskedDense(
@@ -181,8 +197,10 @@ class MADE(AutoregressiveNetwork):
             "order": _fingerprint.order_name(self.degrees),
             # The connectivity, random hidden degrees included.
             "masks": _fingerprint.digest(*(layer.mask for layer in self.masked_layers)),
-            # Only where it differs from "standard": older checkpoints' fingerprints unchanged.
+            # Each only where it changes the function, so every other network's fingerprint is
+            # the one it has without the option.
             **({} if self.parametrization == "standard" else {"parametrization": "ntk"}),
+            **({"allow_narrow": True} if self.narrow else {}),
         }
 
     def build(self, input_shape):

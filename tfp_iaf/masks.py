@@ -11,7 +11,9 @@ One vocabulary for every network (MADE, Germain et al. 2015, arXiv:1502.03509):
   a hidden unit of degree `m` sees units of degree `<= m`; an output (`strict=True`) of degree
   `d` sees units of degree `< d`. Composing layers, an output depends on inputs `< d` only.
 - Dense (`made_masks`): inputs `1..D`, hidden units `1..D-1`. The context reaches every layer,
-  so the output of degree 1 needs no hidden unit.
+  so the output of degree 1 needs no hidden unit. A layer narrower than `D - 1` (MADE's
+  `allow_narrow`) leaves degrees without a unit, and an output loses the inputs of degree
+  above the largest hidden degree below its own.
 - Convolutional (`conv_made_masks`, PixelCNN style): the degree of an event position
   `(i, j, c)` combines its place in the spatial order with its *channel degree*
   (`channel_degrees`: `1..C`). Hidden channels are split into `C` equal groups of channel degree
@@ -108,8 +110,9 @@ def hidden_degrees(
       num_units: width of the layer.
       max_degree: the largest useful degree (`event_size - 1` dense, `C - 1` conv).
       method: "equal" spreads the units evenly over `min_degree..max_degree` (contiguous groups
-        of equal size when `num_units` is a multiple of the span); "random" draws them
-        uniformly from that range.
+        of equal size when `num_units` is a multiple of the span; with fewer units than
+        degrees, one unit every `span / num_units` degrees from `min_degree` on); "random"
+        draws them uniformly from that range.
       min_degree: the smallest degree.
       seed: seed for "random".
 

@@ -24,9 +24,31 @@ def importance_weights(target_log_prob_fn, surrogate_posterior, num_samples: int
 
 
 def log_evidence(log_weights) -> float:
-    """The importance-sampled `log p(data) ~= log mean(w)`, from `log w` (NumPy or tensor)."""
+    """The importance-sampled `log p(data) ~= log mean(w)`, from `log w` (NumPy or tensor).
+
+    Args:
+      log_weights: `log w`, any shape (flattened), at least one value. A `-inf` is a weight of
+        0 (a sample where the target has no mass) and counts in the mean; a `+inf` makes the
+        estimate `+inf`.
+
+    Returns:
+      `log mean(w)`, computed in log space (no weight is exponentiated); `-inf` when every
+      weight is 0.
+
+    Raises:
+      ValueError: no weights, or a NaN one.
+    """
     lw = np.asarray(log_weights, np.float64).ravel()
-    return float(np.logaddexp.reduce(lw) - math.log(lw.size))
+    if lw.size == 0:
+        raise ValueError(f"`log_weights` must hold at least one value; got {lw.size}")
+    if np.any(np.isnan(lw)):
+        raise ValueError(f"`log_weights` must not be NaN; got {np.sum(np.isnan(lw))} NaN")
+    if np.any(lw == math.inf):
+        return math.inf
+    top = lw.max()
+    if top == -math.inf:
+        return -math.inf
+    return float(top + math.log(np.mean(np.exp(lw - top))))
 
 
 def pareto_khat(log_weights) -> float:
@@ -38,11 +60,18 @@ def pareto_khat(log_weights) -> float:
     surrogate) is reliable; `0.5 <= k < 0.7` usable; `k >= 0.7` the surrogate misses mass
     the target has. Yao et al. use it as a diagnostic of variational posteriors.
 
+    The fit is computed from `log w` alone, the exceedances relative to their lower quartile
+    (the estimate does not depend on their scale), so any spread of finite log-weights gives a
+    finite `k`, however many nats the tail spans.
+
     Args:
-      log_weights: `log w`, any shape (flattened), at least 25 values.
+      log_weights: `log w`, any shape (flattened), at least 25 values, all finite.
 
     Returns:
-      `k`; `-inf` when the tail's weights are all equal (`q` proportional to `p` there).
+      `k`; `-inf` when the tail's weights are all equal (`q` proportional to `p` there);
+      `+inf` when more than a quarter of the tail's weights equal the weight below the tail
+      while larger ones exist (the fit's limit as those exceedances go to 0: a tail too heavy to
+      estimate).
 
     Raises:
       ValueError: fewer than 25 weights, or a non-finite one.
@@ -62,28 +91,48 @@ def pareto_khat(log_weights) -> float:
     if not np.all(np.isfinite(lw)):
         raise ValueError(f"`log_weights` must be finite; got {np.sum(~np.isfinite(lw))} not")
     m = int(min(0.2 * n, 3.0 * math.sqrt(n)))
-    lw = lw - lw[-1]
-    exceedances = np.exp(lw[-m:]) - np.exp(lw[-m - 1])
-    if exceedances[-1] <= 0.0:
+    tail, threshold = lw[-m:], lw[-m - 1]
+    if tail[-1] <= threshold:
         return -math.inf
-    return _gpd_shape(exceedances)
+    with np.errstate(divide="ignore"):  # an exceedance of 0 has log -inf
+        # log(w_i - w_threshold), from log-weights of any size.
+        log_x = tail + np.log1p(-np.exp(threshold - tail))
+    log_quartile = log_x[int(m / 4 + 0.5) - 1]
+    if log_quartile == -math.inf:
+        return math.inf
+    return _gpd_shape(log_x - log_quartile)
 
 
-def _gpd_shape(x: np.ndarray) -> float:
-    """The shape `k` of a generalised Pareto distribution fitted to sorted `x > 0`.
+def _gpd_shape(log_x: np.ndarray) -> float:
+    """The shape `k` of a generalised Pareto distribution fitted to sorted exceedances `x > 0`.
 
     With `theta = -k / sigma` the density is `(1 - theta x)^(-1/k - 1) / sigma`; given theta,
     the likelihood is largest at `k(theta) = mean(log(1 - theta x))`, and Zhang and Stephens
     average theta over a grid under that profile likelihood. PSIS then shrinks `k` towards 0.5
     with the weight of 10 observations.
+
+    `k` does not depend on the exceedances' scale, so they come as `log_x = log(x / s)` for any
+    `s` (the caller's lower quartile, so that `x_(n/4) = 1`), and everything is computed from
+    `t = theta s` and `log_x`: no exceedance is ever exponentiated, so none under- or overflows.
     """
-    n = x.size
+    n = log_x.size
     m = 30 + int(math.sqrt(n))
-    theta = 1.0 - np.sqrt(m / (np.arange(1, m + 1) - 0.5))
-    theta = theta / (3.0 * x[int(n / 4 + 0.5) - 1]) + 1.0 / x[-1]
-    k = np.mean(np.log1p(-theta[:, None] * x), axis=1)
-    log_lik = n * (np.log(-theta / k) - k - 1.0)
+    # Zhang and Stephens' grid, theta = 1 / x_max + (1 - sqrt(m / (j - 1/2))) / (3 x_(n/4)).
+    t = (1.0 - np.sqrt(m / (np.arange(1, m + 1) - 0.5))) / 3.0 + math.exp(-log_x[-1])
+    k = np.mean(_log1m(t[:, None], log_x), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_lik = n * (np.log(-t / k) - k - 1.0)  # up to a constant, `-n log s`
+    log_lik = np.where(np.isfinite(log_lik), log_lik, -np.inf)
     weights = np.exp(log_lik - np.logaddexp.reduce(log_lik))  # the grid's posterior weights
-    theta_hat = float(np.sum(theta * weights))
-    k_hat = float(np.mean(np.log1p(-theta_hat * x)))
+    t_hat = float(np.sum(t * weights))
+    k_hat = float(np.mean(_log1m(t_hat, log_x)))
     return (n * k_hat + 10 * 0.5) / (n + 10)
+
+
+def _log1m(t, log_x):
+    """`log(1 - t x)` from `log x`, for `t x <= 1`, whatever the size of `x`."""
+    # `np.where` computes both branches: `t = 0` or `x = 0` give `log |t x| = -inf`, and the
+    # branch of `t > 0` may hit `log(0)` at entries the other one answers.
+    with np.errstate(divide="ignore"):
+        a = np.log(np.abs(t)) + log_x  # log |t x|
+        return np.where(t < 0, np.logaddexp(0.0, a), np.log1p(-np.exp(np.minimum(a, 0.0))))

@@ -17,7 +17,7 @@ from tfp_iaf._checks import is_int
 
 tfb = tfp.bijectors
 
-__all__ = ["as_shapes", "as_dtypes", "constraining_bijector", "is_single"]
+__all__ = ["as_shapes", "as_dtypes", "check_ranks", "constraining_bijector", "is_single"]
 
 
 def _is_shape(value) -> bool:
@@ -127,6 +127,48 @@ def constraining_bijector(bijector, shapes):
         "`bijector` must be None, a tfp bijector, or a structure of bijectors like "
         f"`event_shape`; got {bijector!r} for event_shape {shapes!r}"
     )
+
+
+def check_ranks(bijector, shapes) -> None:
+    """Raises unless every part of `shapes` has at least the rank `bijector` maps onto.
+
+    A bijector onto matrices (`tfb.FillScaleTriL`, `tfb.CholeskyOuterProduct`) needs a part of
+    rank 2 at least; given a vector it would silently build a surrogate of another shape, or
+    fail inside TFP. A part of higher rank is a batch of the bijector's events.
+
+    Args:
+      bijector: from `constraining_bijector(..., shapes)`.
+      shapes: the model's event shapes, from `as_shapes`.
+
+    Raises:
+      ValueError: a part's rank is below the bijector's `inverse_min_event_ndims` there.
+    """
+    ndims = bijector.inverse_min_event_ndims
+    if is_single(shapes):
+        parts = [(None, shapes, ndims)]
+    else:
+        parts = zip(_paths(shapes), tf.nest.flatten(shapes), tf.nest.flatten(ndims), strict=True)
+    for path, shape, rank in parts:
+        if shape.rank < int(rank):
+            part = "" if path is None else f" at part {path}"
+            raise ValueError(
+                f"`bijector` {bijector.name!r} maps onto events of rank >= {int(rank)}{part}, "
+                f"but `event_shape` there is {shape} (rank {shape.rank}); event_shape "
+                f"{shapes!r}"
+            )
+
+
+def _paths(structure, prefix: str = "") -> list[str]:
+    """`["['a']", "['b'][0]", ...]`: where each leaf is, in `tf.nest.flatten`'s order."""
+    if isinstance(structure, tf.TensorShape) or not tf.nest.is_nested(structure):
+        return [prefix]
+    if isinstance(structure, Mapping):
+        items = [(f"[{k!r}]", structure[k]) for k in sorted(structure)]
+    elif hasattr(structure, "_fields"):
+        items = [(f".{k}", v) for k, v in zip(structure._fields, structure, strict=True)]
+    else:
+        items = [(f"[{i}]", v) for i, v in enumerate(structure)]
+    return [p for key, value in items for p in _paths(value, prefix + key)]
 
 
 def _same_structure(shapes, other, what) -> None:

@@ -11,7 +11,7 @@ import tensorflow_probability as tfp
 from tfp_iaf import _checks
 from tfp_iaf.iaf import IAFStack
 from tfp_iaf.made import MADE
-from tfp_iaf.vi import structure
+from tfp_iaf.vi import models, structure
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -19,6 +19,9 @@ tfd = tfp.distributions
 __all__ = ["build_iaf_surrogate_posterior", "flat_to_event", "surrogate_for"]
 
 AFFINE_KINDS = ("diag", "tril", None)
+# The default hidden width's cap: `2 D` units a layer cost `O(D^2)` weights (500 million at
+# D = 5000); at 1024, D = 5000 has about 33 million, and D <= 512 keeps `max(32, 2 D)`.
+MAX_DEFAULT_WIDTH = 1024
 
 
 def build_iaf_surrogate_posterior(
@@ -74,7 +77,9 @@ def build_iaf_surrogate_posterior(
         bijectors like `event_shape`. E.g. an inference_gym model's
         `default_event_space_bijector`, or `jd.experimental_default_event_space_bijector()`.
       num_steps: IAF steps (with `D == 1`, an IAF step is an affine map).
-      hidden_units: the MADEs' hidden widths; default `[max(32, 2 D)] * 2`.
+      hidden_units: the MADEs' hidden widths; default `[min(max(32, 2 D), 1024)] * 2`. Layers
+        narrower than `D - 1` (the default's, past `D = 1025`) leave each output without the
+        few inputs just before it that no hidden unit carries (`MADE`'s `allow_narrow`).
       affine: "diag" (per-dimension scale and shift), "tril" (full-rank) or None.
       initial_scale: the affine step's initial scale, > 0.
       gated: gated IAF updates (`y = g x + (1 - g) m`) instead of affine ones.
@@ -93,8 +98,11 @@ def build_iaf_surrogate_posterior(
     Raises:
       TypeError: `event_shape` is not a shape or a structure of shapes; a `bijector` that is
         not a bijector or a structure of them; a non-float `dtype`; a non-int `seed`.
-      ValueError: `bijector`'s structure does not match `event_shape`; an event of size 0; a
-        bad `num_steps`, `hidden_units`, `affine` or `initial_scale`; no step at all.
+      ValueError: `bijector`'s structure does not match `event_shape`; a `bijector` onto
+        events of higher rank than a part of `event_shape` (`tfb.FillScaleTriL` on a vector),
+        or one that cannot map onto it; an event of size 0 (a structure of no shapes
+        included); a negative `seed`; a bad `num_steps`, `hidden_units`, `affine` or
+        `initial_scale`; no step at all.
 
     Examples:
       >>> import tensorflow_probability as tfp
@@ -107,6 +115,8 @@ def build_iaf_surrogate_posterior(
     """
     if seed is not None and not _checks.is_int(seed):
         raise TypeError(f"`seed` must be an int or None; got {seed!r} ({type(seed).__name__})")
+    if seed is not None and seed < 0:
+        raise ValueError(f"`seed` must be a non-negative int or None; got {seed}")
     initial_scale = _checks.finite_float("initial_scale", initial_scale, positive=True)
     num_steps = _checks.non_negative_int("num_steps", num_steps)
     if affine not in AFFINE_KINDS:
@@ -116,7 +126,7 @@ def build_iaf_surrogate_posterior(
     to_event, size = flat_to_event(event_shape, bijector, validate_args=validate_args)
     dtype = tf.nest.flatten(structure.as_dtypes(dtype, structure.as_shapes(event_shape)))[0]
     if hidden_units is None:
-        hidden_units = [max(32, 2 * size)] * 2
+        hidden_units = [min(max(32, 2 * size), MAX_DEFAULT_WIDTH)] * 2
 
     iaf_seed = None if seed is None else int(np.random.default_rng(seed).integers(2**30))
     with tf.name_scope(name or "build_iaf_surrogate_posterior"):
@@ -167,6 +177,7 @@ def _iaf_steps(
             # One variable and one matmul a layer: faster at VI's few samples (benchmarks_vi.md).
             kernel_blocks=1,
             packed=True,
+            allow_narrow=True,  # with layers at least `size - 1` wide it changes nothing
             dtype=dtype.name,
             seed=None if seed is None else seed + t,
             name=f"made_{t}",
@@ -263,8 +274,16 @@ def flat_to_event(event_shape, bijector=None, *, validate_args: bool = False):
         `bijector`, and for an event of size 0.
     """
     shapes = structure.as_shapes(event_shape)
+    if sum(s.num_elements() for s in tf.nest.flatten(shapes)) == 0:
+        raise ValueError(f"`event_shape` must have at least one element; got {shapes!r}")
     constrain = structure.constraining_bijector(bijector, shapes)
-    free_shapes = constrain.inverse_event_shape(shapes)  # each part's unconstrained shape
+    structure.check_ranks(constrain, shapes)
+    try:
+        free_shapes = constrain.inverse_event_shape(shapes)  # each part's unconstrained shape
+    except (ValueError, TypeError, IndexError) as error:
+        raise ValueError(
+            f"`bijector` {constrain.name!r} cannot map onto event_shape {shapes!r}: {error}"
+        ) from error
     if structure.is_single(shapes):
         free_shapes = tf.TensorShape(free_shapes)
         size = free_shapes.num_elements()
@@ -298,7 +317,11 @@ def surrogate_for(model, **kwargs) -> tfd.TransformedDistribution:
       The surrogate, with the model's structure and dtype, on the model's support.
 
     Raises:
-      TypeError: `model` has no event shape, dtype or event-space bijector.
+      TypeError: `model` has no event-space bijector; it or one of its (unpinned) parts is
+        discrete (a non-float dtype or no event-space bijector: `tfd.Poisson`,
+        `tfd.Bernoulli`, `tfd.Categorical`, ...), named in the message.
+      ValueError: a part with a non-scalar batch shape (make it part of the event with
+        `tfd.Sample` or `tfd.Independent`); and as `build_iaf_surrogate_posterior`.
 
     Examples:
       >>> import tensorflow_probability as tfp
@@ -311,14 +334,6 @@ def surrogate_for(model, **kwargs) -> tfd.TransformedDistribution:
       >>> sorted(z), bool(tf.reduce_all(z["scale"] > 0))
       (['scale'], True)
     """
-    if hasattr(model, "default_event_space_bijector"):  # inference_gym
-        bijector = model.default_event_space_bijector
-    elif hasattr(model, "experimental_default_event_space_bijector"):
-        bijector = model.experimental_default_event_space_bijector()
-    else:
-        raise TypeError(
-            "`model` must be a TFP distribution (e.g. a pinned JointDistribution) or an "
-            f"inference_gym model; got {type(model).__name__}, which has no event-space bijector"
-        )
-    kwargs.setdefault("dtype", model.dtype)
-    return build_iaf_surrogate_posterior(model.event_shape, bijector, **kwargs)
+    event_shape, bijector, dtype = models.read_model(model)
+    kwargs.setdefault("dtype", dtype)
+    return build_iaf_surrogate_posterior(event_shape, bijector, **kwargs)
