@@ -252,10 +252,11 @@ def fit_surrogate_posterior(
       shape `[num_steps]`, NaN exactly at the skipped steps (`np.isnan(losses)` marks them).
 
     Raises:
-      ValueError: `num_steps`, `sample_size`, `importance_sample_size` or
-        `max_consecutive_skips` below 1 (`TypeError` when not an int); no trainable variables;
-        `stick_the_landing` with another `gradient_estimator`; with `check`, a target whose
-        log-density at the initial samples is not of shape `[sample_size]` or not finite.
+      TypeError: `num_steps`, `sample_size`, `importance_sample_size` or
+        `max_consecutive_skips` not an int.
+      ValueError: one of them below 1; no trainable variables; `stick_the_landing` with
+        another `gradient_estimator`; with `check`, a target whose log-density at the initial
+        samples is not of shape `[sample_size]` or not finite.
       FitDiverged: `max_consecutive_skips` steps in a row were skipped.
     """
     num_steps = _checks.positive_int("num_steps", num_steps)
