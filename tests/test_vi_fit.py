@@ -1,0 +1,230 @@
+"""tfp_iaf.vi.fit_surrogate_posterior: no step that is not finite is applied, a divergence
+raises `FitDiverged`, the estimators and options reach TFP's loss, and bad arguments are named."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_iaf import vi
+from tfp_iaf._keras import tf_keras
+
+tfd = tfp.distributions
+
+OPTIMIZERS = {
+    "keras3": lambda lr: tf.optimizers.Adam(lr),
+    "tf_keras-schedule": lambda lr: tf_keras.optimizers.Adam(
+        tf_keras.optimizers.schedules.CosineDecay(lr, 1000)
+    ),
+}
+JIT = pytest.mark.parametrize("jit_compile", [False, True], ids=["eager-loop", "xla"])
+
+
+def small_surrogate(event_shape=(2,)):
+    return vi.build_iaf_surrogate_posterior(list(event_shape), seed=0, hidden_units=[8, 8])
+
+
+def nan_above(threshold, loc):
+    """log N(z; loc, I) of a 2-d z, NaN where any coordinate is above `threshold`."""
+
+    def target(z):
+        log_prob = tfd.MultivariateNormalDiag(tf.fill([2], loc), tf.ones(2)).log_prob(z)
+        return tf.where(tf.reduce_any(z > threshold, -1), np.float32(np.nan), log_prob)
+
+    return target
+
+
+def trace_all(quantities):
+    return quantities.loss, quantities.skipped, quantities.parameters
+
+
+def assert_finite(variables):
+    assert all(np.all(np.isfinite(v)) for v in variables)
+
+
+@JIT
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+def test_steps_where_the_target_is_nan_are_skipped_and_shown(kind, jit_compile):
+    """The target is NaN on a quarter of the surrogate's mass: those steps leave the variables
+    and the optimizer (its step count, hence the schedule) alone, the default trace is NaN
+    there, and the fit ends finite."""
+    q, optimizer = small_surrogate(), OPTIMIZERS[kind](0.05)
+    losses = vi.fit_surrogate_posterior(
+        nan_above(1.5, 0.0), q, optimizer, 40, sample_size=4, seed=(1, 2),
+        jit_compile=jit_compile, check=False,
+    )  # fmt: skip
+    skipped = np.isnan(losses)
+    assert losses.shape == [40] and 0 < skipped.sum() < 40
+    assert_finite(q.trainable_variables)
+    assert int(optimizer.iterations) == np.sum(~skipped)
+
+
+def test_trace_fn_sees_which_steps_were_skipped_and_the_default_trace_marks_them():
+    target, kwargs = nan_above(1.5, 0.0), dict(sample_size=4, seed=(1, 2), check=False)
+    losses = vi.fit_surrogate_posterior(
+        target, small_surrogate(), tf.optimizers.Adam(0.05), 40, **kwargs
+    )
+    loss, skipped, parameters = vi.fit_surrogate_posterior(
+        target, small_surrogate(), tf.optimizers.Adam(0.05), 40, trace_fn=trace_all, **kwargs
+    )
+    assert 0 < np.sum(skipped) < 40
+    np.testing.assert_array_equal(np.isnan(losses), skipped)
+    np.testing.assert_array_equal(losses[~skipped], loss[~skipped])
+    after_skip = np.flatnonzero(skipped)[1:]
+    for trace in parameters:  # a skipped step changes nothing
+        np.testing.assert_array_equal(trace.numpy()[after_skip], trace.numpy()[after_skip - 1])
+
+
+@JIT
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+def test_a_fit_that_walks_into_nan_raises_fit_diverged_at_the_last_finite_values(
+    kind, jit_compile
+):
+    """The target pulls the surrogate towards 10 but is NaN above 2: once every sample lands
+    there, `max_consecutive_skips` steps in a row are skipped and the fit stops."""
+    q, optimizer = small_surrogate(), OPTIMIZERS[kind](0.2)
+    with pytest.raises(vi.FitDiverged) as info:
+        vi.fit_surrogate_posterior(
+            nan_above(2.0, 10.0), q, optimizer, 300, sample_size=4, seed=(1, 2),
+            max_consecutive_skips=10, trace_fn=trace_all, jit_compile=jit_compile, check=False,
+        )  # fmt: skip
+    error = info.value
+    assert isinstance(error, FloatingPointError) and "FitDiverged" in vi.__all__
+    loss, skipped, parameters = error.trace
+    assert 0 < error.step and len(loss) == error.step + 10
+    assert np.all(skipped[error.step :]) and not skipped[error.step - 1]
+    assert error.last_finite_loss == loss[error.step - 1] and np.isfinite(error.last_finite_loss)
+    assert int(optimizer.iterations) == np.sum(~skipped)
+    assert_finite(q.trainable_variables)
+    for variable, trace in zip(q.trainable_variables, parameters, strict=True):
+        np.testing.assert_array_equal(variable, trace[error.step - 1])
+    message = str(error)
+    assert f"diverged at step {error.step} of 300" in message
+    hints = ["last finite loss was", "learning rate", "`initial_scale`", "`bijector`", "float64"]
+    assert all(hint in message for hint in hints)
+
+
+@JIT
+def test_an_update_that_overflows_is_undone(jit_compile):
+    """Finite gradients, but SGD's huge step makes the variables infinite: every step is undone,
+    and the fit stops with the initial values and no finite loss to report."""
+    q = small_surrogate()
+    initial = [v.numpy() for v in q.trainable_variables]
+    target = tfd.MultivariateNormalDiag([100.0, 100.0], [1.0, 1.0]).log_prob
+    with pytest.raises(
+        vi.FitDiverged, match=r"diverged at step 0 of 20: .*no step was applied"
+    ) as info:
+        vi.fit_surrogate_posterior(
+            target, q, tf.optimizers.SGD(1e38), 20, sample_size=2, seed=(1, 2),
+            max_consecutive_skips=3, jit_compile=jit_compile,
+        )  # fmt: skip
+    assert info.value.last_finite_loss is None
+    assert info.value.trace.shape == (3,) and np.all(np.isnan(info.value.trace))
+    for variable, value in zip(q.trainable_variables, initial, strict=True):
+        np.testing.assert_array_equal(variable, value)
+
+
+def test_a_finite_fit_is_tfps_fit():
+    """Same seeds, same steps: the losses and variables of `tfp.vi.fit_surrogate_posterior`."""
+    target = tfd.MultivariateNormalDiag([1.0, -1.0], [0.5, 2.0]).log_prob
+    ours, theirs = small_surrogate(), small_surrogate()
+    losses = vi.fit_surrogate_posterior(
+        target, ours, tf.optimizers.Adam(0.05), 20, sample_size=4, seed=(3, 4)
+    )
+    expected = tfp.vi.fit_surrogate_posterior(
+        target, theirs, tf.optimizers.Adam(0.05), 20, sample_size=4, seed=(3, 4)
+    )
+    np.testing.assert_array_equal(losses, expected)
+    for a, b in zip(ours.trainable_variables, theirs.trainable_variables, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def stl_gradients(jit_compile):
+    """The gradients of one step with `stick_the_landing` and, eagerly, without, at q = p: the
+    target is a copy of the surrogate."""
+    q = vi.build_iaf_surrogate_posterior([2], num_steps=1, seed=0, hidden_units=[8])
+    target = vi.build_iaf_surrogate_posterior([2], num_steps=1, seed=0, hidden_units=[8]).log_prob
+    with tf.GradientTape() as tape:
+        loss = tfp.vi.monte_carlo_variational_loss(target, q, 8, seed=(1, 2))
+    reparameterization = tape.gradient(loss, q.trainable_variables)
+    sticking = vi.fit_surrogate_posterior(
+        target, q, tf.optimizers.SGD(0.0), 1, sample_size=8, seed=(1, 2),
+        stick_the_landing=True, trace_fn=lambda t: t.gradients, jit_compile=jit_compile,
+    )  # fmt: skip
+    return reparameterization, sticking
+
+
+def test_sticking_the_landing_has_no_gradient_at_the_exact_posterior():
+    """STL's gradient is `d log(p/q)(z)/dz dz/dtheta`: zero for every sample when q = p, where
+    the reparameterisation gradient is not. The surrogate's density is taken at a sample it
+    drew, so this also shows the bijector's cache is not used there."""
+    reparameterization, sticking = stl_gradients(jit_compile=False)
+    assert max(np.max(np.abs(g)) for g in reparameterization) > 1e-2
+    assert max(np.max(np.abs(g)) for g in sticking) < 1e-5
+
+
+def test_sticking_the_landing_under_xla():
+    """As above, compiled (the gradient of the IAF's sequential inverse, in XLA)."""
+    _, sticking = stl_gradients(jit_compile=True)
+    assert max(np.max(np.abs(g)) for g in sticking) < 1e-5
+
+
+def test_sticking_the_landing_fits_a_gaussian():
+    target = tfd.MultivariateNormalDiag([1.0, -1.0], [0.5, 2.0])
+    q = small_surrogate()
+    optimizer = tf.optimizers.Adam(tf.optimizers.schedules.CosineDecay(0.05, 150))
+    losses = vi.fit_surrogate_posterior(
+        target.log_prob, q, optimizer, 150, sample_size=8, seed=(1, 2), stick_the_landing=True
+    )
+    assert not np.any(np.isnan(losses))
+    _, log_w = vi.importance_weights(target.log_prob, q, 2000, seed=(3, 4))
+    assert float(np.mean(log_w)) > -0.05  # KL(q || p) of the normalised target
+    np.testing.assert_allclose(np.mean(q.sample(4000, seed=(5, 6)), 0), [1.0, -1.0], atol=0.15)
+
+
+@pytest.mark.parametrize(
+    "event_shape,target,shape",
+    [
+        ([1], tfd.Normal(0.0, tf.ones(4)).log_prob, r"\[3, 4\]"),  # broadcasts against [3, 1]
+        ([5], tfd.Normal(tf.zeros(5), 1.0).log_prob, r"\[3, 5\]"),  # a model of batch shape [5]
+    ],
+    ids=["broadcast", "batch-shape"],
+)
+def test_a_target_of_the_wrong_shape_is_named_before_fitting(event_shape, target, shape):
+    with pytest.raises(
+        ValueError, match=rf"log-densities of shape {shape} at 3 samples .*must return shape \[3\]"
+    ):
+        vi.fit_surrogate_posterior(
+            target, small_surrogate(event_shape), tf.optimizers.Adam(0.1), 5, sample_size=3
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"num_steps": 0}, ValueError, r"`num_steps` must be a positive integer; got 0"),
+        ({"sample_size": 0}, ValueError, r"`sample_size` must be a positive integer; got 0"),
+        ({"sample_size": 2.0}, TypeError, r"`sample_size` must be a positive integer; got 2.0"),
+        ({"importance_sample_size": 0}, ValueError, r"`importance_sample_size` must be a"),
+        ({"max_consecutive_skips": 0}, ValueError, r"`max_consecutive_skips` must be a .*got 0"),
+        ({"trainable_variables": []}, ValueError, r"`trainable_variables` must not be empty"),
+        (
+            {
+                "stick_the_landing": True,
+                "gradient_estimator": tfp.vi.GradientEstimators.SCORE_FUNCTION,
+            },
+            ValueError,
+            r"`stick_the_landing=True` uses .*DOUBLY_REPARAMETERIZED.*got .*SCORE_FUNCTION",
+        ),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, error, match):
+    arguments = {"num_steps": 5, "sample_size": 2, **kwargs}
+    with pytest.raises(error, match=match):
+        vi.fit_surrogate_posterior(
+            tfd.Normal(0.0, 1.0).log_prob,
+            small_surrogate([]),
+            tf.optimizers.Adam(0.1),
+            seed=(1, 2),
+            **arguments,
+        )

@@ -1,0 +1,183 @@
+"""Minimising a stochastic loss with a stateful optimizer, never applying a non-finite step.
+
+`minimize_guarded` is `tfp.math.minimize`'s loop (same seeds, same trace convention, the whole
+loop compiled by XLA under `jit_compile=True`) with one change: a step whose loss or any gradient
+is not finite, or whose update would leave a variable or the optimizer's state non-finite, is
+not applied, and the loop stops after `max_consecutive_skips` such steps in a row.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+__all__ = ["FitTraceableQuantities", "GuardedResult", "minimize_guarded", "optimizer_state"]
+
+FitTraceableQuantities = collections.namedtuple(
+    "FitTraceableQuantities", ["loss", "gradients", "parameters", "step", "skipped"]
+)
+FitTraceableQuantities.__doc__ = """What `trace_fn` sees at each step.
+
+- `loss`: the loss the step computed (NaN or infinite where that made the step be skipped);
+- `gradients`: its gradients, one per trainable variable (None for a variable it does not use);
+- `parameters`: the variables' values after the step (unchanged by a skipped step);
+- `step`: the step's index, from 0;
+- `skipped`: True where the step was not applied.
+"""
+
+
+class GuardedResult(NamedTuple):
+    """What `minimize_guarded` returns: the trace as tensors, the rest as NumPy values."""
+
+    trace: Any  # `trace_fn`'s values, stacked: a leading dimension of `steps_run`
+    steps_run: int
+    consecutive_skips: int  # skipped steps at the end of the run
+    last_applied_step: int  # -1 when no step was applied
+    last_applied_loss: Any  # that step's loss; NaN when no step was applied
+
+
+def optimizer_state(optimizer, variables: Sequence[tf.Variable]) -> list:
+    """Builds `optimizer`'s variables for `variables` (eagerly) and returns them.
+
+    A step applies its update inside a `tf.cond`, and no variable may be created there; Keras 3
+    and tf_keras optimizers create their slots and step counter in `build`, tf_keras's legacy
+    ones in `_create_all_weights` (their only way to do it ahead of the first update).
+    """
+    if hasattr(optimizer, "build"):
+        if not getattr(optimizer, "built", False):  # Keras 3 adds slots again when rebuilt
+            optimizer.build(variables)
+    elif hasattr(optimizer, "_create_all_weights"):
+        optimizer._create_all_weights(variables)
+    state = optimizer.variables
+    return list(state() if callable(state) else state)
+
+
+def _all_finite(tensors) -> tf.Tensor:
+    """Whether every floating-point value of `tensors` (None entries skipped) is finite."""
+    checks = [tf.constant(True)]
+    for t in tensors:
+        if isinstance(t, tf.IndexedSlices):
+            t = t.values
+        if t is not None and tf.as_dtype(t.dtype).is_floating:
+            checks.append(tf.reduce_all(tf.math.is_finite(t)))
+    return tf.reduce_all(tf.stack(checks))
+
+
+def _apply(optimizer, grads, variables, state) -> tf.Tensor:
+    """Applies `grads`; restores `state` and returns False when that leaves any non-finite."""
+    saved = [tf.identity(v) for v in state]
+    with tf.control_dependencies(saved):
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+    # Reads after the update: within a tf.function, ops on one variable run in program order.
+    finite = _all_finite([tf.identity(v) for v in state])
+
+    def restore():
+        with tf.control_dependencies([v.assign(s) for v, s in zip(state, saved, strict=True)]):
+            return tf.constant(False)
+
+    return tf.cond(finite, lambda: tf.constant(True), restore)
+
+
+def _make_step(loss_fn, variables, optimizer, trace_fn):
+    """`step_fn(step, seed) -> (loss, skipped, traced)`: one guarded step, traced once."""
+    ids = {id(v) for v in variables}
+    state = list(variables) + [
+        v for v in optimizer_state(optimizer, variables) if id(v) not in ids
+    ]
+
+    @tf.function(autograph=False)
+    def step_fn(step, seed):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(variables)
+            loss = loss_fn(seed)
+        grads = tape.gradient(loss, variables)
+        applied = tf.cond(
+            _all_finite([loss, *grads]),
+            lambda: _apply(optimizer, grads, variables, state),
+            lambda: tf.constant(False),
+        )
+        with tf.control_dependencies([applied]):
+            parameters = [tf.identity(v) for v in variables]
+        skipped = tf.logical_not(applied)
+        traced = trace_fn(FitTraceableQuantities(loss, grads, parameters, step, skipped))
+        return loss, skipped, tf.nest.map_structure(tf.convert_to_tensor, traced)
+
+    return step_fn
+
+
+def minimize_guarded(
+    loss_fn: Callable[[tf.Tensor], tf.Tensor],
+    variables: Sequence[tf.Variable],
+    optimizer,
+    num_steps: int,
+    *,
+    trace_fn: Callable[[FitTraceableQuantities], Any],
+    max_consecutive_skips: int,
+    jit_compile: bool = False,
+    seed=None,
+) -> GuardedResult:
+    """Runs up to `num_steps` guarded steps of `optimizer` on `loss_fn(seed)`, in one tf.function.
+
+    Seeds follow `tfp.math.minimize`: step 0 draws with the first half of the sanitised seed,
+    each later step splits its seed off the second half; with a finite loss the steps, hence
+    the losses, are those of `tfp.math.minimize`.
+
+    Args:
+      loss_fn: `loss_fn(seed) -> loss`, seed a stateless seed.
+      variables: the variables to train.
+      optimizer: a Keras 3 or tf_keras optimizer.
+      num_steps: the most steps to run.
+      trace_fn: `trace_fn(FitTraceableQuantities) -> traced`, a structure of tensors.
+      max_consecutive_skips: stop after this many skipped steps in a row.
+      jit_compile: compile the whole loop with XLA.
+      seed: an int, a stateless seed or None.
+
+    Returns:
+      A `GuardedResult`.
+    """
+    step_fn = _make_step(loss_fn, list(variables), optimizer, trace_fn)
+    seed = tfp.random.sanitize_seed(seed, salt="minimize")
+    specs = step_fn.get_concrete_function(
+        tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32)
+    ).structured_outputs
+    loss_spec, traced_specs = specs[0], tf.nest.flatten(specs[2])
+
+    @tf.function(autograph=False, jit_compile=jit_compile)
+    def run(seed):
+        init_seed, seed = tfp.random.split_seed(seed, n=2)
+
+        def body(step, seed, skips, last_step, last_loss, arrays):
+            step_seed, next_seed = tfp.random.split_seed(seed, n=2)
+            first = tf.equal(step, 0)
+            loss, skipped, traced = step_fn(step, tf.where(first, init_seed, step_seed))
+            traced = tf.nest.flatten(traced)
+            arrays = [a.write(step, t) for a, t in zip(arrays, traced, strict=True)]
+            return (
+                step + 1,
+                tf.where(first, seed, next_seed),
+                tf.where(skipped, skips + 1, 0),
+                tf.where(skipped, last_step, step),
+                tf.where(skipped, last_loss, loss),
+                arrays,
+            )
+
+        def cond(step, seed, skips, *_):
+            return tf.logical_and(step < num_steps, skips < max_consecutive_skips)
+
+        arrays = [
+            tf.TensorArray(s.dtype, size=num_steps, element_shape=s.shape) for s in traced_specs
+        ]
+        nan = tf.fill(loss_spec.shape, tf.constant(float("nan"), loss_spec.dtype))
+        steps, _, skips, last_step, last_loss, arrays = tf.while_loop(
+            cond, body, (0, seed, 0, -1, nan, arrays), maximum_iterations=num_steps
+        )
+        return steps, skips, last_step, last_loss, [a.stack() for a in arrays]
+
+    steps, skips, last_step, last_loss, stacked = run(seed)
+    steps = int(steps)
+    trace = tf.nest.pack_sequence_as(specs[2], [t[:steps] for t in stacked])
+    return GuardedResult(trace, steps, int(skips), int(last_step), last_loss.numpy())
