@@ -71,6 +71,13 @@ class MADE(AutoregressiveNetwork):
         layer, at most `ceil((D - 1) / H) - 1` of them). Every output still depends only on
         inputs before it (the network stays autoregressive, and the inverse exact). Layers at
         least `D - 1` wide are unchanged.
+      parametrization: "standard", or "ntk": each masked kernel multiplied by
+        `1 / sqrt(fan_in)` (`MaskedDense`'s `multiplier`) and its initial value divided by
+        it, so the network computes the same function at initialisation while an optimizer
+        step, which moves every weight by about the learning rate under Adam, moves each
+        pre-activation by `O(sqrt(fan_in))` times the rate rather than `O(fan_in)`. The
+        variables are the same; their values differ, so checkpoints do not cross between
+        the two (the fingerprint names "ntk").
       seed: seed for "random" order and hidden degrees, and of the initial weights (each
         layer's initializer gets its own seed derived from it); None: unseeded weights, and a
         random order or degrees drawn from TensorFlow's global seed if one is set (so
