@@ -27,6 +27,12 @@ def small_surrogate(event_shape=(2,)):
     )
 
 
+def small_surrogate_at(initial_scale):
+    return vi.build_iaf_surrogate_posterior(
+        [2], seed=0, hidden_units=[8, 8], initial_scale=initial_scale
+    )
+
+
 def nan_above(threshold, loc):
     """log N(z; loc, I) of a 2-d z, NaN where any coordinate is above `threshold`."""
 
@@ -54,7 +60,7 @@ def test_steps_where_the_target_is_nan_are_skipped_and_shown(kind, jit_compile):
     q, optimizer = small_surrogate(), OPTIMIZERS[kind](0.05)
     losses = vi.fit_surrogate_posterior(
         nan_above(1.5, 0.0), q, optimizer, 40, sample_size=4, seed=(1, 2),
-        jit_compile=jit_compile, check=False,
+        jit_compile=jit_compile, check=False, backtrack_after=None,
     )  # fmt: skip
     skipped = np.isnan(losses)
     assert losses.shape == [40] and 0 < skipped.sum() < 40
@@ -63,7 +69,8 @@ def test_steps_where_the_target_is_nan_are_skipped_and_shown(kind, jit_compile):
 
 
 def test_trace_fn_sees_which_steps_were_skipped_and_the_default_trace_marks_them():
-    target, kwargs = nan_above(1.5, 0.0), dict(sample_size=4, seed=(1, 2), check=False)
+    target = nan_above(1.5, 0.0)
+    kwargs = dict(sample_size=4, seed=(1, 2), check=False, backtrack_after=None)
     losses = vi.fit_surrogate_posterior(
         target, small_surrogate(), tf.optimizers.Adam(0.05), 40, **kwargs
     )
@@ -78,6 +85,46 @@ def test_trace_fn_sees_which_steps_were_skipped_and_the_default_trace_marks_them
         np.testing.assert_array_equal(trace.numpy()[after_skip], trace.numpy()[after_skip - 1])
 
 
+def cliff(z):
+    """log N(z; 2, 0.3^2 I) of a 2-d z, NaN past 3 in any coordinate: one sd and a half past a
+    mode that a fast optimizer overshoots."""
+    log_prob = tfd.MultivariateNormalDiag([2.0, 2.0], [0.3, 0.3]).log_prob(z)
+    return tf.where(tf.reduce_any(z > 3.0, -1), tf.constant(np.nan, z.dtype), log_prob)
+
+
+def test_backtracking_retakes_a_stretch_that_overshot_into_nan_with_smaller_steps():
+    """Without backtracking the fit overshoots past the cliff and stops there; with it (the
+    default) it goes back to the anchor, halves its steps and ends near the target."""
+    kwargs = dict(sample_size=8, seed=(1, 2), check=False)
+    with pytest.raises(vi.FitDiverged):
+        vi.fit_surrogate_posterior(
+            cliff, small_surrogate_at(0.1), tf.optimizers.Adam(0.1), 300, backtrack_after=None,
+            **kwargs,
+        )  # fmt: skip
+    q = small_surrogate_at(0.1)
+    losses = vi.fit_surrogate_posterior(cliff, q, tf.optimizers.Adam(0.1), 300, **kwargs)
+    assert np.isnan(losses).sum() >= 5  # it did walk into the cliff
+    assert_finite(q.trainable_variables)
+    _, log_w = vi.importance_weights(cliff, q, 2000, seed=(3, 4))
+    assert np.all(np.isfinite(log_w)) and float(np.mean(log_w)) > -1.0  # KL(q || p) < 1 nat
+
+
+@JIT
+def test_backtracking_to_an_anchor_that_is_no_better_still_stops(jit_compile):
+    """Every step from the start is NaN: each backtrack returns to the initial values, and
+    `max_consecutive_skips` in a row (backtracks do not reset the count) raise."""
+    q = small_surrogate()
+    initial = [v.numpy() for v in q.trainable_variables]
+    with pytest.raises(vi.FitDiverged) as info:
+        vi.fit_surrogate_posterior(
+            nan_above(-5.0, 0.0), q, tf.optimizers.Adam(0.1), 100, sample_size=4, seed=(1, 2),
+            check=False, max_consecutive_skips=12, backtrack_after=3, jit_compile=jit_compile,
+        )  # fmt: skip
+    assert info.value.step == 0 and info.value.last_finite_loss is None
+    for variable, value in zip(q.trainable_variables, initial, strict=True):
+        np.testing.assert_array_equal(variable, value)
+
+
 @JIT
 @pytest.mark.parametrize("kind", list(OPTIMIZERS))
 def test_a_fit_that_walks_into_nan_raises_fit_diverged_at_the_last_finite_values(
@@ -90,6 +137,7 @@ def test_a_fit_that_walks_into_nan_raises_fit_diverged_at_the_last_finite_values
         vi.fit_surrogate_posterior(
             nan_above(2.0, 10.0), q, optimizer, 300, sample_size=4, seed=(1, 2),
             max_consecutive_skips=10, trace_fn=trace_all, jit_compile=jit_compile, check=False,
+            backtrack_after=None,
         )  # fmt: skip
     error = info.value
     assert isinstance(error, FloatingPointError) and "FitDiverged" in vi.__all__
@@ -210,6 +258,8 @@ def test_a_target_of_the_wrong_shape_is_named_before_fitting(event_shape, target
         ({"sample_size": 2.0}, TypeError, r"`sample_size` must be a positive integer; got 2.0"),
         ({"importance_sample_size": 0}, ValueError, r"`importance_sample_size` must be a"),
         ({"max_consecutive_skips": 0}, ValueError, r"`max_consecutive_skips` must be a .*got 0"),
+        ({"backtrack_after": 0}, ValueError, r"`backtrack_after` must be a positive integer; got 0"),
+        ({"backtrack_after": 2.5}, TypeError, r"`backtrack_after` must be a positive .*got 2.5"),
         ({"trainable_variables": []}, ValueError, r"`trainable_variables` must not be empty"),
         (
             {

@@ -1,9 +1,14 @@
 """Minimising a stochastic loss with a stateful optimizer, never applying a non-finite step.
 
 `minimize_guarded` is `tfp.math.minimize`'s loop (same seeds, same trace convention, the whole
-loop compiled by XLA under `jit_compile=True`) with one change: a step whose loss or any gradient
+loop compiled by XLA under `jit_compile=True`) with two changes: a step whose loss or any gradient
 is not finite, or whose update would leave a variable or the optimizer's state non-finite, is
-not applied, and the loop stops after `max_consecutive_skips` such steps in a row.
+not applied, and the loop stops after `max_consecutive_skips` such steps in a row; and after
+`backtrack_after` skipped steps in a row it backtracks: the variables and the optimizer's state
+go back to an anchor (their values at the start, refreshed every `ANCHOR_EVERY` applied steps)
+and every later update is scaled down by half again (each update's displacement, whatever the
+optimizer), the scale growing back to 1 by `RECOVERY` per applied step. Until a backtrack, the
+scale is 1 and no update is touched.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 __all__ = ["FitTraceableQuantities", "GuardedResult", "minimize_guarded", "optimizer_state"]
+
+ANCHOR_EVERY = 50  # applied steps between refreshes of the backtracking anchor
+RECOVERY = 2.0 ** (1 / 100)  # the update scale doubles back in 100 applied steps
 
 FitTraceableQuantities = collections.namedtuple(
     "FitTraceableQuantities", ["loss", "gradients", "parameters", "step", "skipped"]
@@ -36,6 +44,7 @@ class GuardedResult(NamedTuple):
     trace: Any  # `trace_fn`'s values, stacked: a leading dimension of `steps_run`
     steps_run: int
     consecutive_skips: int  # skipped steps at the end of the run
+    backtracks: int  # how many times the run went back to its anchor
     last_applied_step: int  # -1 when no step was applied
     last_applied_loss: Any  # that step's loss; NaN when no step was applied
 
@@ -67,44 +76,85 @@ def _all_finite(tensors) -> tf.Tensor:
     return tf.reduce_all(tf.stack(checks))
 
 
-def _apply(optimizer, grads, variables, state) -> tf.Tensor:
-    """Applies `grads`; restores `state` and returns False when that leaves any non-finite."""
+def _apply(optimizer, grads, variables, state, scale) -> tf.Tensor:
+    """Applies `grads`, each variable's displacement times `scale` (untouched at 1); restores
+    `state` and returns False when that leaves any non-finite."""
     saved = [tf.identity(v) for v in state]
     with tf.control_dependencies(saved):
         optimizer.apply_gradients(zip(grads, variables, strict=True))
     # Reads after the update: within a tf.function, ops on one variable run in program order.
     finite = _all_finite([tf.identity(v) for v in state])
 
+    def damp():
+        ops = [
+            v.assign(old + tf.cast(scale, v.dtype) * (v - old))
+            for v, old in zip(variables, saved, strict=False)  # `state` starts with them
+        ]
+        with tf.control_dependencies(ops):
+            return tf.constant(True)
+
     def restore():
         with tf.control_dependencies([v.assign(s) for v, s in zip(state, saved, strict=True)]):
             return tf.constant(False)
 
-    return tf.cond(finite, lambda: tf.constant(True), restore)
+    return tf.cond(
+        finite, lambda: tf.cond(scale < 1.0, damp, lambda: tf.constant(True)), restore
+    )
 
 
-def _make_step(loss_fn, variables, optimizer, trace_fn):
-    """`step_fn(step, seed) -> (loss, skipped, traced)`: one guarded step, traced once."""
+def _make_step(loss_fn, variables, optimizer, trace_fn, backtrack_after):
+    """`step_fn(step, seed, skips) -> (loss, skipped, skips, backtracked, traced)`: one guarded
+    step (`skips`: skipped steps in a row before it, then counting it), traced once."""
     ids = {id(v) for v in variables}
     state = list(variables) + [
         v for v in optimizer_state(optimizer, variables) if id(v) not in ids
     ]
+    # The backtracking anchor, the update scale and the applied steps since the anchor.
+    anchor = [tf.Variable(tf.identity(v), trainable=False) for v in state]
+    scale = tf.Variable(1.0, trainable=False)
+    since_anchor = tf.Variable(0, trainable=False)
+
+    def after_applied():
+        count = since_anchor.assign_add(1)
+        grown = scale.assign(tf.minimum(1.0, scale * RECOVERY))
+
+        def refresh():
+            ops = [a.assign(v) for a, v in zip(anchor, state, strict=True)]
+            with tf.control_dependencies([*ops, since_anchor.assign(0)]):
+                return tf.constant(False)
+
+        with tf.control_dependencies([grown]):
+            return tf.cond(count >= ANCHOR_EVERY, refresh, lambda: tf.constant(False))
+
+    def backtrack():
+        ops = [v.assign(a) for v, a in zip(state, anchor, strict=True)]
+        with tf.control_dependencies([*ops, scale.assign(scale / 2), since_anchor.assign(0)]):
+            return tf.constant(True)
 
     @tf.function(autograph=False)
-    def step_fn(step, seed):
+    def step_fn(step, seed, skips):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             loss = loss_fn(seed)
         grads = tape.gradient(loss, variables)
         applied = tf.cond(
             _all_finite([loss, *grads]),
-            lambda: _apply(optimizer, grads, variables, state),
+            lambda: _apply(optimizer, grads, variables, state, tf.identity(scale)),
             lambda: tf.constant(False),
         )
-        with tf.control_dependencies([applied]):
-            parameters = [tf.identity(v) for v in variables]
         skipped = tf.logical_not(applied)
+        skips = tf.where(skipped, skips + 1, 0)
+        due = tf.logical_and(skipped, tf.equal(skips % backtrack_after, 0))
+        backtracked = tf.cond(
+            applied,
+            after_applied,
+            lambda: tf.cond(due, backtrack, lambda: tf.constant(False)),
+        )
+        with tf.control_dependencies([backtracked]):
+            parameters = [tf.identity(v) for v in variables]
         traced = trace_fn(FitTraceableQuantities(loss, grads, parameters, step, skipped))
-        return loss, skipped, tf.nest.map_structure(tf.convert_to_tensor, traced)
+        traced = tf.nest.map_structure(tf.convert_to_tensor, traced)
+        return loss, skipped, skips, backtracked, traced
 
     return step_fn
 
@@ -117,6 +167,7 @@ def minimize_guarded(
     *,
     trace_fn: Callable[[FitTraceableQuantities], Any],
     max_consecutive_skips: int,
+    backtrack_after: int | None = None,
     jit_compile: bool = False,
     seed=None,
 ) -> GuardedResult:
@@ -133,33 +184,41 @@ def minimize_guarded(
       num_steps: the most steps to run.
       trace_fn: `trace_fn(FitTraceableQuantities) -> traced`, a structure of tensors.
       max_consecutive_skips: stop after this many skipped steps in a row.
+      backtrack_after: backtrack after this many skipped steps in a row (and after each
+        further as many); None: never.
       jit_compile: compile the whole loop with XLA.
       seed: an int, a stateless seed or None.
 
     Returns:
       A `GuardedResult`.
     """
-    step_fn = _make_step(loss_fn, list(variables), optimizer, trace_fn)
+    never = max_consecutive_skips + 1  # a backtrack it never reaches
+    step_fn = _make_step(
+        loss_fn, list(variables), optimizer, trace_fn, backtrack_after or never
+    )
     seed = tfp.random.sanitize_seed(seed, salt="minimize")
     specs = step_fn.get_concrete_function(
-        tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32)
+        tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.int32)
     ).structured_outputs
-    loss_spec, traced_specs = specs[0], tf.nest.flatten(specs[2])
+    loss_spec, traced_specs = specs[0], tf.nest.flatten(specs[4])
 
     @tf.function(autograph=False, jit_compile=jit_compile)
     def run(seed):
         init_seed, seed = tfp.random.split_seed(seed, n=2)
 
-        def body(step, seed, skips, last_step, last_loss, arrays):
+        def body(step, seed, skips, backtracks, last_step, last_loss, arrays):
             step_seed, next_seed = tfp.random.split_seed(seed, n=2)
             first = tf.equal(step, 0)
-            loss, skipped, traced = step_fn(step, tf.where(first, init_seed, step_seed))
+            loss, skipped, skips, backtracked, traced = step_fn(
+                step, tf.where(first, init_seed, step_seed), skips
+            )
             traced = tf.nest.flatten(traced)
             arrays = [a.write(step, t) for a, t in zip(arrays, traced, strict=True)]
             return (
                 step + 1,
                 tf.where(first, seed, next_seed),
-                tf.where(skipped, skips + 1, 0),
+                skips,
+                backtracks + tf.cast(backtracked, tf.int32),
                 tf.where(skipped, last_step, step),
                 tf.where(skipped, last_loss, loss),
                 arrays,
@@ -172,12 +231,14 @@ def minimize_guarded(
             tf.TensorArray(s.dtype, size=num_steps, element_shape=s.shape) for s in traced_specs
         ]
         nan = tf.fill(loss_spec.shape, tf.constant(float("nan"), loss_spec.dtype))
-        steps, _, skips, last_step, last_loss, arrays = tf.while_loop(
-            cond, body, (0, seed, 0, -1, nan, arrays), maximum_iterations=num_steps
+        steps, _, skips, backtracks, last_step, last_loss, arrays = tf.while_loop(
+            cond, body, (0, seed, 0, 0, -1, nan, arrays), maximum_iterations=num_steps
         )
-        return steps, skips, last_step, last_loss, [a.stack() for a in arrays]
+        return steps, skips, backtracks, last_step, last_loss, [a.stack() for a in arrays]
 
-    steps, skips, last_step, last_loss, stacked = run(seed)
+    steps, skips, backtracks, last_step, last_loss, stacked = run(seed)
     steps = int(steps)
-    trace = tf.nest.pack_sequence_as(specs[2], [t[:steps] for t in stacked])
-    return GuardedResult(trace, steps, int(skips), int(last_step), last_loss.numpy())
+    trace = tf.nest.pack_sequence_as(specs[4], [t[:steps] for t in stacked])
+    return GuardedResult(
+        trace, steps, int(skips), int(backtracks), int(last_step), last_loss.numpy()
+    )

@@ -85,8 +85,8 @@ class FitDiverged(FloatingPointError):
 
     Attributes:
       step: the first of the skipped steps that stopped the fit (steps count from 0). The
-        variables and the optimizer's state are as step `step - 1` left them: the last
-        finite values.
+        variables and the optimizer's state are as step `step - 1` left them, or, where the
+        fit backtracked since, at the anchor it went back to: finite values.
       last_finite_loss: the loss of the last step applied (a float), or None when no step was.
       trace: what the fit returns, for the `step + max_consecutive_skips` steps it ran (NumPy
         arrays, with `trace_fn`'s structure).
@@ -161,7 +161,8 @@ def _diverged(result: GuardedResult, num_steps: int, max_consecutive_skips: int)
         shown = f"{last:.6g}" if isinstance(last, float) else str(last)
         where = (
             f"the last finite loss was {shown}, at step {result.last_applied_step}, and the "
-            "surrogate's variables are left as that step made them"
+            "surrogate's variables are left at finite values (that step's, or the anchor of "
+            f"the last of {result.backtracks} backtrack(s))"
         )
     message = (
         f"the fit diverged at step {step} of {num_steps}: {max_consecutive_skips} step(s) in a "
@@ -190,6 +191,7 @@ def fit_surrogate_posterior(
     stick_the_landing: bool = False,
     trainable_variables: Sequence[tf.Variable] | None = None,
     max_consecutive_skips: int = 25,
+    backtrack_after: int | None = 5,
     jit_compile: bool = False,
     seed=None,
     check: bool = True,
@@ -208,11 +210,15 @@ def fit_surrogate_posterior(
     - a step whose loss or any gradient is NaN or infinite is skipped: not applied, so the
       variables and the optimizer's state (its moments, its step count, hence a learning-rate
       schedule's position) keep their values. So is a step whose update would leave a variable
-      or the optimizer's state non-finite (they are restored). After `max_consecutive_skips`
-      skipped steps in a row the fit stops and raises `FitDiverged`, the variables left at
-      their last finite values.
+      or the optimizer's state non-finite (they are restored). After `backtrack_after` (5)
+      skipped steps in a row the fit backtracks: the variables and the optimizer's state go
+      back to an anchor (their values at the start of the fit, refreshed every 50 applied
+      steps) and each later update's displacement is halved again, a scale that grows back to
+      1 in 100 applied steps (a step that walked into a region where the target overflows is
+      retaken with smaller steps). After `max_consecutive_skips` skipped steps in a row the
+      fit stops and raises `FitDiverged`, the variables left at finite values.
 
-    Where no step is skipped, the steps and losses are those of `tfp.vi.fit_surrogate_posterior`
+    Until a backtrack, no update is touched: where no step is skipped, the steps and losses are those of `tfp.vi.fit_surrogate_posterior`
     with the same seed. The loop over steps runs as one `tf.function` (compiled whole by XLA
     under `jit_compile=True`); call this function eagerly.
 
@@ -239,6 +245,8 @@ def fit_surrogate_posterior(
         more evaluation of the surrogate's density (for an IAF, its sequential inverse).
       trainable_variables: the variables to fit; default: the surrogate's.
       max_consecutive_skips: how many skipped steps in a row stop the fit, >= 1.
+      backtrack_after: after how many skipped steps in a row (and after each further as many)
+        the fit backtracks, >= 1; None: never (a skipped step is then only not applied).
       jit_compile: compile the loop with XLA.
       seed: an int or a stateless seed (a pair of ints): each step draws with its own stateless
         seed split from it, so a stateless seed gives the same fit each time (XLA draws other
@@ -252,8 +260,8 @@ def fit_surrogate_posterior(
       shape `[num_steps]`, NaN exactly at the skipped steps (`np.isnan(losses)` marks them).
 
     Raises:
-      TypeError: `num_steps`, `sample_size`, `importance_sample_size` or
-        `max_consecutive_skips` not an int.
+      TypeError: `num_steps`, `sample_size`, `importance_sample_size`,
+        `max_consecutive_skips` or `backtrack_after` not an int.
       ValueError: one of them below 1; no trainable variables; `stick_the_landing` with
         another `gradient_estimator`; with `check`, a target whose log-density at the initial
         samples is not of shape `[sample_size]` or not finite.
@@ -263,6 +271,8 @@ def fit_surrogate_posterior(
     sample_size = _checks.positive_int("sample_size", sample_size)
     importance_sample_size = _checks.positive_int("importance_sample_size", importance_sample_size)
     max_consecutive_skips = _checks.positive_int("max_consecutive_skips", max_consecutive_skips)
+    if backtrack_after is not None:
+        backtrack_after = _checks.positive_int("backtrack_after", backtrack_after)
     gradient_estimator = _gradient_estimator(gradient_estimator, stick_the_landing)
     if trainable_variables is None:
         trainable_variables = surrogate_posterior.trainable_variables
@@ -293,6 +303,7 @@ def fit_surrogate_posterior(
             num_steps,
             trace_fn=_trace_loss if trace_fn is None else trace_fn,
             max_consecutive_skips=max_consecutive_skips,
+            backtrack_after=backtrack_after,
             jit_compile=bool(jit_compile),
             seed=seed,
         )
