@@ -47,7 +47,9 @@ def test_a_stored_kernel_s_gradient_is_the_multiplier_times_the_standard_one(lay
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(tf.sin(net(x)))
         variables = net.trainable_variables
-        grads.update(zip((v.ref() for v in variables), tape.gradient(loss, variables)))
+        grads.update(
+            zip((v.ref() for v in variables), tape.gradient(loss, variables), strict=True)
+        )
     for a, b in zip(standard.masked_layers, ntk.masked_layers, strict=True):
         c = b.multiplier
         for va, vb in zip(a.trainable_variables, b.trainable_variables, strict=True):
@@ -80,7 +82,9 @@ def test_the_fingerprint_names_the_parametrization_only_when_ntk():
     default = tfp_iaf.MADE(5, [8, 8])._fingerprint()
     assert tfp_iaf.MADE(5, [8, 8], parametrization="standard")._fingerprint() == default
     assert "parametrization" not in default
-    assert tfp_iaf.MADE(5, [8, 8], parametrization="ntk")._fingerprint()["parametrization"] == "ntk"
+    assert (
+        tfp_iaf.MADE(5, [8, 8], parametrization="ntk")._fingerprint()["parametrization"] == "ntk"
+    )
 
 
 def test_a_surrogate_s_default_is_ntk_and_standard_stays_available():
@@ -89,7 +93,9 @@ def test_a_surrogate_s_default_is_ntk_and_standard_stays_available():
     mades = [m for m in q.submodules if isinstance(m, tfp_iaf.MADE)]
     assert mades and all(m.parametrization == "ntk" for m in mades)
     q = tfp_iaf.vi.build_iaf_surrogate_posterior([4], parametrization="standard", seed=0)
-    assert all(m.parametrization == "standard" for m in q.submodules if isinstance(m, tfp_iaf.MADE))
+    assert all(
+        m.parametrization == "standard" for m in q.submodules if isinstance(m, tfp_iaf.MADE)
+    )
 
 
 def test_a_bad_parametrization_names_the_argument_and_the_value():

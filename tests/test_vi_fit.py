@@ -258,7 +258,11 @@ def test_a_target_of_the_wrong_shape_is_named_before_fitting(event_shape, target
         ({"sample_size": 2.0}, TypeError, r"`sample_size` must be a positive integer; got 2.0"),
         ({"importance_sample_size": 0}, ValueError, r"`importance_sample_size` must be a"),
         ({"max_consecutive_skips": 0}, ValueError, r"`max_consecutive_skips` must be a .*got 0"),
-        ({"backtrack_after": 0}, ValueError, r"`backtrack_after` must be a positive integer; got 0"),
+        (
+            {"backtrack_after": 0},
+            ValueError,
+            r"`backtrack_after` must be a positive integer; got 0",
+        ),
         ({"backtrack_after": 2.5}, TypeError, r"`backtrack_after` must be a positive .*got 2.5"),
         ({"trainable_variables": []}, ValueError, r"`trainable_variables` must not be empty"),
         (

@@ -97,9 +97,7 @@ def _apply(optimizer, grads, variables, state, scale) -> tf.Tensor:
         with tf.control_dependencies([v.assign(s) for v, s in zip(state, saved, strict=True)]):
             return tf.constant(False)
 
-    return tf.cond(
-        finite, lambda: tf.cond(scale < 1.0, damp, lambda: tf.constant(True)), restore
-    )
+    return tf.cond(finite, lambda: tf.cond(scale < 1.0, damp, lambda: tf.constant(True)), restore)
 
 
 def _make_step(loss_fn, variables, optimizer, trace_fn, backtrack_after):
@@ -193,9 +191,7 @@ def minimize_guarded(
       A `GuardedResult`.
     """
     never = max_consecutive_skips + 1  # a backtrack it never reaches
-    step_fn = _make_step(
-        loss_fn, list(variables), optimizer, trace_fn, backtrack_after or never
-    )
+    step_fn = _make_step(loss_fn, list(variables), optimizer, trace_fn, backtrack_after or never)
     seed = tfp.random.sanitize_seed(seed, salt="minimize")
     specs = step_fn.get_concrete_function(
         tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.int32)

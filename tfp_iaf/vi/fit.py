@@ -218,9 +218,10 @@ def fit_surrogate_posterior(
       retaken with smaller steps). After `max_consecutive_skips` skipped steps in a row the
       fit stops and raises `FitDiverged`, the variables left at finite values.
 
-    Until a backtrack, no update is touched: where no step is skipped, the steps and losses are those of `tfp.vi.fit_surrogate_posterior`
-    with the same seed. The loop over steps runs as one `tf.function` (compiled whole by XLA
-    under `jit_compile=True`); call this function eagerly.
+    Until a backtrack, no update is touched: where no step is skipped, the steps and losses
+    are those of `tfp.vi.fit_surrogate_posterior` with the same seed. The loop over steps runs
+    as one `tf.function` (compiled whole by XLA under `jit_compile=True`); call this function
+    eagerly.
 
     Args:
       target_log_prob_fn: `fn(value) -> log_prob`, one log-density per sample.
