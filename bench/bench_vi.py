@@ -98,6 +98,9 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("eval_samples", 4000, "Samples for the ELBO, errors and k-hat.")
 flags.DEFINE_string("work_dir", "runs/bench_vi", "Per-run results (resumable).")
+flags.DEFINE_integer(
+    "backtrack_after", 5, "Our fit's `backtrack_after`; 0: None (skip only, no backtracking)."
+)
 flags.DEFINE_bool(
     "report_only", False, "Print the tables of the runs in `--work_dir`; run nothing."
 )
@@ -232,6 +235,7 @@ def fit(model, q, method: str, seed: int) -> tuple[float, bool]:
                 sample_size=FLAGS.sample_size,
                 seed=tf.constant([seed, 1000]),
                 jit_compile=True,
+                backtrack_after=FLAGS.backtrack_after or None,
             )
         except vi.FitDiverged as error:
             print(f"{method} seed {seed}: {error}", flush=True)
