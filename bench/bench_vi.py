@@ -350,8 +350,9 @@ def mean_se(values) -> str:
     v = v[np.isfinite(v)]
     if not v.size:
         return "-"
-    se = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else float("nan")
-    return f"{v.mean():.2f} +- {se:.2f}"
+    if v.size == 1:
+        return f"{v[0]:.2f}"
+    return f"{v.mean():.2f} +- {v.std(ddof=1) / np.sqrt(v.size):.2f}"
 
 
 def table(target: str, results: dict) -> list[str]:
