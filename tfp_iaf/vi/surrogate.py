@@ -84,10 +84,10 @@ def build_iaf_surrogate_posterior(
         narrower than `D - 1` (the default's, past `D = 1025`) leave each output without the
         few inputs just before it that no hidden unit carries (`MADE`'s `allow_narrow`).
       affine: "diag" (per-dimension scale and shift), "tril" (full-rank) or None.
-      initial_scale: the affine step's initial scale, > 0. Default 0.1 (measured in
-        docs/benchmarks_vi.md: with 1, `N(0, I)`, a 103-dimensional stochastic-volatility model's
-        log-scales ran to infinity by step 31; 0.1 cost 0.06 nats on a funnel and 3 on a
-        100-dimensional ill-conditioned Gaussian, still 10 above every TFP surrogate).
+      initial_scale: the affine step's initial scale, > 0. Default 0.1 (docs/benchmarks_vi.md,
+        the ablation: against 1, it gave up 0.06 nats on a funnel and 3 on a 100-dimensional
+        ill-conditioned Gaussian, gained 0.6 on a Brownian motion with unknown scales, and is
+        the narrow start at the origin that a stiff likelihood does not overflow at).
       gated: gated IAF updates (`y = g x + (1 - g) m`) instead of affine ones.
       log_scale_bound: each step's soft bound on `|log sigma|` (see
         `InverseAutoregressiveFlow`), or None (the default: measured, the bound cost ELBO on a
@@ -95,8 +95,9 @@ def build_iaf_surrogate_posterior(
       activation: the MADEs' hidden activation.
       parametrization: the MADEs' (see `MADE`): "ntk" (the default: each kernel scaled by
         `1 / sqrt(fan_in)`, so an Adam step moves the network's outputs by an amount that does
-        not grow with the model's dimension; measured: the "standard" one sent the log-scales
-        to infinity within 20 steps on 90- to 500-dimensional models) or "standard".
+        not grow with its width; docs/benchmarks_vi.md: 5-13 nats better than "standard" on a
+        100-dimensional ill-conditioned Gaussian, and without the fit's backtracking the
+        standard surrogate diverged on a 501-dimensional item-response model) or "standard".
       dtype: float dtype of the samples (one dtype, or the structure of `event_shape`).
       seed: int seed of the networks' initial weights, or None.
       validate_args: checks on the bijectors' inputs.
@@ -145,18 +146,12 @@ def build_iaf_surrogate_posterior(
             flat += _affine_step(size, affine, initial_scale, dtype, validate_args)
         iaf = None
         if num_steps:
+            # The options each MADE takes as they are.
+            made = dict(activation=activation, parametrization=parametrization, dtype=dtype.name)
             iaf = _iaf_steps(
-                size,
-                num_steps,
-                hidden_units,
-                gated,
-                log_scale_bound,
-                activation,
-                parametrization,
-                dtype,
-                iaf_seed,
-                validate_args,
-            )
+                size, num_steps, hidden_units, gated, log_scale_bound, iaf_seed, validate_args,
+                **made,
+            )  # fmt: skip
             flat.append(iaf)
         base = tfd.Sample(
             tfd.Normal(tf.zeros([], dtype), tf.ones([], dtype)),
@@ -174,17 +169,8 @@ def build_iaf_surrogate_posterior(
 
 
 def _iaf_steps(
-    size,
-    num_steps,
-    hidden_units,
-    gated,
-    log_scale_bound,
-    activation,
-    parametrization,
-    dtype,
-    seed,
-    validate_args,
-):
+    size, num_steps, hidden_units, gated, log_scale_bound, seed, validate_args, **made
+):  # fmt: skip
     # The last step (the one nearest the model) runs in the event's own order: a
     # JointDistribution lists parents before children, so each parameter is drawn given the
     # ones it depends on (a funnel's scale before the values it scales).
@@ -193,15 +179,13 @@ def _iaf_steps(
             size,
             hidden_units,
             order="left-to-right" if (num_steps - 1 - t) % 2 == 0 else "right-to-left",
-            activation=activation,
             # One variable and one matmul a layer: faster at VI's few samples (benchmarks_vi.md).
             kernel_blocks=1,
             packed=True,
             allow_narrow=True,  # with layers at least `size - 1` wide it changes nothing
-            parametrization=parametrization,
-            dtype=dtype.name,
             seed=None if seed is None else seed + t,
             name=f"made_{t}",
+            **made,
         )
         for t in range(num_steps)
     ]
