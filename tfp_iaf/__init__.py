@@ -16,7 +16,7 @@ from tfp_iaf.weight_norm import data_dependent_init
 # Last: it needs the stacks. Keras 3 is already imported by TensorFlow (this adds ~10 ms), and
 # `keras.models.load_model` finds `FlowLayer` only if importing tfp_iaf registered it.
 from tfp_iaf import keras3  # isort: skip
-from tfp_iaf import vi  # isort: skip
+from tfp_iaf import mcmc, vi  # isort: skip
 
 __version__ = "0.2.0.dev0"
 
@@ -38,6 +38,7 @@ __all__ = [
     "dense_iaf_stack",
     "keras3",
     "tf_keras",
+    "mcmc",
     "unit_log_prob",
     "vi",
 ]
