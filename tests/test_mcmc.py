@@ -210,6 +210,21 @@ def test_bootstrap_from_a_model_value_inverts_the_flow():
     np.testing.assert_allclose(results.base_state, base, atol=1e-4)
 
 
+def test_a_base_of_rank_two_with_a_mass_matrix():
+    """A surrogate over `N(0, I)` on `[2, 2]` matrices: the states, the base states and the mass
+    matrix keep the base's shape."""
+    q = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0.0, 1.0), [2, 2]), tfb.Exp())
+
+    def target(x):
+        return tf.reduce_sum(tfd.LogNormal(0.0, 0.5).log_prob(x), axis=[-2, -1])
+
+    result = mcmc.sample_neutra(
+        target, q, 4, num_chains=2, num_burnin_steps=125, kernel="hmc", jit_compile=False
+    )
+    assert result.states.shape == [4, 2, 2, 2] and result.base_states.shape == [4, 2, 2, 2]
+    assert np.all(result.states.numpy() > 0) and result.ess.shape == [2, 2]
+
+
 # Errors.
 
 

@@ -23,8 +23,9 @@ class NeuTraKernelResults(
     """What `NeuTra` carries from step to step.
 
     Attributes:
-      base_state: the chain's state in the surrogate's base space, `[*chains, D]`: the state
-        the inner kernel moves (the model-space state is `surrogate.bijector.forward` of it).
+      base_state: the chain's state in the surrogate's base space,
+        `[*chains, *base_event_shape]`: the state the inner kernel moves (the model-space
+        state is `surrogate.bijector.forward` of it).
       inner_results: the inner kernel's results. TFP's wrappers and getters that look for a
         field (`step_size`, `log_accept_ratio`, `leapfrogs_taken`) through `inner_results`
         find the inner kernel's.
@@ -54,7 +55,8 @@ class NeuTra(tfp.mcmc.TransitionKernel):
     the base state is the one that needs no inverse pass.
 
     Shapes: state: the surrogate's event structure, each part `[*chains, *part_shape]`;
-    `kernel_results.base_state: [*chains, D]` (`D`: the base's event size).
+    `kernel_results.base_state: [*chains, *base_event_shape]` (`[*chains, D]` for the
+    surrogates of `tfp_iaf.vi`).
 
     Args:
       target_log_prob_fn: `fn(value) -> log_prob`, `value` structured like the surrogate's
@@ -188,9 +190,9 @@ class NeuTra(tfp.mcmc.TransitionKernel):
         Args:
           init_state: a value of the model, structured like the surrogate's samples, each part
             `[*chains, *part_shape]`.
-          base_state: the same chains' state in the base space, `[*chains, D]`: e.g.
-            `surrogate.distribution.sample(num_chains)`, which starts the chains at draws of
-            the surrogate and costs no inverse pass.
+          base_state: the same chains' state in the base space,
+            `[*chains, *base_event_shape]`: e.g. `surrogate.distribution.sample(num_chains)`,
+            which starts the chains at draws of the surrogate and costs no inverse pass.
 
         Raises:
           ValueError: neither or both given.

@@ -31,7 +31,8 @@ class NeuTraResult(NamedTuple):
       states: the draws, structured like the surrogate's samples, each part
         `[num_results, num_chains, *part_shape]`.
       base_states: the same draws in the surrogate's base space, `[num_results, num_chains,
-        D]`: near `N(0, I)` when the fit was good.
+        *base_event_shape]` (`[..., D]` for `tfp_iaf.vi`'s): near `N(0, I)` when the fit was
+        good.
       num_gradient_evaluations: `[num_chains]` int64, the target's gradients each chain
         evaluated, burn-in and the first evaluation included (the fit's not counted).
       ess: the effective sample size of each parameter across chains, structured like
@@ -154,10 +155,11 @@ def sample_neutra(
     if seed is not None and not _checks.is_int(seed):
         raise TypeError(f"`seed` must be an int or None; got {seed!r} ({type(seed).__name__})")
     _, size = check_standard_normal_base(surrogate)
+    base_shape = surrogate.distribution.event_shape.as_list()
     _check_target_on_surrogate(target_log_prob_fn, surrogate, num_chains, seed)
     base_state = None
     if init_state is not None:
-        base_state = _base_state(surrogate, init_state, num_chains, size)
+        base_state = _base_state(surrogate, init_state, [num_chains, *base_shape])
 
     dtype = surrogate.distribution.dtype
     initial_step = tf.constant(size**-0.25 if step_size is None else step_size, dtype)
@@ -172,7 +174,7 @@ def sample_neutra(
         max_tree_depth=max_tree_depth,
         mass_matrix=adapt_mass_matrix and adaptation_steps >= MIN_MASS_MATRIX_STEPS,
         num_chains=num_chains,
-        size=size,
+        base_shape=base_shape,
     )
     neutra = NeuTra(target_log_prob_fn, surrogate, kernel_fn)
     run = tf.function(
@@ -210,7 +212,7 @@ def _check_target_on_surrogate(target_log_prob_fn, surrogate, num_chains, seed) 
         )
 
 
-def _base_state(surrogate, init_state, num_chains, size) -> tf.Tensor:
+def _base_state(surrogate, init_state, shape) -> tf.Tensor:
     try:
         base = surrogate.bijector.inverse(init_state)
     except (TypeError, KeyError, IndexError, ValueError, tf.errors.InvalidArgumentError) as e:
@@ -218,10 +220,10 @@ def _base_state(surrogate, init_state, num_chains, size) -> tf.Tensor:
             f"`init_state` is not a value of the surrogate's structure {surrogate.dtype}: "
             f"{type(e).__name__}: {e}"
         ) from e
-    if base.shape != [num_chains, size]:
+    if base.shape != shape:
         shapes = tf.nest.map_structure(lambda x: list(x.shape), init_state)
         raise ValueError(
-            f"`init_state` must hold one value per chain ({num_chains}); got shapes {shapes}"
+            f"`init_state` must hold one value per chain ({shape[0]}); got shapes {shapes}"
         )
     if not np.all(np.isfinite(base)):
         raise ValueError("`init_state` is outside the surrogate's support (NaN or inf inverse)")
@@ -230,7 +232,7 @@ def _base_state(surrogate, init_state, num_chains, size) -> tf.Tensor:
 
 def _adapted_kernel_fn(
     kind, step_size, adaptation_steps, *, target_accept_prob, max_tree_depth, mass_matrix,
-    num_chains, size,
+    num_chains, base_shape,
 ):  # fmt: skip
     """The sampler over the base space, with the adaptation `sample_neutra` documents."""
     dtype = step_size.dtype
@@ -238,7 +240,7 @@ def _adapted_kernel_fn(
     def kernel_fn(base_log_prob):
         kwargs = {}
         if mass_matrix:
-            ones = tf.ones([num_chains, size], dtype)
+            ones = tf.ones([num_chains, *base_shape], dtype)
             kwargs["momentum_distribution"] = _preconditioning.make_momentum_distribution(
                 [ones], [num_chains], running_variance_parts=[ones]
             )
@@ -275,8 +277,8 @@ def _adapted_kernel_fn(
         # for a chain to estimate its own.
         variance = tfp.experimental.stats.RunningVariance.from_stats(
             num_samples=tf.zeros([], dtype),
-            mean=tf.zeros([size], dtype),
-            variance=tf.ones([size], dtype),
+            mean=tf.zeros(base_shape, dtype),
+            variance=tf.ones(base_shape, dtype),
         )
         inner = tfp.experimental.mcmc.DiagonalMassMatrixAdaptation(
             inner, [variance], num_estimation_steps=adaptation_steps
