@@ -225,6 +225,16 @@ def test_a_base_of_rank_two_with_a_mass_matrix():
     assert np.all(result.states.numpy() > 0) and result.ess.shape == [2, 2]
 
 
+def test_chains_that_never_moved_get_a_verdict_not_nan():
+    from tfp_iaf.mcmc.sample import ess_and_rhat
+
+    stuck = tf.constant(np.tile([[1.0, 2.0, 3.0]], [10, 1]), tf.float32)  # [draws, chains]
+    same = tf.ones([10, 3])
+    ess, rhat = ess_and_rhat({"stuck": stuck, "same": same}, 3)
+    assert float(rhat["stuck"]) == np.inf and float(rhat["same"]) == np.inf, rhat
+    assert float(ess["same"]) == 0.0 and 0 < float(ess["stuck"]) <= 3, ess  # one draw a chain
+
+
 # Errors.
 
 

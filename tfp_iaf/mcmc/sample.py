@@ -352,14 +352,28 @@ def _run_chains(neutra, kind, num_results, num_burnin_steps, num_chains, seed, b
     return (*kept, burnin_gradients, step, length)
 
 
-def _result(states, trace, burnin_gradients, step, length, num_chains) -> NeuTraResult:
+def ess_and_rhat(states, num_chains: int):
+    """Per parameter: ESS across chains and split R-hat, each a verdict, never NaN.
+
+    Chains that never moved have no within-chain variance: R-hat is `+inf` (TFP gives `inf`
+    when the chains sit at different values, NaN when at the same one), and ESS at most one
+    draw a chain (0 when all sit at the same value, where TFP gives NaN).
+    """
     cross_chain = 1 if num_chains > 1 else None
-    ess = tf.nest.map_structure(
-        lambda x: tfp.mcmc.effective_sample_size(x, cross_chain_dims=cross_chain), states
-    )
-    rhat = tf.nest.map_structure(
-        lambda x: tfp.mcmc.potential_scale_reduction(x, split_chains=True), states
-    )
+
+    def ess(x):
+        value = tfp.mcmc.effective_sample_size(x, cross_chain_dims=cross_chain)
+        return tf.where(tf.math.is_nan(value), tf.zeros_like(value), value)
+
+    def rhat(x):
+        value = tfp.mcmc.potential_scale_reduction(x, split_chains=True)
+        return tf.where(tf.math.is_nan(value), tf.fill(tf.shape(value), np.inf), value)
+
+    return tf.nest.map_structure(ess, states), tf.nest.map_structure(rhat, states)
+
+
+def _result(states, trace, burnin_gradients, step, length, num_chains) -> NeuTraResult:
+    ess, rhat = ess_and_rhat(states, num_chains)
     return NeuTraResult(
         states=states,
         base_states=trace["base_state"],
