@@ -18,6 +18,7 @@ API = ROOT / "docs" / "api"
 PUBLIC_MODULES = {
     "tfp_iaf": ROOT / "tfp_iaf" / "__init__.py",
     "tfp_iaf.vi": ROOT / "tfp_iaf" / "vi" / "__init__.py",
+    "tfp_iaf.mcmc": ROOT / "tfp_iaf" / "mcmc" / "__init__.py",
     "tfp_iaf.vae": ROOT / "tfp_iaf" / "vae" / "__init__.py",
     "tfp_iaf.keras3": ROOT / "tfp_iaf" / "keras3.py",
 }
