@@ -43,7 +43,7 @@ print("tfp_iaf", tfp_iaf.__version__, "beside tensorflow", md.version("tensorflo
       md.version("tensorflow-probability"))
 PY
     if [[ $set == newest ]]; then
-        "$work/$set/bin/python" -c "import tfp_iaf.keras3, tfp_iaf.vae, tfp_iaf.vi"
+        "$work/$set/bin/python" -c "import tfp_iaf.keras3, tfp_iaf.mcmc, tfp_iaf.vae, tfp_iaf.vi"
     fi
     "$work/$set/bin/python" "$repo/examples/quickstart.py" 2> "$work/quickstart.err" ||
         { cat "$work/quickstart.err"; exit 1; }

@@ -20,8 +20,6 @@ DIVERGENCE_NATS = 1000.0
 MIN_MASS_MATRIX_STEPS = 100
 
 tfd = tfp.distributions
-_windowed = tfp.experimental.mcmc.windowed_sampling
-_preconditioning = tfp.experimental.mcmc.preconditioning_utils
 
 
 class NeuTraResult(NamedTuple):
@@ -241,7 +239,8 @@ def _adapted_kernel_fn(
         kwargs = {}
         if mass_matrix:
             ones = tf.ones([num_chains, *base_shape], dtype)
-            kwargs["momentum_distribution"] = _preconditioning.make_momentum_distribution(
+            preconditioning = tfp.experimental.mcmc.preconditioning_utils
+            kwargs["momentum_distribution"] = preconditioning.make_momentum_distribution(
                 [ones], [num_chains], running_variance_parts=[ones]
             )
         if kind == "nuts":
@@ -283,7 +282,7 @@ def _adapted_kernel_fn(
         inner = tfp.experimental.mcmc.DiagonalMassMatrixAdaptation(
             inner, [variance], num_estimation_steps=adaptation_steps
         )
-        return _windowed.WindowedAdaptation(inner, adaptation_steps)
+        return tfp.experimental.mcmc.windowed_sampling.WindowedAdaptation(inner, adaptation_steps)
 
     return kernel_fn
 
