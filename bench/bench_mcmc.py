@@ -42,7 +42,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from absl import app, flags
 from inference_gym import using_tensorflow as gym
-from report import date_and_machine  # bench/report.py
+from report import date_and_machine, load_run, save_run  # bench/report.py
 
 from tfp_iaf import mcmc, vi
 
@@ -155,11 +155,9 @@ def run_one(target: str, method: str, seed: int) -> dict | None:
         f"{target}-{method}-{seed}-{FLAGS.num_chains}x{FLAGS.num_burnin_steps}+{FLAGS.num_results}"
     )
     path = os.path.join(FLAGS.work_dir, f"{name}.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    if FLAGS.report_only:
-        return None
+    saved = load_run(path)
+    if saved is not None or FLAGS.report_only:
+        return saved
     model = getattr(gym.targets, target)()
     init_state = None
     if method.startswith("nuts"):
@@ -187,9 +185,7 @@ def run_one(target: str, method: str, seed: int) -> dict | None:
     seconds = time.perf_counter() - start
     run = measure(model, result, khat, fit_seconds, fit_steps, seconds)
     print(name, json.dumps(run), flush=True)
-    os.makedirs(FLAGS.work_dir, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(run, f)
+    save_run(path, run)
     return run
 
 

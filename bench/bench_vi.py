@@ -38,7 +38,6 @@ Results are kept per (target, method, seed) in `--work_dir`, so a rerun resumes.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -47,7 +46,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from absl import app, flags
 from inference_gym import using_tensorflow as gym
-from report import date_and_machine  # bench/report.py
+from report import date_and_machine, load_run, save_run  # bench/report.py
 
 from tfp_iaf import vi
 from tfp_iaf.vi import structure
@@ -321,20 +320,16 @@ def evaluate(model, q, seed: int) -> dict:
 def run_one(target: str, method: str, seed: int) -> dict | None:
     run = f"{target}-{method}-{FLAGS.steps}-{FLAGS.schedule}-{seed}"
     path = os.path.join(FLAGS.work_dir, f"{run}.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    if FLAGS.report_only:
-        return None
+    saved = load_run(path)
+    if saved is not None or FLAGS.report_only:
+        return saved
     model = getattr(gym.targets, target)()
     q = build(method, model, seed)
     if q is None:
         return None
     seconds, diverged = fit(model, q, method, seed)
     result = {"ms_per_step": 1e3 * seconds, "diverged": diverged, **evaluate(model, q, seed)}
-    os.makedirs(FLAGS.work_dir, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f)
+    save_run(path, result)
     print(f"{target} {method} seed {seed}: {result}", flush=True)
     return result
 

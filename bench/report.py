@@ -8,13 +8,16 @@ import it as `report`:
 - `run_logged(args, log_path)`: runs `python args...` in a child process (an example, which
   must not share the bench's flags or TensorFlow state), its output appended to `log_path`;
 - `load_example(name)`: imports `examples/<name>.py` into this process instead (its flags
-  defined here too), for a bench that calls the example's functions.
+  defined here too), for a bench that calls the example's functions;
+- `load_run(path)` / `save_run(path, run)`: one run's results as a JSON file, so that a bench
+  rerun resumes.
 """
 
 from __future__ import annotations
 
 import datetime
 import importlib.util
+import json
 import os
 import platform
 import shlex
@@ -62,3 +65,18 @@ def load_example(name: str) -> types.ModuleType:
     sys.modules[name] = module  # before running it: its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def load_run(path: str) -> dict | None:
+    """The results saved at `path` by `save_run`, or None if there are none."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_run(path: str, run: dict) -> None:
+    """Saves one run's results as JSON at `path` (its folder created)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(run, f)

@@ -127,7 +127,7 @@ class NeuTra(tfp.mcmc.TransitionKernel):
 
     def _step_size(self, step_size):
         if step_size is None:
-            return tf.constant(self._event_size**-0.25, self.dtype)
+            return default_step_size(self._event_size, self.dtype)
         if tf.is_tensor(step_size) or isinstance(step_size, tf.Variable):
             return step_size
         return tf.constant(_checks.finite_float("step_size", step_size, positive=True), self.dtype)
@@ -211,6 +211,11 @@ class NeuTra(tfp.mcmc.TransitionKernel):
             return NeuTraKernelResults(
                 base_state, self._inner_kernel.bootstrap_results(base_state)
             )
+
+
+def default_step_size(event_size: int, dtype) -> tf.Tensor:
+    """`D ** -0.25`: a leapfrog step of the order HMC's acceptance needs on `N(0, I_D)`."""
+    return tf.constant(event_size**-0.25, dtype)
 
 
 def check_standard_normal_base(surrogate) -> tuple[int, int]:

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_iaf import _checks
-from tfp_iaf.mcmc.kernel import KERNELS, NeuTra, check_standard_normal_base
+from tfp_iaf.mcmc.kernel import KERNELS, NeuTra, check_standard_normal_base, default_step_size
 
 # Stan's rule: a trajectory whose energy error passes this many nats diverged (TFP's NUTS
 # flags its own with the same threshold).
@@ -160,7 +160,10 @@ def sample_neutra(
         base_state = _base_state(surrogate, init_state, [num_chains, *base_shape])
 
     dtype = surrogate.distribution.dtype
-    initial_step = tf.constant(size**-0.25 if step_size is None else step_size, dtype)
+    if step_size is None:
+        initial_step = default_step_size(size, dtype)
+    else:
+        initial_step = tf.constant(step_size, dtype)
     adaptation_steps = int(0.8 * num_burnin_steps)
     if not isinstance(adapt_mass_matrix, bool):
         raise TypeError(f"`adapt_mass_matrix` must be a bool; got {adapt_mass_matrix!r}")
