@@ -17,6 +17,10 @@ from tfp_iaf.weight_norm import data_dependent_init
 # `keras.models.load_model` finds `FlowLayer` only if importing tfp_iaf registered it.
 from tfp_iaf import keras3  # isort: skip
 from tfp_iaf import mcmc, vi  # isort: skip
+from tfp_iaf import _hdf5  # isort: skip
+
+# tf_keras's HDF5 weights files (`save_weights("w.h5")`) carry the flows' fingerprints from here.
+_hdf5.install()
 
 __version__ = "0.2.0.dev0"
 

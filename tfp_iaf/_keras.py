@@ -8,6 +8,9 @@ A Keras 3 model tracks only Keras 3 variables and layers, so there a flow must b
 `tfp_iaf.keras3.FlowLayer`; `check_keras3_owner` makes a flow held any other way fail loudly the
 first time it runs inside a Keras 3 layer. It reads Keras 3's private call context, the only
 private Keras 3 name tfp_iaf uses (`keras3_entry_layer`; tests/test_keras3.py guards it).
+
+`tfp_iaf._hdf5` reaches into tf_keras once more: it wraps the private functions of tf_keras's
+HDF5 weights format, so that `save_weights("w.h5")` carries the flows' fingerprints.
 """
 
 from __future__ import annotations

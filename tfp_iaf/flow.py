@@ -75,7 +75,8 @@ class Flow(tfb.Bijector):
         }
 
     # TensorFlow's saveable protocol: the fingerprint is saved with the flow's variables and
-    # checked when they are restored (a restore of another configuration raises).
+    # checked when they are restored; a restore of another configuration (or, into variables
+    # not made yet, of another dtype) raises and drops what it queued under the flow.
     def _serialize_to_tensors(self):
         return _fingerprint.serialize(self)
 
