@@ -122,6 +122,7 @@ class TailConfig:
     data_dir: str | None = None
     download: bool = False
     save_every: int = 1
+    save_every_minutes: float = 5.0
     num_importance_samples: int = 3
     importance_chunk: int = 2
     eval_batch_size: int = 3

@@ -84,9 +84,11 @@ def test_a_run_announces_its_plan(tmp_path, caplog):
     text = caplog.text
     assert (
         f"Plan: train to step 3 in all (2 steps per epoch of 8 examples, batch 4), a checkpoint "
-        f"every 2 steps and at the end in {tmp_path}; then evaluate the first 2 test examples."
+        f"every 2 steps or 5 minutes and at the end in {tmp_path}; then evaluate the first 2 "
+        "test examples."
     ) in text
-    assert "the same command resumes from the last checkpoint" in text
+    assert "a hard kill (kill -9) loses the steps since the last one" in text
+    assert "The same command resumes from the last checkpoint" in text
     assert f"tensorboard --logdir {tmp_path / 'tensorboard'}" in text
     # Each evaluation bar is announced with what it measures, and the summary names the weights.
     raw = text.index("Evaluating the raw (not averaged) weights: test ELBO, 1 sample")

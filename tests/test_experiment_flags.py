@@ -27,6 +27,8 @@ COMMON = [
     ("--clip_norm=0", r"--clip_norm must be a positive number"),
     ("--clip_norm=inf", r"--clip_norm must be a positive number"),
     ("--free_bits=-0.1", r"--free_bits must be >= 0"),
+    ("--save_every_minutes=-1", r"--save_every_minutes must be a finite number of minutes >= 0"),
+    ("--save_every_minutes=inf", r"--save_every_minutes must be a finite number of minutes"),
     ("--epochs=2 --num_steps=5", r"--epochs and --num_steps cannot both be set: --num_steps"),
 ]
 
@@ -76,6 +78,7 @@ def _shared_defaults(name):
 SHARED = {
     "batch_size", "epochs", "num_steps", "learning_rate", "clip_norm", "ema_momentum",
     "optimizer", "preset", "data_dir", "download", "model_dir", "save_every", "strategy",
+    "save_every_minutes",
     "mixed_precision", "jit_compile", "num_importance_samples", "importance_chunk",
     "eval_batch_size", "num_eval_examples", "seed", "verbose", "mode", "temperature",
 }  # fmt: skip

@@ -124,8 +124,8 @@ def test_a_checkpoint_of_other_flags_is_refused(tmp_path):
     run_tiny_experiment(tmp_path, X, num_steps=2)
     with pytest.raises(
         vae.CheckpointError,
-        match=r"cannot evaluate with these flags: the checkpoint .*ckpt-2 is of another model "
-        r"or run than this one.*batch_size: checkpoint 4, now 8",
+        match=r"the checkpoint .*ckpt-2 is of another model or run than this one, so it cannot "
+        r"be used to evaluate: .*batch_size: checkpoint 4, now 8",
     ):
         evaluate(tmp_path, batch_size=8)
     assert not list(tmp_path.glob("evaluation_*"))

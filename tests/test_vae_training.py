@@ -212,6 +212,16 @@ def test_train_errors(name, tmp_path):
         vae.train(tiny_vae(), None, model_dir=str(tmp_path), **kwargs)
 
 
+@pytest.mark.parametrize("seconds", [-1.0, float("inf"), float("nan")])
+def test_train_refuses_a_negative_or_non_finite_save_every_seconds(seconds, tmp_path):
+    match = rf"`save_every_seconds` must be a finite number >= 0 or None; got {seconds}"
+    with pytest.raises(ValueError, match=match):
+        vae.train(
+            tiny_vae(), None, model_dir=str(tmp_path), num_steps=1, steps_per_epoch=1,
+            save_every_seconds=seconds,
+        )  # fmt: skip
+
+
 # The examples' shared tail, tfp_iaf.vae.experiment.
 
 

@@ -49,6 +49,7 @@ from tfp_iaf.vae.likelihood import (
     log_mean_exp,
 )
 from tfp_iaf.vae.model import VAE
+from tfp_iaf.vae.model_dir_lock import ModelDirBusy
 from tfp_iaf.vae.optimizers import make_optimizer
 from tfp_iaf.vae.presets import Preset, apply_preset, describe_presets, preset_config
 from tfp_iaf.vae.resnet_flow import IAF_INITS, resnet_iaf_options
@@ -56,6 +57,7 @@ from tfp_iaf.vae.resnet_layer import LayerOutput, ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
 from tfp_iaf.vae.stops import (
     CheckpointSaveFailed,
+    EvaluationInterrupted,
     TrainingDiverged,
     TrainingInterrupted,
     TrainingStopped,
@@ -68,6 +70,8 @@ from tfp_iaf.weight_norm import data_dependent_init
 __all__ = [
     "CheckpointError",
     "CheckpointSaveFailed",
+    "EvaluationInterrupted",
+    "ModelDirBusy",
     "ModelDirError",
     "DATASETS",
     "DatasetUnavailableError",

@@ -4,9 +4,11 @@ A checkpoint `ckpt-N` (N: the step) is TensorFlow's `ckpt-N.index` and `ckpt-N.d
 the fingerprint `ckpt-N.json`, beside TF's `checkpoint` state file (`STATE_FILE`).
 
 - `verify(prefix)`: intact means every value reads back with its checksum (TF keeps a CRC32C
-  per tensor) and the fingerprint file parses;
+  per tensor) and the fingerprint file, if present, is a complete fingerprint
+  (`read_fingerprint`);
 - `atomic_write(path, text)`: a temporary file, synced, then renamed over `path`, so a kill
-  leaves the old file or the new one, never a part;
+  leaves the old file or the new one, never a part; it gets the mode TensorFlow gives its own
+  files (0666 less the umask: 0644 by default), so whoever can read the run can read it;
 - `checkpoint_steps(directory)`, `remove_checkpoint(directory, step)`: the checkpoints present
   by their files, and all files of one;
 - `check_writable(model_dir)`: the directory check a run makes before any work.
@@ -66,6 +68,10 @@ def verify(prefix: str) -> str | None:
     return None
 
 
+def _is_scalar(value) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
 def check_writable(model_dir: str) -> None:
     """Raises unless `model_dir` is, or can be made, a directory this process can write to
     (and so is its `checkpoints`, if present). Creates `model_dir` when it does not exist.
@@ -94,22 +100,52 @@ def check_writable(model_dir: str) -> None:
 
 
 def read_fingerprint(prefix: str) -> dict | None:
-    """The fingerprint saved beside `prefix` (`prefix.json`), or None when there is none."""
+    """The fingerprint saved beside `prefix` (`prefix.json`), or None when there is none.
+
+    A fingerprint (`tfp_iaf.vae.fingerprint`) is a flat JSON object of scalar settings that
+    counts the model's modules (`"module <Class>(...)": <count>`): one without any module entry
+    (`{}`, a part) or with a nested or non-scalar value describes no model, and is damage.
+
+    Raises:
+      OSError: the file cannot be read.
+      ValueError: it is not JSON (nested too deep to parse included) or not a fingerprint.
+    """
     if not os.path.exists(prefix + ".json"):
         return None
-    with open(prefix + ".json") as f:
-        saved = json.load(f)
+    with open(prefix + ".json", encoding="utf-8") as f:
+        text = f.read()
+    try:
+        saved = json.loads(text)
+    except RecursionError:
+        raise ValueError("not a fingerprint: JSON nested too deep to read") from None
     if not isinstance(saved, dict):
         raise ValueError(f"not a JSON object: {type(saved).__name__}")
+    odd = [k for k, v in saved.items() if not _is_scalar(v)]
+    if odd:
+        raise ValueError(f"not a fingerprint: `{odd[0]}` holds a {type(saved[odd[0]]).__name__}")
+    modules = [k for k in saved if k.startswith("module ")]
+    if not modules:
+        raise ValueError(f"an incomplete fingerprint: no module entry among {len(saved)} fields")
+    if any(isinstance(saved[k], bool) or not isinstance(saved[k], int) for k in modules):
+        raise ValueError("not a fingerprint: a module entry that is no count")
     return saved
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, as POSIX offers no other way, and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, text: str) -> None:
-    """Writes `text` to `path` by a synced temporary file renamed over it."""
+    """Writes `text` to `path` by a synced temporary file renamed over it, of mode 0666 less
+    the umask (TensorFlow's files' mode; `mkstemp` alone would make it 0600)."""
     directory, name = os.path.split(path)
     handle, temp = tempfile.mkstemp(prefix=name + ".tmp", dir=directory)
     try:
         with os.fdopen(handle, "w") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -12,12 +12,16 @@ those files are named, verified and written: `tfp_iaf.vae.checkpoint_files`.
   naming the damaged ones it passed over, and refuses, naming them all, when none is intact
   (a fresh start would soon rotate the older files away).
 - Fingerprint (`tfp_iaf.vae.fingerprint`): a resume from a checkpoint of another fingerprint is
-  refused, naming the fields that differ; a checkpoint without one (written before
-  fingerprints) is checked by its variables' shapes only, with a warning.
+  refused, naming the fields that differ. A checkpoint without its fingerprint file is compared
+  with the newest readable fingerprint of the directory (the same run's older checkpoints);
+  where there is none at all (written before fingerprints), only its variables' shapes are
+  checked, with a warning. A fingerprint file that is not a complete fingerprint is damage.
 - Writing: the fingerprint (atomically), TF's files (the index last, by a rename), the state
   file (atomically): a kill at any point leaves the previous checkpoint intact. A write that
   fails (a full disk, ...) or does not read back removes its own files and raises
-  `CheckpointWriteError`; nothing older is touched.
+  `CheckpointWriteError`; nothing older is touched. A failure after it (rotating, the state
+  file) raises `CheckpointWriteError` too, naming the checkpoints kept.
+- Messages name what the restore is for (`purpose`): resuming training, evaluating, sampling.
 - Rotating: after a verified save, the newest `max_to_keep` intact checkpoints are kept; older
   and damaged older ones are deleted. Damaged ones newer than the newest intact one stay for a
   person to look at (a save of that step replaces them).
@@ -80,6 +84,8 @@ class Checkpoints:
       max_to_keep: the intact checkpoints kept.
       may_differ: fingerprint fields a restore does not compare, beyond `RESUMABLE_SETTINGS`
         (which no fingerprint holds): e.g. `seed` when a finished run is only evaluated.
+      purpose: what the restored model is for, in messages: "training" (resumed), "evaluate"
+        or "sample".
     """
 
     def __init__(
@@ -91,8 +97,10 @@ class Checkpoints:
         fingerprint: dict | None = None,
         max_to_keep: int = 2,
         may_differ: Collection[str] = (),
+        purpose: str = "training",
     ):
         self.checkpoint, self.directory = checkpoint, directory
+        self.purpose = purpose
         # `restore` creates the counter, so every write holds it too (as TF's manager writes).
         checkpoint.save_counter  # noqa: B018
         self.write_dir = write_dir or directory
@@ -149,51 +157,82 @@ class Checkpoints:
                     prefix,
                     "; ".join(damaged),
                 )
-            _restore_all(self.checkpoint, prefix)
+            _restore_all(self.checkpoint, prefix, self.purpose)
             self.latest = prefix
             if self.write_dir == self.directory:
                 self._intact.add(step)
-                self._write_state(announce=True)
+                try:
+                    self._write_state(announce=True)
+                except OSError as e:  # TF's tools read it, the resume does not
+                    logging.warning("Could not rewrite the state file: %s.", e)
             return prefix
         if damaged:
+            if self.purpose == "training":
+                verdict = "training cannot resume"
+                fix = "to train from step 0, move these files away or use another model_dir"
+            else:
+                verdict = f"there is no model to {self.purpose}"
+                fix = "check that they can be read (permissions) and are whole"
             raise CheckpointError(
-                f"no checkpoint in {self.directory} is intact, so training cannot resume: "
-                f"{'; '.join(damaged)}. Nothing was deleted; to train from step 0, move these "
-                "files away or use another model_dir"
+                f"no checkpoint in {self.directory} is intact, so {verdict}: "
+                f"{'; '.join(damaged)}. Nothing was deleted; {fix}"
             )
+        return None
+
+    def _newest_readable_fingerprint(self) -> tuple[str, dict] | None:
+        """`(path, fingerprint)` of the newest fingerprint file in `directory` that reads."""
+        for step in checkpoint_steps(self.directory):
+            path = os.path.join(self.directory, f"ckpt-{step}")
+            try:
+                saved = read_fingerprint(path)
+            except (OSError, ValueError):
+                continue
+            if saved is not None:
+                return path + ".json", saved
         return None
 
     def _check_fingerprint(self, prefix: str) -> None:
         if self.fingerprint is None:
             return
-        saved = read_fingerprint(prefix)
+        saved, source = read_fingerprint(prefix), f"{prefix}.json"
         if saved is None:
+            found = self._newest_readable_fingerprint()
+            if found is None:
+                logging.warning(
+                    "Checkpoint %s has no fingerprint file (%s.json), nor has any other in its "
+                    "directory: only its variables' shapes are checked against this model.",
+                    prefix,
+                    prefix,
+                )
+                return
+            source, saved = found
             logging.warning(
-                "Checkpoint %s has no fingerprint file (%s.json): only its variables' shapes "
-                "are checked against this model.",
+                "Checkpoint %s has no fingerprint file: compared with %s, the newest of its "
+                "directory.",
                 prefix,
-                prefix,
+                source,
             )
-            return
         compared = [
             {k: v for k, v in fields.items() if k not in self.may_differ}
             for fields in (saved, self.fingerprint)
         ]
         differing = differences(*compared)
         if differing:
+            use = _use(self.purpose)
             raise CheckpointError(
                 f"the checkpoint {prefix} is of another model or run than this one, so it "
-                f"cannot resume it: {'; '.join(differing)}. Run with the settings that wrote "
-                f"it (in {prefix}.json), or use another model_dir. Settings that may change "
-                f"on resume: {', '.join(sorted(RESUMABLE_SETTINGS | self.may_differ))}"
+                f"cannot {use}: {'; '.join(differing)}. Run with the settings that wrote it "
+                f"(in {source}), or use another model_dir. Settings that may change on "
+                f"resume: {', '.join(sorted(RESUMABLE_SETTINGS | self.may_differ))}"
             )
 
     def save(self, step: int) -> str:
         """Writes, verifies and lists `ckpt-<step>`, then rotates; returns its path.
 
         Raises:
-          CheckpointWriteError: it could not be written or does not read back; its files were
-            removed, and the earlier checkpoints and the state file are as they were.
+          CheckpointWriteError: it could not be written or does not read back (its files were
+            removed, and the earlier checkpoints and the state file are as they were), or it
+            was written but rotating or the state file failed (the checkpoints kept are named).
         """
         prefix = os.path.join(self.write_dir, f"ckpt-{step}")
         try:
@@ -216,8 +255,17 @@ class Checkpoints:
             ) from e
         self._intact.add(step)
         self.latest = prefix
-        self._rotate(step)
-        self._write_state()
+        doing = "rotate the older checkpoints"
+        try:
+            self._rotate(step)
+            doing = f"write the state file {os.path.join(self.write_dir, STATE_FILE)}"
+            self._write_state()
+        except (OSError, tf.errors.OpError) as e:
+            kept = ", ".join(f"ckpt-{s}" for s in checkpoint_steps(self.write_dir)) or "none"
+            raise CheckpointWriteError(
+                f"saved the checkpoint {prefix}, but could not {doing}: {e}; the newest intact "
+                f"checkpoint is {prefix}, and {self.write_dir} holds {kept}"
+            ) from e
         return prefix
 
     def _rotate(self, newest: int) -> None:
@@ -262,23 +310,29 @@ class Checkpoints:
         atomic_write(path, text)
 
 
-def _restore_all(checkpoint: tf.train.Checkpoint, path: str) -> None:
+def _use(purpose: str) -> str:
+    """What a refused checkpoint cannot do, in a message: "resume it", "be used to evaluate"."""
+    return "resume it" if purpose == "training" else f"be used to {purpose}"
+
+
+def _restore_all(checkpoint: tf.train.Checkpoint, path: str, purpose: str = "training") -> None:
     """Restores `path` into `checkpoint`, every value into a variable and every variable from a
     value: a checkpoint of another configuration (a different posterior, decoder scale, ...)
     would otherwise resume with part of the model left at its initialisation, or ignored."""
+    use = _use(purpose)
     try:
         checkpoint.restore(path).assert_consumed()
     except FingerprintMismatch as e:  # the flow's own fingerprint, inside TF's files
         raise CheckpointError(
             f"the checkpoint in `model_dir` ({path}) holds a flow of another configuration than "
-            f"this model's, so it cannot resume it: {e}. Train with the flags that wrote it, "
-            "or use another model_dir"
+            f"this model's, so it cannot {use}: {e}. Run with the flags that wrote it, or use "
+            "another model_dir"
         ) from None
     except (AssertionError, ValueError) as e:  # ValueError: a value of another shape
         first = str(e).strip().splitlines()[0][:300]
         raise CheckpointError(
             f"the checkpoint in `model_dir` ({path}) was written by a model with other "
-            "variables than this one, so it cannot resume it: train with the flags that "
+            f"variables than this one, so it cannot {use}: run with the flags that "
             "wrote it (its results.json has them under 'config'), or use another model_dir. "
             f"TensorFlow: {first}"
         ) from None

@@ -1,9 +1,10 @@
 """How the VAE examples end: an expected failure or a stopped training as a message and an exit.
 
 `run_or_exit(run)` runs an example's work; the failures of `EXPECTED_FAILURES` (no dataset, a
-`model_dir` that is a file, unwritable or missing, no checkpoint that fits the run) end in one
-line and exit status 1, a stopped training (interrupted, diverged, a checkpoint not saved) in
-its message and a non-zero exit.
+`model_dir` that is a file, unwritable, missing or held by another training run, no checkpoint
+that fits the run) end in one line and exit status 1, a stopped training (interrupted, diverged,
+a checkpoint not saved) in its message and a non-zero exit, an interrupted evaluation (or any
+other Ctrl-C) in one line and exit status 130.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from absl import logging
 
 from tfp_iaf.vae.checkpoints import CheckpointError, ModelDirError
 from tfp_iaf.vae.data import DatasetUnavailableError
-from tfp_iaf.vae.stops import TrainingInterrupted, TrainingStopped
+from tfp_iaf.vae.stops import EvaluationInterrupted, TrainingInterrupted, TrainingStopped
 
 __all__ = ["EXPECTED_FAILURES", "run_or_exit"]
 
 # Failures that the command line or the files it names cause, each with a message that says
 # what to do: `run_or_exit` ends them in that one line (the traceback only with `verbose`).
-EXPECTED_FAILURES = (DatasetUnavailableError, CheckpointError, ModelDirError)
+EXPECTED_FAILURES = (DatasetUnavailableError, CheckpointError, ModelDirError)  # ModelDirBusy too
 
 
 class _NoLibraryInfo(std_logging.Filter):
@@ -65,11 +66,37 @@ def _free_quietly(error: BaseException) -> None:
         logger.setLevel(level)
 
 
+def _command(mode: str | None = None) -> str:
+    """This process's command line, with `--mode=<mode>` in place of its own `--mode`, if any."""
+    argv, skip = [], False
+    for arg in sys.argv:
+        if mode is not None and (skip or arg in ("--mode", "-mode")):
+            skip = not skip
+            continue
+        if mode is not None and arg.startswith(("--mode=", "-mode=")):
+            continue
+        argv.append(arg)
+    if mode is not None:
+        argv.append(f"--mode={mode}")
+    return shlex.join([sys.executable, *argv])
+
+
+def _end_line() -> None:
+    """Ends the progress bar's line (Keras writes it to stdout without a newline), so that the
+    message of an interrupt starts on its own line."""
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
 def run_or_exit(run: Callable[[], Any], verbose: bool = False) -> Any:
     """`run()`, with a stopped training or an expected failure turned into a message and an exit.
 
     SIGINT/SIGTERM (`TrainingInterrupted`): logs where the checkpoint is and the command that
     resumes (this process's command line), and exits with status 128 + the signal number.
+    Ctrl-C during an evaluation (`EvaluationInterrupted`): one line saying what was being
+    evaluated, that the checkpoint is intact, and the command that evaluates it again without
+    training (`--mode=evaluate`); exit status 130. Any other Ctrl-C (`KeyboardInterrupt`): one
+    line, exit status 130. Interrupt messages start on a line of their own.
     Divergence, or a checkpoint that could not be saved (the other `TrainingStopped`s): logs
     its message and exits with status 1.
     An `EXPECTED_FAILURES` error (a dataset that is not there, a `model_dir` that is a file or
@@ -102,9 +129,20 @@ def run_or_exit(run: Callable[[], Any], verbose: bool = False) -> Any:
         logging.error("%s (--verbose shows the traceback)", message)
         raise SystemExit(1) from None
     except TrainingInterrupted as e:
-        command = shlex.join([sys.executable, *sys.argv])
-        logging.warning("%s Resume with:\n  %s", e, command)
+        _end_line()
+        logging.warning("%s Resume with:\n  %s", e, _command())
         raise SystemExit(128 + e.signum) from None
+    except EvaluationInterrupted as e:
+        _end_line()
+        logging.warning("%s Evaluate it without training: %s", e, _command(mode="evaluate"))
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        _end_line()
+        logging.warning(
+            "Interrupted (SIGINT); no results were written. Checkpoints are never left half "
+            "written: the newest intact one in --model_dir is kept."
+        )
+        raise SystemExit(130) from None
     except TrainingStopped as e:
         logging.error("%s No results were written.", e)
         raise SystemExit(1) from None

@@ -6,7 +6,9 @@ the rest, the same way for every example:
 - `define_experiment_flags(__name__, ...)` defines the flags every example shares, and
   `flags_config(__name__)` turns the flags the example defined into a dataclass (both from
   `tfp_iaf.vae.experiment_flags`); `Config.from_flags()` holds the parsed values.
-- `run_experiment(config, ...)`: refuses a `model_dir` that is a file; loads the training split
+- `run_experiment(config, ...)`: refuses a `model_dir` that is a file, or held by another
+  training run (`tfp_iaf.vae.model_dir_lock`: the lock is held until the run ends); loads the
+  training split
   (shuffled, repeated) and the test split (the first `num_eval_examples` of it, if set); logs
   its plan (steps, batch, `model_dir`, how to resume, the TensorBoard command); builds the
   model under the distribution strategy (and the mixed-float16 policy when asked) and compiles
@@ -18,20 +20,21 @@ the rest, the same way for every example:
   returns the results. A failed run leaves no empty `model_dir`. Under
   `strategy="multi_worker"` every worker trains and evaluates, and only the chief writes files.
 - `run_or_exit(...)` in `main` (from `tfp_iaf.vae.cli`) turns a stopped training (interrupted,
-  diverged, a checkpoint not saved), and the failures of `EXPECTED_FAILURES` (no dataset, a
-  `model_dir` that is a file or read-only, no checkpoint that can resume the run), into a
-  message and a non-zero exit.
+  diverged, a checkpoint not saved), an interrupted evaluation, and the failures of
+  `EXPECTED_FAILURES` (no dataset, a `model_dir` that is a file, read-only or busy, no
+  checkpoint that can resume the run), into a message and a non-zero exit.
 - The examples' `--mode=evaluate` and `--mode=sample`, on a trained `model_dir`:
   `tfp_iaf.vae.trained`.
 
 The settings it reads from `config`, flags every example defines: `batch_size`, `epochs`,
 `num_steps`, `learning_rate`, `ema_momentum`, `clip_norm`, `data_dir`, `download`, `model_dir`,
-`save_every`, `num_importance_samples`, `importance_chunk`, `eval_batch_size`,
-`num_eval_examples`, `seed`.
+`save_every`, `save_every_minutes`, `num_importance_samples`, `importance_chunk`,
+`eval_batch_size`, `num_eval_examples`, `seed`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -55,12 +58,14 @@ from tfp_iaf.vae.experiment_flags import (
     register_flag_validators,
 )
 from tfp_iaf.vae.images import save_image_grid
+from tfp_iaf.vae.model_dir_lock import hold
 from tfp_iaf.vae.trained import (
     REPORTS,
     LoadSplit,
     MakeModel,
     compiled_model,
     evaluate_model,
+    interruptible,
     load_test_split,
     result_figures,
 )
@@ -138,13 +143,15 @@ def run_experiment(
     Raises:
       ValueError: an unknown `headline` or `strategy`; both `config.epochs` and
         `config.num_steps` set.
-      ModelDirError: `config.model_dir` is a file or cannot be written (before any data is
-        loaded).
+      ModelDirError: `config.model_dir` is a file or cannot be written, or (`ModelDirBusy`)
+        another process trains there (before any data is loaded).
       DatasetUnavailableError: from `load_split`.
       CheckpointError: from `train`, no checkpoint in `model_dir` can resume this run.
       TrainingStopped: from `train` (interrupted, diverged, a checkpoint not saved); no
         results are written (`run_or_exit` turns them, and the errors above but the first, into a
         clean exit).
+      EvaluationInterrupted: Ctrl-C after training, while evaluating or drawing the images; no
+        results are written.
     """
     if headline not in REPORTS:
         raise ValueError(f"`headline` must be one of {tuple(REPORTS)}; got {headline!r}")
@@ -154,12 +161,17 @@ def run_experiment(
             f"runs, `epochs` passes over the data); got epochs={config.epochs!r}, "
             f"num_steps={config.num_steps!r}"
         )
+    distribution = make_strategy(strategy)
+    chief = distribution.extended.should_checkpoint  # it writes to `model_dir`
     created = not os.path.isdir(config.model_dir)
     try:
-        return _run(
-            config, load_split, make_model, make_images, default_epochs, headline, strategy,
-            mixed_precision, jit_compile,
-        )  # fmt: skip
+        if chief:
+            check_writable(config.model_dir)
+        with hold(config.model_dir) if chief else contextlib.nullcontext():
+            return _run(
+                config, load_split, make_model, make_images, default_epochs, headline,
+                distribution, mixed_precision, jit_compile,
+            )  # fmt: skip
     except BaseException:
         # A run that failed before writing anything leaves no empty model directory behind.
         if created and os.path.isdir(config.model_dir) and not os.listdir(config.model_dir):
@@ -168,12 +180,9 @@ def run_experiment(
 
 
 def _run(
-    config, load_split, make_model, make_images, default_epochs, headline, strategy,
+    config, load_split, make_model, make_images, default_epochs, headline, distribution,
     mixed_precision, jit_compile,
 ) -> dict[str, Any]:  # fmt: skip
-    distribution = make_strategy(strategy)
-    if distribution.extended.should_checkpoint:  # the chief: it writes to `model_dir`
-        check_writable(config.model_dir)
     train_ds, num_train = load_split(
         "train", config.batch_size, data_dir=config.data_dir, download=config.download,
         seed=config.seed, shuffle=True, repeat=True, drop_remainder=True,
@@ -195,6 +204,7 @@ def _run(
         num_steps=num_steps,
         steps_per_epoch=steps_per_epoch,
         save_every=config.save_every,
+        save_every_seconds=60 * config.save_every_minutes,
         use_averages=False,
         settings=dataclasses.asdict(config),
     )
@@ -205,14 +215,17 @@ def _run(
             "Evaluating the raw (not averaged) weights: test ELBO, 1 sample per example (with "
             "one sample the bar's log p(x) is the ELBO)."
         )
-        raw = evaluate_model(model, test_ds, 1, seed=config.seed)
+        with interruptible("the raw weights' test ELBO", run.step, run.checkpoint):
+            raw = evaluate_model(model, test_ds, 1, seed=config.seed)
         results["test_elbo_raw_weights"] = raw["elbo"]
         model.optimizer.finalize_variable_values(model.trainable_variables)
     # Multi-worker: every worker trains and evaluates alike, the chief alone writes files.
     writes = distribution.extended.should_checkpoint
     # Sample and evaluate with the Polyak averages.
     weights = "Polyak-averaged weights" if config.ema_momentum is not None else "raw weights"
-    for file_name, (caption, images) in make_images(model, test_ds).items():
+    with interruptible("the image grids", run.step, run.checkpoint):
+        grids = make_images(model, test_ds)
+    for file_name, (caption, images) in grids.items():
         if writes:
             title = f"{caption} (step {run.step}, {weights})"
             path = os.path.join(config.model_dir, file_name)
@@ -223,9 +236,11 @@ def _run(
         config.num_importance_samples,
     )
     start = time.time()
-    result = evaluate_model(
-        model, test_ds, config.num_importance_samples, config.importance_chunk, config.seed
-    )
+    what = f"the test ELBO and log p(x) of the {weights}"
+    with interruptible(what, run.step, run.checkpoint):
+        result = evaluate_model(
+            model, test_ds, config.num_importance_samples, config.importance_chunk, config.seed
+        )
     results = {
         **result_figures(result),
         **results,
@@ -262,18 +277,21 @@ def _announce_plan(config: FlagsConfig, num_steps: int, steps_per_epoch: int, nu
     )
     logging.info(
         "Plan: train to step %d in all (%d steps per epoch of %d examples, batch %d), a "
-        "checkpoint every %d steps and at the end in %s; then evaluate %s test examples.",
+        "checkpoint every %d steps or %g minutes and at the end in %s; then evaluate %s test "
+        "examples.",
         num_steps,
         steps_per_epoch,
         num_train,
         config.batch_size,
         config.save_every,
+        config.save_every_minutes,
         config.model_dir,
         examples,
     )
     logging.info(
-        "Stopped (Ctrl-C saves first) or killed, the same command resumes from the last "
-        "checkpoint; a larger --num_steps or --epochs continues the run."
+        "Ctrl-C saves a checkpoint at the step reached; a hard kill (kill -9) loses the steps "
+        "since the last one. The same command resumes from the last checkpoint; a larger "
+        "--num_steps or --epochs continues the run."
     )
     if importlib.util.find_spec("tensorboard") is not None:
         logging.info(

@@ -103,6 +103,14 @@ def define_experiment_flags(
         "model_dir", model_dir, "Checkpoints, TensorBoard logs, results.", **define
     )
     flags.DEFINE_integer("save_every", 500, "Steps between checkpoints.", **define)
+    flags.DEFINE_float(
+        "save_every_minutes",
+        5.0,
+        "Also save a checkpoint at the first step ending this many minutes after the last one, "
+        "so a hard kill (kill -9, a lost machine) loses at most that much training; 0 saves "
+        "after every step. Ctrl-C and SIGTERM save at the step reached.",
+        **define,
+    )
     flags.DEFINE_enum(
         "strategy", "default", ["default", "mirrored", "multi_worker"], "Distribution.", **define
     )
@@ -219,6 +227,12 @@ def register_flag_validators(flag_values: flags.FlagValues = flags.FLAGS) -> Non
     ):  # fmt: skip
         _check(name, lambda v: v >= 1, "a positive integer", flag_values)
     _check("seed", lambda v: v >= 0, "a non-negative integer", flag_values)
+    _check(
+        "save_every_minutes",
+        lambda v: math.isfinite(v) and v >= 0,
+        "a finite number of minutes >= 0",
+        flag_values,
+    )
     _check("learning_rate", lambda v: math.isfinite(v) and v > 0, "a positive number", flag_values)
     _check("ema_momentum", lambda v: 0 <= v < 1, "in [0, 1)", flag_values)
     _check("clip_norm", lambda v: math.isfinite(v) and v > 0, "a positive number", flag_values)

@@ -30,7 +30,7 @@ __all__ = ["RESUMABLE_SETTINGS", "differences", "fingerprint"]
 # Every other setting (including any flag an example adds) is part of the fingerprint.
 RESUMABLE_SETTINGS = frozenset(
     {
-        "epochs", "num_steps", "learning_rate", "clip_norm", "save_every",
+        "epochs", "num_steps", "learning_rate", "clip_norm", "save_every", "save_every_minutes",
         "num_importance_samples", "importance_chunk", "eval_batch_size", "num_eval_examples",
         "data_dir", "download", "model_dir", "strategy", "jit_compile", "verbose", "mode",
         "temperature",

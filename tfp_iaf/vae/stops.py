@@ -1,11 +1,17 @@
-"""Why training stopped before `num_steps`: the exceptions `tfp_iaf.vae.train` raises.
+"""Why a run stopped early: what `tfp_iaf.vae.train` raises, and an interrupted evaluation.
 
 Apart from the loop, so that what reports them (`tfp_iaf.vae.cli`) need not import it.
 """
 
 from __future__ import annotations
 
-__all__ = ["CheckpointSaveFailed", "TrainingDiverged", "TrainingInterrupted", "TrainingStopped"]
+__all__ = [
+    "CheckpointSaveFailed",
+    "EvaluationInterrupted",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "TrainingStopped",
+]
 
 
 class TrainingStopped(Exception):
@@ -30,3 +36,11 @@ class TrainingDiverged(TrainingStopped):
 
 class CheckpointSaveFailed(TrainingStopped):
     """The checkpoint of `step` could not be written; `checkpoint` is the newest intact one."""
+
+
+class EvaluationInterrupted(Exception):
+    """Ctrl-C during an evaluation; `checkpoint` (intact) holds the model evaluated."""
+
+    def __init__(self, message: str, checkpoint: str | None):
+        super().__init__(message)
+        self.checkpoint = checkpoint

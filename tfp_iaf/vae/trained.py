@@ -20,13 +20,14 @@ of another configuration: `CheckpointError` (under `run_or_exit`, one line each)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -40,12 +41,14 @@ from tfp_iaf.vae.fingerprint import fingerprint
 from tfp_iaf.vae.images import save_image_grid
 from tfp_iaf.vae.likelihood import bits_per_dim, evaluate_dataset
 from tfp_iaf.vae.optimizers import make_optimizer
+from tfp_iaf.vae.stops import EvaluationInterrupted
 
 __all__ = [
     "REPORTS",
     "compiled_model",
     "evaluate_model",
     "evaluate_trained",
+    "interruptible",
     "load_test_split",
     "sample_trained",
 ]
@@ -114,6 +117,20 @@ _RECORDED_AS = {
 
 def result_figures(result: dict[str, float]) -> dict[str, float]:
     return {name: result[key] for key, name in _RECORDED_AS.items()}
+
+
+@contextlib.contextmanager
+def interruptible(what: str, step: int, checkpoint: str | None) -> Iterator[None]:
+    """Within the `with` block, Ctrl-C raises `EvaluationInterrupted` naming `what` was being
+    evaluated, at which step, and the (intact) `checkpoint` that holds the model."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise EvaluationInterrupted(
+            f"Interrupted (SIGINT) while evaluating {what} at step {step}; nothing of this "
+            f"evaluation was written, and the checkpoint {checkpoint or '(none)'} is intact.",
+            checkpoint,
+        ) from None
 
 
 def load_test_split(config: FlagsConfig, load_split: LoadSplit) -> tf.data.Dataset:
@@ -210,11 +227,9 @@ def _restore(
         write_dir=os.devnull,
         fingerprint=fingerprint(model, dataclasses.asdict(config)),
         may_differ={"seed"},
+        purpose=mode,
     )
-    try:
-        path = store.restore_newest()
-    except CheckpointError as e:
-        raise CheckpointError(f"cannot {mode} with these flags: {e}") from None
+    path = store.restore_newest()
     if path is None:  # the files went away since `_check_trained`
         _check_trained(config.model_dir, mode)
     weights = "raw weights"
@@ -284,7 +299,8 @@ def evaluate_trained(
         checkpoint, step, weights, k, min(chunk, k), config.eval_batch_size,
     )  # fmt: skip
     start = time.time()
-    result = evaluate_model(model, test_ds, k, chunk, config.seed)
+    with interruptible(f"the test ELBO and log p(x) of the {weights}", step, checkpoint):
+        result = evaluate_model(model, test_ds, k, chunk, config.seed)
     names = ("num_importance_samples", "importance_chunk", "eval_batch_size", "num_eval_examples")
     settings = {"steps": step, **{n: getattr(config, n) for n in (*names, "seed")}}
     results = {

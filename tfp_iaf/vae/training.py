@@ -6,11 +6,15 @@
   with a stable epoch of one pass over the data (`fit_schedule`); epochs only pace the progress
   bar and the `on_epoch_*` callbacks.
 - A checkpoint (weights, optimizer state and averages, step, cumulative training time, and the
-  model's fingerprint) every `save_every` steps and at the end; a run pointed at the same
+  model's fingerprint) every `save_every` steps, at the first step that ends
+  `save_every_seconds` after the last one (so a hard kill loses at most that much work), and at
+  the end; a run pointed at the same
   `model_dir` resumes from the newest intact one and trains up to exactly `num_steps`, logging
   "resumed from step N of M". How checkpoints are verified, written and rotated, and what a
   resume refuses: `tfp_iaf.vae.checkpoints`. Under `MultiWorkerMirroredStrategy` only the
   chief writes there; every worker restores from it.
+- One writer per `model_dir`: the chief holds its training lock (`tfp_iaf.vae.model_dir_lock`)
+  while it trains; a second run there raises `ModelDirBusy` before restoring anything.
 - SIGINT/SIGTERM: the step under way finishes, a checkpoint is saved at that step and
   `TrainingInterrupted` is raised (a second signal acts as usual).
 - A checkpoint that cannot be written (a full disk, ...) stops training with
@@ -22,6 +26,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -37,6 +42,7 @@ from absl import logging
 from tfp_iaf import _checks
 from tfp_iaf._keras import tf_keras
 from tfp_iaf.vae.checkpoints import Checkpoints, CheckpointWriteError
+from tfp_iaf.vae.model_dir_lock import hold
 from tfp_iaf.vae.stops import (
     CheckpointSaveFailed,
     TrainingDiverged,
@@ -78,13 +84,15 @@ def fit_schedule(
 
 @dataclasses.dataclass
 class TrainResult:
-    """What `train` did: `history` of this run's epochs, steps before and after, seconds."""
+    """What `train` did: `history` of this run's epochs, steps before and after, seconds, and
+    the newest checkpoint (of `step`)."""
 
     history: tf_keras.callbacks.History
     initial_step: int
     step: int
     train_seconds: float  # all runs in `model_dir` together
     train_seconds_this_run: float
+    checkpoint: str | None = None
 
 
 class _StopSignals:
@@ -156,6 +164,7 @@ def train(
     num_steps: int,
     steps_per_epoch: int,
     save_every: int = 500,
+    save_every_seconds: float | None = 300.0,
     tensorboard_every: int = 50,
     verbose: int | str = "auto",
     callbacks: list[tf_keras.callbacks.Callback] | None = None,
@@ -172,6 +181,8 @@ def train(
       num_steps: total steps, counting those of earlier runs in `model_dir`.
       steps_per_epoch: steps per epoch (progress bar and `on_epoch_*` callbacks only).
       save_every: steps between checkpoints.
+      save_every_seconds: also save at the first step ending this long after the previous
+        checkpoint (or the start); None: by steps only.
       tensorboard_every: steps between TensorBoard scalar writes.
       verbose: progress bar (1, "auto"), one line per epoch (2) or nothing (0).
       callbacks: more Keras callbacks; `model.stop_training = True` ends training early.
@@ -187,7 +198,8 @@ def train(
 
     Raises:
       ValueError: a non-positive `num_steps`, `steps_per_epoch`, `save_every` or
-        `tensorboard_every`.
+        `tensorboard_every`, or a negative or non-finite `save_every_seconds`.
+      ModelDirBusy: another process is training in `model_dir`.
       TrainingInterrupted: SIGINT or SIGTERM (after a checkpoint at the step reached).
       TrainingDiverged: a non-finite logged quantity (no checkpoint is saved from it).
       CheckpointSaveFailed: a checkpoint could not be written.
@@ -199,6 +211,26 @@ def train(
     steps_per_epoch = _checks.positive_int("steps_per_epoch", steps_per_epoch)
     _checks.positive_int("save_every", save_every)
     _checks.positive_int("tensorboard_every", tensorboard_every)
+    if save_every_seconds is not None and not 0 <= save_every_seconds < float("inf"):
+        raise ValueError(
+            "`save_every_seconds` must be a finite number >= 0 or None; got "
+            f"{save_every_seconds!r}"
+        )
+    chief = model.distribute_strategy.extended.should_checkpoint
+    with hold(model_dir) if chief else contextlib.nullcontext():
+        return _train(
+            model, dataset, model_dir=model_dir, num_steps=num_steps,
+            steps_per_epoch=steps_per_epoch, save_every=save_every,
+            save_every_seconds=save_every_seconds, tensorboard_every=tensorboard_every,
+            verbose=verbose, callbacks=callbacks, use_averages=use_averages, settings=settings,
+        )  # fmt: skip
+
+
+def _train(
+    model, dataset, *, model_dir, num_steps, steps_per_epoch, save_every, save_every_seconds,
+    tensorboard_every, verbose, callbacks, use_averages, settings,
+) -> TrainResult:  # fmt: skip
+    """`train`, its arguments checked and the `model_dir` held."""
     with model.distribute_strategy.scope():
         if not model.built:  # in the scope: the variables must be the strategy's
             model(next(iter(dataset)))
@@ -219,8 +251,16 @@ def train(
             "%s is at step %d, past `num_steps`=%d.", model_dir, initial_step, num_steps
         )
     start, saved = time.time(), [initial_step]
+    last_save = [time.monotonic()]
+
+    def due(step: int) -> bool:
+        if step % save_every == 0:
+            return True
+        waited = time.monotonic() - last_save[0]
+        return save_every_seconds is not None and waited >= save_every_seconds
 
     def save(step: int) -> str:
+        last_save[0] = time.monotonic()
         step_var.assign(step)
         seconds_var.assign(initial_seconds + time.time() - start)
         try:
@@ -265,7 +305,8 @@ def train(
                 logs = _to_numpy(train_function(iterator))
                 step += 1
                 bad = _non_finite(logs)
-                if not bad and step % save_every == 0:
+                save_now = due(step)
+                if not bad and save_now:
                     # A finite loss can come with non-finite weights: check them before saving.
                     bad = _non_finite_weights(model)
                 if bad:
@@ -276,7 +317,7 @@ def train(
                         step,
                         last,
                     )
-                if step % save_every == 0:
+                if save_now:
                     save(step)
                 all_callbacks.on_train_batch_end(batch, logs)
                 batch += 1
@@ -296,4 +337,4 @@ def train(
     if use_averages:
         model.optimizer.finalize_variable_values(model.trainable_variables)
     total = float(seconds_var.numpy())  # as saved with the last checkpoint
-    return TrainResult(history, initial_step, step, total, total - initial_seconds)
+    return TrainResult(history, initial_step, step, total, total - initial_seconds, store.latest)
