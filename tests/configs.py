@@ -32,6 +32,8 @@ F32, F64 = tf.float32, tf.float64
 DTYPES = (F32, F64)
 BATCHES = ((), (3,), (2, 3))
 DENSE_ORDERS = ("left-to-right", "right-to-left", (2, 0, 3, 1))
+# The updates: the affine and gated flags, and each other transform by its kind
+# (`tfp_iaf.transforms.TRANSFORMS`), built with `transform=<kind>`.
 UPDATES = ("affine", "gated", "scaled_shift")
 # The property checklist's updates: `scaled_shift` is the affine update with its shift scaled,
 # held to TFP's checks by the conformance suite.
@@ -40,7 +42,15 @@ EVENT, CONTEXT, CONV_CONTEXT = 4, 3, 2
 
 
 def _update_kwargs(update: str | None) -> dict:
-    return {} if update in (None, "affine") else {update: True}
+    if update in (None, "affine"):
+        return {}
+    return {update: True} if update in ("gated", "scaled_shift") else {"transform": update}
+
+
+def _num_params(update: str | None) -> int:
+    """The parameters per unit the update's networks output."""
+    kind = update if update in tfp_iaf.transforms.TRANSFORMS else "affine"
+    return tfp_iaf.transforms.as_transform(kind).num_params
 
 
 def _conv_shape(dtype: tf.DType) -> tuple[int, int, int]:
@@ -51,8 +61,9 @@ def _conv_shape(dtype: tf.DType) -> tuple[int, int, int]:
 
 def _made(c: Config, name: str):
     net = tfp_iaf.MADE(
-        EVENT, [8, 8], context_size=CONTEXT if c.context else None, order=c.net_order, dtype=c.dt
-    )
+        EVENT, [8, 8], num_params=_num_params(c.update),
+        context_size=CONTEXT if c.context else None, order=c.net_order, dtype=c.dt,
+    )  # fmt: skip
     return tfp_iaf.InverseAutoregressiveFlow(net, name=name, **_update_kwargs(c.update))
 
 
@@ -66,7 +77,10 @@ def _conv(c: Config, name: str):
     shape = c.event_shape
     ctx = CONV_CONTEXT if c.context else None
     filters = [2 * shape[2]] * 2
-    net = tfp_iaf.ConvMADE(shape, filters, context_channels=ctx, order=c.order, dtype=c.dt)
+    net = tfp_iaf.ConvMADE(
+        shape, filters, num_params=_num_params(c.update), context_channels=ctx, order=c.order,
+        dtype=c.dt,
+    )  # fmt: skip
     return tfp_iaf.InverseAutoregressiveFlow(net, name=name, **_update_kwargs(c.update))
 
 

@@ -21,6 +21,7 @@ PUBLIC_MODULES = {
     "tfp_iaf.mcmc": ROOT / "tfp_iaf" / "mcmc" / "__init__.py",
     "tfp_iaf.vae": ROOT / "tfp_iaf" / "vae" / "__init__.py",
     "tfp_iaf.keras3": ROOT / "tfp_iaf" / "keras3.py",
+    "tfp_iaf.transforms": ROOT / "tfp_iaf" / "transforms.py",
 }
 # Public names that are other packages' modules: described in prose on a page, not rendered.
 PROSE = {"tfp_iaf.tf_keras": API / "layers.md"}

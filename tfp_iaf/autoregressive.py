@@ -27,6 +27,7 @@ __all__ = [
     "ContextProjection",
     "apply_masked_layers",
     "output_initializer",
+    "layer_seed",
     "seeded_initializer",
     "structure_seed",
 ]
@@ -47,6 +48,11 @@ def seeded_initializer(initializer, seed: int | None) -> tf_keras.initializers.I
     if seed is None or "seed" not in config:
         return initializer
     return type(initializer).from_config({**config, "seed": seed})
+
+
+def layer_seed(seed: int | None, layer: int) -> int | None:
+    """A distinct initializer seed per layer (so equal shapes do not get equal weights)."""
+    return None if seed is None else (int(seed) * 7919 + layer) % 2**31
 
 
 def structure_seed(seed: int | None) -> int | None:
@@ -114,6 +120,10 @@ class AutoregressiveNetwork(tf_keras.layers.Layer):
       degrees: int array of shape `event_shape`, the degree of every input position.
       num_inverse_passes: passes the sequential inverse needs: the number of distinct degrees.
     """
+
+    # A network whose `sequential_solve` is exact only for updates affine in their first
+    # parameter (`Transform.affine_in_shift`), e.g. a closed-form linear solve.
+    needs_affine_update = False
 
     def __init__(self, event_shape, num_params, context_shape, degrees, **kwargs):
         if kwargs.get("dtype") is not None:  # None: Keras' default (floatx or global policy)

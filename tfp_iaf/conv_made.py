@@ -14,7 +14,9 @@ from tfp_iaf.autoregressive import (
     OUTPUT_INIT_SCALE,
     AutoregressiveNetwork,
     apply_masked_layers,
+    layer_seed,
     output_initializer,
+    seeded_initializer,
 )
 from tfp_iaf.layers import MaskedConv2D
 
@@ -78,6 +80,8 @@ class ConvMADE(AutoregressiveNetwork):
       project_context: True (default): the context enters through the 1x1 projection `V c`;
         False: it is added to the first layer's pre-activation as it is (`V` the identity, no
         weights; the authors' form), so `context_channels` must equal `filters[0]`.
+      seed: int seed of the initial weights (each layer's initializer gets its own seed
+        derived from it, as in `MADE`), or None: unseeded.
       **kwargs: passed to `tf_keras.layers.Layer` (`name`, `dtype`, ...).
 
     Raises:
@@ -120,6 +124,7 @@ class ConvMADE(AutoregressiveNetwork):
         output_scale: float = 1.0,
         output_init_scale: float | None = None,
         project_context: bool = True,
+        seed: int | None = None,
         **kwargs,
     ):
         if not isinstance(fast_inverse, bool):
@@ -188,10 +193,20 @@ class ConvMADE(AutoregressiveNetwork):
         # (and is data-initialised) near zero, as the small initializer makes it without.
         out_norm = _OUTPUT_NORM if output_init_scale is None else output_init_scale
         out_init = output_initializer() if output_init_scale is None else kernel_initializer
+        if seed is not None:  # a seed per layer; None leaves the initializers as they are
+            kernel_initializer = [
+                seeded_initializer(kernel_initializer, layer_seed(seed, i)) for i in range(last)
+            ]
+            out_init = seeded_initializer(
+                output_initializer() if output_init_scale is None else out_init,
+                layer_seed(seed, last),
+            )
+        else:
+            kernel_initializer = [kernel_initializer] * last
         self.masked_layers = [
             MaskedConv2D(
                 mask,
-                kernel_initializer=kernel_initializer if i < last else out_init,
+                kernel_initializer=kernel_initializer[i] if i < last else out_init,
                 weight_norm=weight_norm,
                 scale_initializer=(
                     "ones" if i < last else tf_keras.initializers.Constant(out_norm)
@@ -202,8 +217,15 @@ class ConvMADE(AutoregressiveNetwork):
             )
             for i, mask in enumerate(masks)
         ]
+        context_init = (
+            "glorot_uniform"
+            if seed is None
+            else seeded_initializer("glorot_uniform", layer_seed(seed, -1))
+        )
         self.context_layer = (
-            self.context_projection(filters[0], name="context") if project_context else None
+            self.context_projection(filters[0], name="context", kernel_initializer=context_init)
+            if project_context
+            else None
         )
 
     def _fingerprint(self) -> dict:

@@ -9,6 +9,7 @@ import tensorflow as tf
 from tfp_iaf import _checks
 from tfp_iaf.autoregressive import AutoregressiveNetwork
 from tfp_iaf.flow import AutoregressiveFlow
+from tfp_iaf.transforms import Affine, Gated, Transform, as_transform
 
 __all__ = ["IAFStack", "InverseAutoregressiveFlow"]
 
@@ -16,22 +17,24 @@ __all__ = ["IAFStack", "InverseAutoregressiveFlow"]
 class InverseAutoregressiveFlow(AutoregressiveFlow):
     """One Inverse Autoregressive Flow step (Kingma et al. 2016).
 
-    With `(a, b) = network(x, context)`, autoregressive in the network's order:
+    With `params = network(x, context)`, autoregressive in the network's order, every unit is
+    mapped by the step's per-unit `transform` (`tfp_iaf.transforms`): `y_i = t(x_i; params_i)`.
 
-    - affine (default): `log_sigma = B * tanh(b / B)` with `B = log_scale_bound`, then
-      - forward `y = a + exp(log_sigma) * x`, one parallel network pass;
-      - log-det `sum(log_sigma)`.
+    - affine (default, `transforms.Affine`): `log_sigma = B * tanh(b / B)` with
+      `B = log_scale_bound`, then `y = a + exp(log_sigma) * x`; log-det `sum(log_sigma)`.
     - affine with `scaled_shift=True`: `y = exp(log_sigma) * (x + a)`, the same family with the
       shift in the units of `x` (the form of TFP's `Invert(MaskedAutoregressiveFlow)`); it
       trains better as a variational posterior on funnels (docs/benchmarks_vi.md).
-    - gated (`gated=True`, paper section 4): `g = sigmoid(b + forget_bias)`, then
-      - forward `y = g * x + (1 - g) * a`;
-      - log-det `sum(log_sigmoid(b + forget_bias))`.
+    - gated (`gated=True`, `transforms.Gated`, paper section 4): `g = sigmoid(b + forget_bias)`,
+      then `y = g * x + (1 - g) * a`; log-det `sum(log_sigmoid(b + forget_bias))`.
+    - any other `transform=` (e.g. a spline), with `transform.num_params` parameters per unit.
+    - forward: one parallel network pass; log-det the sum of the transform's per-unit ones.
     - inverse: sequential, `network.num_inverse_passes` network passes in a `tf.while_loop`
       (the number of distinct input degrees), each solving the positions whose inputs are known.
 
-    The soft bound keeps `|log_sigma| < B`, so `exp` cannot overflow and the inverse cannot
-    divide by zero, while staying smooth (gradient never exactly zero) and the identity near 0.
+    The affine soft bound keeps `|log_sigma| < B`, so `exp` cannot overflow and the inverse
+    cannot divide by zero, while staying smooth (gradient never exactly zero) and the identity
+    near 0.
 
     Shapes: `x: [..., *network.event_shape] -> y: same`; `fldj: [...]`; `context`: the
     network's context, its batch shape broadcasting against `x`'s.
@@ -41,21 +44,28 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
     sequential inverse.
 
     Args:
-      network: an `AutoregressiveNetwork` with `num_params == 2` (e.g. `MADE`).
+      network: an `AutoregressiveNetwork` with `num_params == transform.num_params` (e.g.
+        `MADE`; 2 for the affine and gated transforms).
       gated: use the gated (LSTM-style) update instead of the affine one.
       forget_bias: added to the gate logit; the default 2.0 starts `g` near 0.88.
       scaled_shift: the affine update's shift applied before the scale (see above).
       log_scale_bound: `B` above, a positive float (affine update only), or None for no bound
         (`log_sigma = b`, the IAF authors' form; nothing then keeps `exp` from overflowing).
+      transform: the per-unit transform (a `tfp_iaf.transforms.Transform`, its kind, e.g.
+        "gated", or its config); None: the one `gated`, `forget_bias`, `log_scale_bound` and
+        `scaled_shift` describe. With a `transform`, those four must keep their defaults.
       validate_args: check at run time that inputs are finite.
-      name: name of the bijector.
+      name: name of the bijector (default: the transform's `step_name`, e.g. "iaf").
 
     Raises:
       TypeError: `network` is not an `AutoregressiveNetwork`, `gated` is not a bool, or
-        `forget_bias` / `log_scale_bound` is not a number.
-      ValueError: `network.num_params != 2`, a non-finite `forget_bias`, or a `log_scale_bound`
-        that is not finite and positive. At call time: an input or context that does not fit
-        the network (event shape, dtype, or a context batch that does not broadcast).
+        `forget_bias` / `log_scale_bound` is not a number, or `transform` is none of a
+        transform, a kind and a config.
+      ValueError: `network.num_params` is not the transform's (or the network solves only
+        updates affine in their shift, and the transform is not), a non-finite `forget_bias`, a
+        `log_scale_bound` that is not finite and positive, or a `transform` beside settings of
+        the update. At call time: an input or context that does not fit the network (event
+        shape, dtype, or a context batch that does not broadcast).
 
     Inputs follow TFP's convention: Python and NumPy values are converted to the flow's dtype, a
     tensor of another dtype is an error. Under `validate_args=True`, `x` (or `y`) and `context`
@@ -88,34 +98,31 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
         name: str | None = None,
         *,
         scaled_shift: bool = False,
+        transform: Transform | str | dict | None = None,
     ):
         parameters = dict(locals())
+        if transform is None:  # the settings of today's steps, and so of their fingerprints
+            del parameters["transform"]
         if not isinstance(network, AutoregressiveNetwork):
             raise TypeError(
                 "`network` must be a tfp_iaf AutoregressiveNetwork (e.g. tfp_iaf.MADE); "
                 f"got {type(network).__name__}"
             )
-        if network.num_params != 2:
+        transform = _transform(transform, gated, forget_bias, log_scale_bound, scaled_shift)
+        if network.num_params != transform.num_params:
             raise ValueError(
-                f"`network` must output num_params=2 (shift and scale); got {network.num_params}"
+                f"`network` must output num_params={transform.num_params} (the parameters "
+                f"per unit of the {transform!r} transform); got {network.num_params}"
             )
-        for arg, value in (("gated", gated), ("scaled_shift", scaled_shift)):
-            if not isinstance(value, bool):
-                raise TypeError(f"`{arg}` must be a bool; got {value!r} ({type(value).__name__})")
-        if gated and scaled_shift:
-            raise ValueError("`scaled_shift=True` is a form of the affine update; got gated=True")
-        forget_bias = _checks.finite_float("forget_bias", forget_bias)
-        if log_scale_bound is not None:
-            log_scale_bound = _checks.finite_float(
-                "log_scale_bound", log_scale_bound, positive=True
+        if network.needs_affine_update and not transform.affine_in_shift:
+            raise ValueError(
+                f"`network` {type(network).__name__} solves its inverse in closed form for "
+                f"updates affine in their shift only; got transform {transform!r}"
             )
-        name = name or ("gated_iaf" if gated else "iaf")
+        name = name or transform.step_name
         with tf.name_scope(name) as name:
             self._network = network
-            self._gated = gated
-            self._forget_bias = forget_bias
-            self._log_scale_bound = log_scale_bound
-            self._scaled_shift = scaled_shift
+            self._transform = transform
             super().__init__(
                 forward_min_event_ndims=network.event_ndims,
                 is_constant_jacobian=False,
@@ -135,50 +142,80 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
         return [self._network]
 
     @property
+    def transform(self) -> Transform:
+        """The per-unit transform the step applies."""
+        return self._transform
+
+    @property
     def gated(self) -> bool:
-        return self._gated
+        return self._transform.kind == "gated"
 
     def _fingerprint(self) -> dict:
-        # Only the settings the update uses: an affine step ignores `forget_bias`.
-        update = (
-            {"forget_bias": self._forget_bias}
-            if self._gated
-            else {"log_scale_bound": self._log_scale_bound, "scaled_shift": self._scaled_shift}
-        )
+        # The transform's settings (an affine step's omit `forget_bias`), then the network's.
         network = self._network._fingerprint()
-        return {**super()._fingerprint(), "gated": self._gated, **update, "network": network}
+        return {**super()._fingerprint(), **self._transform.fingerprint(), "network": network}
 
     def _scale(self, params):
-        """Returns `(shift, log_scale)` with `y = shift + exp(log_scale) * x`."""
-        a, b = params[..., 0], params[..., 1]
-        if self._gated:
-            logit = b + tf.cast(self._forget_bias, b.dtype)
-            log_gate = tf.math.log_sigmoid(logit)
-            return (1.0 - tf.math.sigmoid(logit)) * a, log_gate
-        if self._log_scale_bound is not None:
-            bound = tf.cast(self._log_scale_bound, b.dtype)
-            b = bound * tf.math.tanh(b / bound)
-        return (tf.exp(b) * a if self._scaled_shift else a), b
+        """`(shift, log_scale)` of an affine-form transform at the network's `params`."""
+        return self._transform.shift_and_log_scale(params)
 
     def shift_and_log_scale(self, x, context=None):
         """The affine map of the forward step at `x`: `y = shift + exp(log_scale) * x`.
 
-        A public entry: the network checks `x` and `context` (as a direct call of it does).
+        For the transforms with an affine form (affine, gated). A public entry: the network
+        checks `x` and `context` (as a direct call of it does).
+
+        Raises:
+          TypeError: the step's transform has no affine form.
         """
-        return self._scale(self._network(x, context=context))
+        affine = getattr(self._transform, "shift_and_log_scale", None)
+        if affine is None:
+            raise TypeError(
+                f"`shift_and_log_scale` needs a transform of affine form; step `{self.name}` "
+                f"applies {self._transform!r}"
+            )
+        return affine(self._network(x, context=context))
 
     def _forward_pass(self, x, context):
-        shift, log_scale = self._scale(self._network.call_unchecked(x, context))
-        y = shift + tf.exp(log_scale) * x
-        return y, {"unit_ildj": -log_scale}
+        y, log_det = self._transform.forward(x, self._network.call_unchecked(x, context))
+        return y, {"unit_ildj": -log_det}
 
     def _inverse_pass(self, y, context):
-        def solve(y, params):
-            shift, log_scale = self._scale(params)
-            return (y - shift) * tf.exp(-log_scale), log_scale
+        x, log_det = self._network.sequential_solve(y, context, self._transform.inverse)
+        return x, {"unit_ildj": -log_det}
 
-        x, log_scale = self._network.sequential_solve(y, context, solve)
-        return x, {"unit_ildj": -log_scale}
+
+def _transform(transform, gated, forget_bias, log_scale_bound, scaled_shift) -> Transform:
+    """The step's transform: `transform=` itself, or the one the update's settings describe."""
+    for arg, value in (("gated", gated), ("scaled_shift", scaled_shift)):
+        if not isinstance(value, bool):
+            raise TypeError(f"`{arg}` must be a bool; got {value!r} ({type(value).__name__})")
+    if transform is not None:
+        given = {
+            k: v
+            for k, v, default in (
+                ("gated", gated, False),
+                ("forget_bias", forget_bias, 2.0),
+                ("log_scale_bound", log_scale_bound, 5.0),
+                ("scaled_shift", scaled_shift, False),
+            )
+            if v != default
+        }
+        if given:
+            raise ValueError(
+                "the update's settings belong to the transform: with `transform` given, "
+                f"`gated`, `forget_bias`, `log_scale_bound` and `scaled_shift` keep their "
+                f"defaults; got transform={transform!r} and {given}"
+            )
+        return as_transform(transform)
+    if gated:
+        if scaled_shift:
+            raise ValueError("`scaled_shift=True` is a form of the affine update; got gated=True")
+        if log_scale_bound is not None:  # checked, though only the affine update reads it
+            _checks.finite_float("log_scale_bound", log_scale_bound, positive=True)
+        return Gated(forget_bias)
+    _checks.finite_float("forget_bias", forget_bias)  # checked, though only a gate reads it
+    return Affine(log_scale_bound, scaled_shift)
 
 
 class IAFStack(AutoregressiveFlow):
@@ -194,7 +231,8 @@ class IAFStack(AutoregressiveFlow):
     Shapes: as the steps; all steps must share an event shape.
 
     Args:
-      steps: `InverseAutoregressiveFlow` bijectors, `steps[0]` applied first when sampling.
+      steps: autoregressive steps (`AutoregressiveFlow`s: `InverseAutoregressiveFlow`s of any
+        transform, or stacks of them), `steps[0]` applied first when sampling.
       validate_args: the run-time checks of the stack's inputs (`Flow`); on if it or any
         step asks for them. The stack checks its inputs once, at its own pass; the steps run
         unchecked inside it.
@@ -202,12 +240,12 @@ class IAFStack(AutoregressiveFlow):
 
     Raises:
       ValueError: no steps, or steps with different event shapes, dtypes or context shapes.
-      TypeError: a step that is not an `InverseAutoregressiveFlow`.
+      TypeError: a step that is not an `AutoregressiveFlow`.
     """
 
     def __init__(
         self,
-        steps: Sequence[InverseAutoregressiveFlow],
+        steps: Sequence[AutoregressiveFlow],
         validate_args: bool = False,
         name: str = "iaf_stack",
     ):
@@ -216,23 +254,23 @@ class IAFStack(AutoregressiveFlow):
         if not steps:
             raise ValueError("`steps` must contain at least one InverseAutoregressiveFlow; got []")
         for step in steps:
-            if not isinstance(step, InverseAutoregressiveFlow):
+            if not isinstance(step, AutoregressiveFlow):
                 raise TypeError(
-                    "`steps` must be InverseAutoregressiveFlow bijectors; "
-                    f"got {type(step).__name__}"
+                    "`steps` must be InverseAutoregressiveFlow bijectors (or other tfp_iaf "
+                    f"AutoregressiveFlow steps); got {type(step).__name__}"
                 )
-        shapes = {s.network.event_shape for s in steps}
+        shapes = {s.event_shape for s in steps}
         dtypes = {s.dtype for s in steps}
         if len(shapes) > 1 or len(dtypes) > 1:
             raise ValueError(
                 "`steps` must share one event shape and dtype; got event shapes "
                 f"{sorted(shapes)} and dtypes {sorted(str(d) for d in dtypes)}"
             )
-        contexts = {s.network.context_shape for s in steps}
+        contexts = {s.context_shape for s in steps}
         if len(contexts) > 1:  # one `context=` reaches every step
             raise ValueError(
                 "`steps` must share one context shape (or all take none); got "
-                f"{[s.network.context_shape for s in steps]}"
+                f"{[s.context_shape for s in steps]}"
             )
         with tf.name_scope(name) as name:
             self._steps = steps
@@ -246,12 +284,12 @@ class IAFStack(AutoregressiveFlow):
             )
 
     @property
-    def steps(self) -> list[InverseAutoregressiveFlow]:
+    def steps(self) -> list[AutoregressiveFlow]:
         return self._steps
 
     @property
     def networks(self) -> list[AutoregressiveNetwork]:
-        return [step.network for step in self._steps]
+        return [network for step in self._steps for network in step.networks]
 
     def _fingerprint(self) -> dict:
         # The steps' shapes are the stack's: each step's fingerprint without them.
@@ -274,10 +312,12 @@ class IAFStack(AutoregressiveFlow):
         forget_bias: float = 2.0,
         log_scale_bound: float | None = 5.0,
         scaled_shift: bool = False,
+        transform: Transform | str | dict | None = None,
         validate_args: bool = False,
         name: str = "iaf_stack",
     ) -> IAFStack:
-        """One `InverseAutoregressiveFlow` per network, `networks[0]` applied first."""
+        """One `InverseAutoregressiveFlow` per network, `networks[0]` applied first, each
+        applying `transform` (or the update `gated` ... `scaled_shift` describe)."""
         steps = [
             InverseAutoregressiveFlow(
                 network,
@@ -285,6 +325,7 @@ class IAFStack(AutoregressiveFlow):
                 forget_bias=forget_bias,
                 log_scale_bound=log_scale_bound,
                 scaled_shift=scaled_shift,
+                transform=transform,
                 validate_args=validate_args,
                 name=f"iaf_{t}",
             )

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tfp_iaf import _fingerprint, _keras
 from tfp_iaf.flow import AutoregressiveFlow
 from tfp_iaf.stacks import conv_iaf_stack, dense_iaf_stack
+from tfp_iaf.transforms import Transform
 
 __all__ = ["FlowLayer"]
 
@@ -66,9 +67,10 @@ class FlowLayer(keras.layers.Layer):
     Args:
       flow: a tfp_iaf flow (e.g. from `tfp_iaf.dense_iaf_stack`), or the name of a stack
         builder, `"dense_iaf_stack"` or `"conv_iaf_stack"`, called with `stack_kwargs` (which
-        must then be JSON values). A functional model's `model.save("m.keras")` writes every
-        layer's config, so there the layer must be built from a name; a subclassed model's own
-        config rebuilds its flow, and weights save and load in every case.
+        must then be JSON values, but for a `transform` object, which is kept as its config).
+        A functional model's `model.save("m.keras")` writes every layer's config, so there
+        the layer must be built from a name; a subclassed model's own config rebuilds its
+        flow, and weights save and load in every case.
       return_log_det: `call` returns `(y, forward_log_det_jacobian)` instead of `y`.
       trainable: whether the flow's variables are trained. False: neither this layer nor a
         model holding it lists them as trainable, so `fit` leaves them unchanged (also after a
@@ -106,6 +108,8 @@ class FlowLayer(keras.layers.Layer):
         if isinstance(flow, str):
             if flow not in STACKS:
                 raise ValueError(f"`flow` must be a flow or one of {sorted(STACKS)}; got {flow!r}")
+            if isinstance(stack_kwargs.get("transform"), Transform):  # a config holds JSON
+                stack_kwargs["transform"] = stack_kwargs["transform"].get_config()
             stack = (flow, dict(stack_kwargs))
             flow = STACKS[flow](**stack_kwargs)
         elif not isinstance(flow, AutoregressiveFlow):

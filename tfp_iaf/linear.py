@@ -38,6 +38,8 @@ class LinearAutoregressive(AutoregressiveNetwork):
       ValueError: a non-positive size or a bad `order`.
     """
 
+    needs_affine_update = True  # the one triangular solve below
+
     def __init__(
         self,
         event_size: int,

@@ -13,6 +13,7 @@ from tfp_iaf._keras import tf_keras
 from tfp_iaf.autoregressive import (
     AutoregressiveNetwork,
     apply_masked_layers,
+    layer_seed,
     output_initializer,
     seeded_initializer,
     structure_seed,
@@ -172,9 +173,9 @@ class MADE(AutoregressiveNetwork):
             MaskedDense(
                 mask,
                 multiplier=1.0 / np.sqrt(mask.shape[0]) if parametrization == "ntk" else 1.0,
-                kernel_initializer=seeded_initializer(kernel_initializer, _layer_seed(seed, i))
+                kernel_initializer=seeded_initializer(kernel_initializer, layer_seed(seed, i))
                 if i < len(hidden_units)
-                else output_initializer(_layer_seed(seed, i)),
+                else output_initializer(layer_seed(seed, i)),
                 num_blocks=kernel_blocks,
                 packed=packed,
                 dtype=self.dtype,
@@ -187,9 +188,9 @@ class MADE(AutoregressiveNetwork):
             self.context_projection(
                 mask.shape[1],
                 name=f"context_{i}",
-                kernel_initializer=seeded_initializer("glorot_uniform", _layer_seed(seed, -1 - i))
+                kernel_initializer=seeded_initializer("glorot_uniform", layer_seed(seed, -1 - i))
                 if i < last
-                else output_initializer(_layer_seed(seed, -1 - i)),
+                else output_initializer(layer_seed(seed, -1 - i)),
             )
             for i, mask in enumerate(masks)
         ]
@@ -319,8 +320,3 @@ class MADE(AutoregressiveNetwork):
         out = tf.reshape(h, out_shape)
         out.set_shape(h.shape[:-1].concatenate([self.event_size, self.num_params]))
         return out
-
-
-def _layer_seed(seed: int | None, layer: int) -> int | None:
-    """A distinct initializer seed per layer (so equal shapes do not get equal weights)."""
-    return None if seed is None else (int(seed) * 7919 + layer) % 2**31

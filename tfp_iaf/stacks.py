@@ -12,8 +12,12 @@ from tfp_iaf import masks as masks_lib
 from tfp_iaf.conv_made import ConvMADE
 from tfp_iaf.iaf import IAFStack
 from tfp_iaf.made import MADE
+from tfp_iaf.transforms import Affine, Gated, Transform, as_transform
 
 __all__ = ["conv_iaf_stack", "dense_iaf_stack"]
+
+# A dense stack's first order, and the reverse its next step takes.
+_DENSE_ORDERS = {"left-to-right": "right-to-left", "right-to-left": "left-to-right"}
 
 
 def dense_iaf_stack(
@@ -22,10 +26,15 @@ def dense_iaf_stack(
     hidden_units: Sequence[int],
     *,
     context_size: int | None = None,
+    order: str = "left-to-right",
+    transform: Transform | str | dict | None = None,
     gated: bool = False,
     forget_bias: float = 2.0,
+    log_scale_bound: float | None = 5.0,
+    scaled_shift: bool = False,
     activation="elu",
     residual: bool = False,
+    network_kwargs: dict | None = None,
     dtype="float32",
     seed: int | None = None,
     validate_args: bool = False,
@@ -38,10 +47,17 @@ def dense_iaf_stack(
       num_steps: number of IAF steps `T`.
       hidden_units: MADE hidden widths (each at least `event_size - 1`).
       context_size: size of the encoder's context `h`, or None.
+      order: order of the first step, "left-to-right" or "right-to-left"; the steps alternate.
+      transform: the steps' per-unit transform (`tfp_iaf.transforms`: an object, a kind such
+        as "gated", or a config); None: the update `gated` ... `scaled_shift` describe.
       gated: gated or affine updates.
       forget_bias: gate bias for gated updates.
+      log_scale_bound: the affine steps' soft bound on `|log_sigma|`, or None for none (see
+        `InverseAutoregressiveFlow`).
+      scaled_shift: the affine steps' shift applied before the scale.
       activation: MADE activation.
       residual: residual hidden layers in the MADEs.
+      network_kwargs: more `MADE` arguments (e.g. `hidden_degrees`, `allow_narrow`).
       dtype: float dtype of the networks.
       seed: int seed of the networks' initial weights (step `t` gets `seed + t`), or None.
       validate_args: checks on the steps' inputs.
@@ -52,27 +68,33 @@ def dense_iaf_stack(
 
     Raises:
       TypeError: a `num_steps` that is not an int (bools included), a `dtype` that is not
-        floating-point, or what `MADE` raises.
-      ValueError: `num_steps < 1`, or what `MADE` raises.
+        floating-point, or what `MADE` or `InverseAutoregressiveFlow` raises.
+      ValueError: `num_steps < 1`, or what `MADE` or `InverseAutoregressiveFlow` raises.
     """
     num_steps = _checks.positive_int("num_steps", num_steps)
+    if order not in _DENSE_ORDERS:
+        raise ValueError(f"`order` must be one of {list(_DENSE_ORDERS)}; got {order!r}")
+    update = _update(transform, gated, forget_bias, log_scale_bound, scaled_shift)
     networks = [
         MADE(
             event_size,
             hidden_units,
+            num_params=update.num_params,
             context_size=context_size,
-            order="left-to-right" if t % 2 == 0 else "right-to-left",
+            order=order if t % 2 == 0 else _DENSE_ORDERS[order],
             activation=activation,
             residual=residual,
             dtype=dtype,
             seed=None if seed is None else seed + t,
             name=f"made_{t}",
+            **(network_kwargs or {}),
         )
         for t in range(num_steps)
     ]
     return IAFStack.from_networks(
-        networks, gated=gated, forget_bias=forget_bias, validate_args=validate_args, name=name
-    )
+        networks, **_step_settings(transform, gated, forget_bias, log_scale_bound, scaled_shift),
+        validate_args=validate_args, name=name,
+    )  # fmt: skip
 
 
 def conv_iaf_stack(
@@ -83,14 +105,17 @@ def conv_iaf_stack(
     kernel_size: int = 3,
     context_channels: int | None = None,
     order: str = "raster",
+    transform: Transform | str | dict | None = None,
     gated: bool = False,
     forget_bias: float = 2.0,
+    log_scale_bound: float | None = 5.0,
+    scaled_shift: bool = False,
     activation="elu",
     residual: bool = False,
     weight_norm: bool = False,
-    log_scale_bound: float | None = 5.0,
     network_kwargs: dict | None = None,
     dtype="float32",
+    seed: int | None = None,
     validate_args: bool = False,
     name: str = "conv_iaf_stack",
 ) -> IAFStack:
@@ -109,15 +134,19 @@ def conv_iaf_stack(
       kernel_size: odd kernel size.
       context_channels: channels of the encoder's context map `h`, or None.
       order: order of the first step, one of `tfp_iaf.masks.CONV_ORDERS`.
+      transform: the steps' per-unit transform (`tfp_iaf.transforms`: an object, a kind such
+        as "gated", or a config); None: the update `gated` ... `scaled_shift` describe.
       gated: gated or affine updates.
       forget_bias: gate bias for gated updates.
+      log_scale_bound: the affine steps' soft bound on `|log_sigma|`, or None for none (see
+        `InverseAutoregressiveFlow`).
+      scaled_shift: the affine steps' shift applied before the scale.
       activation: ConvMADE activation.
       residual: residual hidden layers.
       weight_norm: weight-normalised masked convolutions.
-      log_scale_bound: the affine steps' soft bound on `|log_sigma|`, or None for none (see
-        `InverseAutoregressiveFlow`).
       network_kwargs: more `ConvMADE` arguments (e.g. `output_scale`, `project_context`).
       dtype: float dtype of the networks.
+      seed: int seed of the networks' initial weights (step `t` gets `seed + t`), or None.
       validate_args: checks on the steps' inputs.
       name: name of the stack.
 
@@ -125,8 +154,9 @@ def conv_iaf_stack(
       An `IAFStack` with `forward_min_event_ndims == 3`.
 
     Raises:
-      ValueError: `num_steps < 1`, or what `ConvMADE` raises.
-      TypeError: a `dtype` that is not floating-point, or what `ConvMADE` raises.
+      ValueError: `num_steps < 1`, or what `ConvMADE` or `InverseAutoregressiveFlow` raises.
+      TypeError: a `dtype` that is not floating-point, or what `ConvMADE` or
+        `InverseAutoregressiveFlow` raises.
 
     Examples:
       >>> import tensorflow as tf
@@ -138,27 +168,40 @@ def conv_iaf_stack(
     """
     num_steps = _checks.positive_int("num_steps", num_steps)
     order = masks_lib.check_order(order)
+    update = _update(transform, gated, forget_bias, log_scale_bound, scaled_shift)
     networks = []
     for t in range(num_steps):
         network = ConvMADE(
             event_shape,
             filters,
             kernel_size=kernel_size,
+            num_params=update.num_params,
             context_channels=context_channels,
             order=order if t % 2 == 0 else masks_lib.reversed_order(order),
             residual=residual,
             activation=activation,
             weight_norm=weight_norm,
             dtype=dtype,
+            seed=None if seed is None else seed + t,
             name=f"conv_made_{t}",
             **(network_kwargs or {}),
         )
         networks.append(network)
     return IAFStack.from_networks(
-        networks,
-        gated=gated,
-        forget_bias=forget_bias,
-        log_scale_bound=log_scale_bound,
-        validate_args=validate_args,
-        name=name,
-    )
+        networks, **_step_settings(transform, gated, forget_bias, log_scale_bound, scaled_shift),
+        validate_args=validate_args, name=name,
+    )  # fmt: skip
+
+
+def _update(transform, gated, forget_bias, log_scale_bound, scaled_shift) -> Transform:
+    """The steps' transform, to size the networks' outputs (the step checks the settings)."""
+    if transform is not None:
+        return as_transform(transform)
+    return Gated(forget_bias) if gated is True else Affine(log_scale_bound, scaled_shift)
+
+
+def _step_settings(transform, gated, forget_bias, log_scale_bound, scaled_shift) -> dict:
+    return dict(
+        transform=transform, gated=gated, forget_bias=forget_bias,
+        log_scale_bound=log_scale_bound, scaled_shift=scaled_shift,
+    )  # fmt: skip

@@ -9,8 +9,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_iaf import _checks
-from tfp_iaf.iaf import IAFStack
-from tfp_iaf.made import MADE
+from tfp_iaf.stacks import dense_iaf_stack
+from tfp_iaf.transforms import Transform
 from tfp_iaf.vi import models, structure
 
 tfb = tfp.bijectors
@@ -34,6 +34,7 @@ def build_iaf_surrogate_posterior(
     initial_scale: float = 0.1,
     gated: bool = False,
     log_scale_bound: float | None = None,
+    transform: Transform | str | dict | None = None,
     activation="elu",
     parametrization: str = "ntk",
     dtype=tf.float32,
@@ -92,6 +93,9 @@ def build_iaf_surrogate_posterior(
       log_scale_bound: each step's soft bound on `|log sigma|` (see
         `InverseAutoregressiveFlow`), or None (the default: measured, the bound cost ELBO on a
         funnel and diverged once in 5 on an ill-conditioned Gaussian).
+      transform: the IAF steps' per-unit transform (`tfp_iaf.transforms`: an object, a kind
+        or a config) in place of the affine (`scaled_shift`) or gated update; with it, `gated`
+        and `log_scale_bound` keep their defaults.
       activation: the MADEs' hidden activation.
       parametrization: the MADEs' (see `MADE`): "ntk" (the default: each kernel scaled by
         `1 / sqrt(fan_in)`, so an Adam step moves the network's outputs by an amount that does
@@ -113,7 +117,7 @@ def build_iaf_surrogate_posterior(
         events of higher rank than a part of `event_shape` (`tfb.FillScaleTriL` on a vector),
         or one that cannot map onto it; an event of size 0 (a structure of no shapes
         included); a negative `seed`; a bad `num_steps`, `hidden_units`, `affine` or
-        `initial_scale`; no step at all.
+        `initial_scale`; no step at all; `transform` beside `gated` or `log_scale_bound`.
 
     Examples:
       >>> import tensorflow_probability as tfp
@@ -134,6 +138,16 @@ def build_iaf_surrogate_posterior(
         raise ValueError(f"`affine` must be one of {AFFINE_KINDS}; got {affine!r}")
     if num_steps == 0 and affine is None:
         raise ValueError("`num_steps=0` with `affine=None` leaves nothing to fit; got both")
+    if transform is None:
+        update = dict(gated=gated, scaled_shift=not gated, log_scale_bound=log_scale_bound)
+    elif gated or log_scale_bound is not None:
+        raise ValueError(
+            "`transform` holds the IAF update's settings: `gated` and `log_scale_bound` must "
+            f"keep their defaults beside it; got transform={transform!r}, gated={gated!r}, "
+            f"log_scale_bound={log_scale_bound!r}"
+        )
+    else:
+        update = dict(transform=transform)
     to_event, size = flat_to_event(event_shape, bijector, validate_args=validate_args)
     dtype = tf.nest.flatten(structure.as_dtypes(dtype, structure.as_shapes(event_shape)))[0]
     if hidden_units is None:
@@ -146,12 +160,29 @@ def build_iaf_surrogate_posterior(
             flat += _affine_step(size, affine, initial_scale, dtype, validate_args)
         iaf = None
         if num_steps:
-            # The options each MADE takes as they are.
-            made = dict(activation=activation, parametrization=parametrization, dtype=dtype.name)
-            iaf = _iaf_steps(
-                size, num_steps, hidden_units, gated, log_scale_bound, iaf_seed, validate_args,
-                **made,
-            )  # fmt: skip
+            iaf = dense_iaf_stack(
+                size,
+                num_steps,
+                hidden_units,
+                # The last step (the one nearest the model) runs in the event's own order: a
+                # JointDistribution lists parents before children, so each parameter is drawn
+                # given the ones it depends on (a funnel's scale before the values it scales).
+                order="left-to-right" if (num_steps - 1) % 2 == 0 else "right-to-left",
+                activation=activation,
+                network_kwargs=dict(
+                    parametrization=parametrization,
+                    # One variable and one matmul a layer: faster at VI's few samples
+                    # (benchmarks_vi.md).
+                    kernel_blocks=1,
+                    packed=True,
+                    allow_narrow=True,  # with layers at least `size - 1` wide it changes nothing
+                ),
+                dtype=dtype.name,
+                seed=iaf_seed,
+                validate_args=validate_args,
+                name="iaf",
+                **update,
+            )
             flat.append(iaf)
         base = tfd.Sample(
             tfd.Normal(tf.zeros([], dtype), tf.ones([], dtype)),
@@ -166,37 +197,6 @@ def build_iaf_surrogate_posterior(
         if iaf is not None:
             iaf.forward(tf.zeros([1, size], dtype))  # creates the networks' variables
     return surrogate
-
-
-def _iaf_steps(
-    size, num_steps, hidden_units, gated, log_scale_bound, seed, validate_args, **made
-):  # fmt: skip
-    # The last step (the one nearest the model) runs in the event's own order: a
-    # JointDistribution lists parents before children, so each parameter is drawn given the
-    # ones it depends on (a funnel's scale before the values it scales).
-    networks = [
-        MADE(
-            size,
-            hidden_units,
-            order="left-to-right" if (num_steps - 1 - t) % 2 == 0 else "right-to-left",
-            # One variable and one matmul a layer: faster at VI's few samples (benchmarks_vi.md).
-            kernel_blocks=1,
-            packed=True,
-            allow_narrow=True,  # with layers at least `size - 1` wide it changes nothing
-            seed=None if seed is None else seed + t,
-            name=f"made_{t}",
-            **made,
-        )
-        for t in range(num_steps)
-    ]
-    return IAFStack.from_networks(
-        networks,
-        gated=gated,
-        scaled_shift=not gated,
-        log_scale_bound=log_scale_bound,
-        validate_args=validate_args,
-        name="iaf",
-    )
 
 
 def _affine_step(size, affine, initial_scale, dtype, validate_args):
