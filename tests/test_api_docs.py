@@ -22,6 +22,7 @@ PUBLIC_MODULES = {
     "tfp_iaf.vae": ROOT / "tfp_iaf" / "vae" / "__init__.py",
     "tfp_iaf.keras3": ROOT / "tfp_iaf" / "keras3.py",
     "tfp_iaf.transforms": ROOT / "tfp_iaf" / "transforms.py",
+    "tfp_iaf.spline": ROOT / "tfp_iaf" / "spline.py",
 }
 # Public names that are other packages' modules: described in prose on a page, not rendered.
 PROSE = {"tfp_iaf.tf_keras": API / "layers.md"}

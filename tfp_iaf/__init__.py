@@ -16,7 +16,7 @@ from tfp_iaf.weight_norm import data_dependent_init
 # Last: it needs the stacks. Keras 3 is already imported by TensorFlow (this adds ~10 ms), and
 # `keras.models.load_model` finds `FlowLayer` only if importing tfp_iaf registered it.
 from tfp_iaf import keras3  # isort: skip
-from tfp_iaf import transforms  # isort: skip
+from tfp_iaf import spline, transforms  # isort: skip
 from tfp_iaf import mcmc, vi  # isort: skip
 from tfp_iaf import _hdf5  # isort: skip
 
@@ -43,6 +43,7 @@ __all__ = [
     "dense_iaf_stack",
     "keras3",
     "tf_keras",
+    "spline",
     "transforms",
     "mcmc",
     "unit_log_prob",

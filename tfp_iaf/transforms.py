@@ -13,6 +13,9 @@ knows which transform it holds.
   log-derivative `log_sigma`.
 - `Gated` (IAF paper, section 4): `g = sigmoid(b + forget_bias)`, `y = g x + (1 - g) a`;
   log-derivative `log_sigmoid(b + forget_bias)`.
+- `tfp_iaf.spline.RationalQuadraticSpline` (kind "spline"): a monotone rational-quadratic
+  spline of `K` bins on `[-B, B]` with identity tails (Neural Spline Flows), `3 K - 1`
+  parameters a unit, the identity at zero parameters; it registers itself in `TRANSFORMS`.
 
 A transform also gives its fingerprint fields (the settings that change its function, merged
 into the step's fingerprint: today's keys, so checkpoints keep restoring), the default name of a
@@ -187,7 +190,8 @@ class Gated(Transform):
         return {"kind": self.kind, "forget_bias": self.forget_bias}
 
 
-# Every transform by its `kind`: what `as_transform` builds from a name or a config.
+# Every transform by its `kind`: what `as_transform` builds from a name or a config
+# (`tfp_iaf.spline` adds "spline" when tfp_iaf is imported).
 TRANSFORMS: dict[str, type[Transform]] = {"affine": Affine, "gated": Gated}
 
 
