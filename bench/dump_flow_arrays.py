@@ -6,7 +6,8 @@
 For each configuration of tests/configs.py (kind x order x update x context x dtype), built
 after `tf_keras.utils.set_random_seed(0)`, and for the stack builders and the VI surrogate with
 their `seed`s: every variable, the forward, its log-det, the inverse of the forward, and the
-fingerprint's JSON. A restructure that changes no weight, output or fingerprint compares equal.
+fingerprint's JSON. A restructure that changes no weight, output or fingerprint compares
+equal (configurations the second commit adds are counted, not compared).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def _arrays(prefix: str, flow, event_shape, context_shape, dtype, out: dict) -> 
     out[f"{prefix}/forward"] = y.numpy()
     out[f"{prefix}/fldj"] = flow.forward_log_det_jacobian(x, len(event_shape), **kwargs).numpy()
     out[f"{prefix}/inverse"] = flow.inverse(tf.identity(y), **kwargs).numpy()
-    for v in flow.variables:
-        out[f"{prefix}/var/{v.name}"] = v.numpy()
+    for i, v in enumerate(flow.variables):  # by position: Keras numbers layer names per process
+        out[f"{prefix}/var/{i:03d}"] = v.numpy()
     out[f"{prefix}/fingerprint"] = np.array(_fingerprint.encode(flow._fingerprint()))
 
 
@@ -60,23 +61,27 @@ def dump(path: str) -> None:
     for gated in (False, True):
         q = tfp_iaf.vi.build_iaf_surrogate_posterior([6], gated=gated, seed=4)
         out[f"vi/gated={gated}/sample"] = q.sample(3, seed=5).numpy()
-        for v in q.trainable_variables:
-            out[f"vi/gated={gated}/var/{v.name}"] = v.numpy()
+        for i, v in enumerate(q.trainable_variables):
+            out[f"vi/gated={gated}/var/{i:03d}"] = v.numpy()
     np.savez(path, **out)
     print(f"{len(out)} arrays -> {path}")
 
 
 def compare(a: str, b: str) -> int:
+    """0 when every array of `a` is in `b`, bit for bit (`b` may add configurations)."""
     first, second = np.load(a), np.load(b)
-    keys = set(first.files) | set(second.files)
-    missing = sorted(keys - (set(first.files) & set(second.files)))
+    missing = sorted(set(first.files) - set(second.files))
+    added = sorted(set(second.files) - set(first.files))
+    common = sorted(set(first.files) & set(second.files))
     differing = [
         k
-        for k in sorted(keys - set(missing))
+        for k in common
         if first[k].shape != second[k].shape or not np.array_equal(first[k], second[k])
     ]
-    print(f"{len(keys)} keys; in one file only: {missing[:10]} ({len(missing)}); "
-          f"differing: {differing[:10]} ({len(differing)})")  # fmt: skip
+    print(
+        f"{len(common)} arrays in both, {len(differing)} differing {differing[:10]}; "
+        f"{len(missing)} missing from the second {missing[:10]}; {len(added)} added"
+    )
     return 1 if missing or differing else 0
 
 

@@ -147,7 +147,9 @@ KINDS = {
         Kind(
             "conv_raster",
             ("raster", "raster_reversed"),
-            ALL_UPDATES,
+            # The spline runs on raster orders too (the same solver as the channel orders'
+            # round trips), but its conformance case cost 82 s of XLA compile alone.
+            UPDATES,
             _conv_shape,
             _conv_context,
             _conv,
@@ -262,7 +264,6 @@ CONFORMANCE = [
     Config("conv_channel", "channel", "gated", True, F64, shape=(3, 2, 2)),
     Config("conv_channel", "channel_reversed", "affine", False, F32, shape=(2, 3, 2)),
     Config("conv_channel", "channel", "spline", False, F64, shape=(2, 2, 2)),
-    Config("conv_raster", "raster_reversed", "spline", True, F32, shape=(2, 2, 2)),
     Config("conv_stack", "raster", "gated", True, F64, shape=(2, 2, 2)),
     Config("conv_stack", "channel", "affine", False, F32),
     Config("planar", None, None, True, F32),
