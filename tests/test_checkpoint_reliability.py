@@ -302,13 +302,13 @@ def test_a_hard_kill_loses_at_most_the_steps_since_a_timed_checkpoint(tmp_path, 
 # An interrupted evaluation ends in one line that says how to evaluate again.
 
 
-def _interrupt_call(module, calls_before: int, monkeypatch):
-    """`module.evaluate_model` raising KeyboardInterrupt (Ctrl-C) on call `calls_before + 1`."""
+def _interrupt_call(module, passing: int, monkeypatch):
+    """`module.evaluate_model`, its first `passing` calls as they are, then Ctrl-C."""
     evaluate, calls = module.evaluate_model, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
-        if len(calls) > calls_before:
+        if len(calls) > passing:
             sys.stdout.write(" 1/3 [=====>....]")  # a progress bar's line, unfinished
             raise KeyboardInterrupt
         return evaluate(*args, **kwargs)

@@ -14,7 +14,7 @@ functions, once, when tfp_iaf is imported (by its `__init__`):
 - loading: before tf_keras's function sets any weight, each flow of the model is checked against
   the entry of its layer (the same index, or with `by_name=True` the same name) and a difference
   raises `FingerprintMismatch` naming the fields. A file without the attribute (written without
-  tfp_iaf, or by an earlier release) loads unchecked, as before.
+  tfp_iaf, or by an earlier release) loads unchecked.
 
 Why carry rather than refuse the format: `.h5` files are what tf_keras users already write, and
 the attribute costs nothing to those who read them without tfp_iaf. Dtype is not checked: the

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tfp_iaf import _checks
 from tfp_iaf.autoregressive import AutoregressiveNetwork
 from tfp_iaf.flow import AutoregressiveFlow
-from tfp_iaf.transforms import Affine, Gated, Transform, as_transform
+from tfp_iaf.transforms import Transform, from_update
 
 __all__ = ["IAFStack", "InverseAutoregressiveFlow"]
 
@@ -108,7 +107,7 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
                 "`network` must be a tfp_iaf AutoregressiveNetwork (e.g. tfp_iaf.MADE); "
                 f"got {type(network).__name__}"
             )
-        transform = _transform(transform, gated, forget_bias, log_scale_bound, scaled_shift)
+        transform = from_update(transform, gated, forget_bias, log_scale_bound, scaled_shift)
         if network.num_params != transform.num_params:
             raise ValueError(
                 f"`network` must output num_params={transform.num_params} (the parameters "
@@ -183,39 +182,6 @@ class InverseAutoregressiveFlow(AutoregressiveFlow):
     def _inverse_pass(self, y, context):
         x, log_det = self._network.sequential_solve(y, context, self._transform.inverse)
         return x, {"unit_ildj": -log_det}
-
-
-def _transform(transform, gated, forget_bias, log_scale_bound, scaled_shift) -> Transform:
-    """The step's transform: `transform=` itself, or the one the update's settings describe."""
-    for arg, value in (("gated", gated), ("scaled_shift", scaled_shift)):
-        if not isinstance(value, bool):
-            raise TypeError(f"`{arg}` must be a bool; got {value!r} ({type(value).__name__})")
-    if transform is not None:
-        given = {
-            k: v
-            for k, v, default in (
-                ("gated", gated, False),
-                ("forget_bias", forget_bias, 2.0),
-                ("log_scale_bound", log_scale_bound, 5.0),
-                ("scaled_shift", scaled_shift, False),
-            )
-            if v != default
-        }
-        if given:
-            raise ValueError(
-                "the update's settings belong to the transform: with `transform` given, "
-                f"`gated`, `forget_bias`, `log_scale_bound` and `scaled_shift` keep their "
-                f"defaults; got transform={transform!r} and {given}"
-            )
-        return as_transform(transform)
-    if gated:
-        if scaled_shift:
-            raise ValueError("`scaled_shift=True` is a form of the affine update; got gated=True")
-        if log_scale_bound is not None:  # checked, though only the affine update reads it
-            _checks.finite_float("log_scale_bound", log_scale_bound, positive=True)
-        return Gated(forget_bias)
-    _checks.finite_float("forget_bias", forget_bias)  # checked, though only a gate reads it
-    return Affine(log_scale_bound, scaled_shift)
 
 
 class IAFStack(AutoregressiveFlow):

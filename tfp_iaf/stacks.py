@@ -12,7 +12,7 @@ from tfp_iaf import masks as masks_lib
 from tfp_iaf.conv_made import ConvMADE
 from tfp_iaf.iaf import IAFStack
 from tfp_iaf.made import MADE
-from tfp_iaf.transforms import Affine, Gated, Transform, as_transform
+from tfp_iaf.transforms import Transform, from_update
 
 __all__ = ["conv_iaf_stack", "dense_iaf_stack"]
 
@@ -74,7 +74,7 @@ def dense_iaf_stack(
     num_steps = _checks.positive_int("num_steps", num_steps)
     if order not in _DENSE_ORDERS:
         raise ValueError(f"`order` must be one of {list(_DENSE_ORDERS)}; got {order!r}")
-    update = _update(transform, gated, forget_bias, log_scale_bound, scaled_shift)
+    update = from_update(transform, gated, forget_bias, log_scale_bound, scaled_shift)
     networks = [
         MADE(
             event_size,
@@ -92,8 +92,9 @@ def dense_iaf_stack(
         for t in range(num_steps)
     ]
     return IAFStack.from_networks(
-        networks, **_step_settings(transform, gated, forget_bias, log_scale_bound, scaled_shift),
-        validate_args=validate_args, name=name,
+        networks, transform=transform, gated=gated, forget_bias=forget_bias,
+        log_scale_bound=log_scale_bound, scaled_shift=scaled_shift, validate_args=validate_args,
+        name=name,
     )  # fmt: skip
 
 
@@ -168,7 +169,7 @@ def conv_iaf_stack(
     """
     num_steps = _checks.positive_int("num_steps", num_steps)
     order = masks_lib.check_order(order)
-    update = _update(transform, gated, forget_bias, log_scale_bound, scaled_shift)
+    update = from_update(transform, gated, forget_bias, log_scale_bound, scaled_shift)
     networks = []
     for t in range(num_steps):
         network = ConvMADE(
@@ -188,20 +189,7 @@ def conv_iaf_stack(
         )
         networks.append(network)
     return IAFStack.from_networks(
-        networks, **_step_settings(transform, gated, forget_bias, log_scale_bound, scaled_shift),
-        validate_args=validate_args, name=name,
-    )  # fmt: skip
-
-
-def _update(transform, gated, forget_bias, log_scale_bound, scaled_shift) -> Transform:
-    """The steps' transform, to size the networks' outputs (the step checks the settings)."""
-    if transform is not None:
-        return as_transform(transform)
-    return Gated(forget_bias) if gated is True else Affine(log_scale_bound, scaled_shift)
-
-
-def _step_settings(transform, gated, forget_bias, log_scale_bound, scaled_shift) -> dict:
-    return dict(
-        transform=transform, gated=gated, forget_bias=forget_bias,
-        log_scale_bound=log_scale_bound, scaled_shift=scaled_shift,
+        networks, transform=transform, gated=gated, forget_bias=forget_bias,
+        log_scale_bound=log_scale_bound, scaled_shift=scaled_shift, validate_args=validate_args,
+        name=name,
     )  # fmt: skip

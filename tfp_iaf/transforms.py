@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from tfp_iaf import _checks
 
-__all__ = ["TRANSFORMS", "Affine", "Gated", "Transform", "as_transform"]
+__all__ = ["TRANSFORMS", "Affine", "Gated", "Transform", "as_transform", "from_update"]
 
 
 class Transform:
@@ -81,7 +81,27 @@ class Transform:
         return f"{type(self).__name__}({settings})"
 
 
-class Affine(Transform):
+class _AffineForm(Transform):
+    """A transform `y = shift + exp(log_scale) * x` whose `(shift, log_scale)` the subclass
+    computes from the parameters (`shift_and_log_scale`), affine in the first parameter."""
+
+    num_params = 2
+    affine_in_shift = True
+
+    def shift_and_log_scale(self, params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """`(shift, log_scale)` with `y = shift + exp(log_scale) * x`."""
+        raise NotImplementedError
+
+    def forward(self, x, params):
+        shift, log_scale = self.shift_and_log_scale(params)
+        return shift + tf.exp(log_scale) * x, log_scale
+
+    def inverse(self, y, params):
+        shift, log_scale = self.shift_and_log_scale(params)
+        return (y - shift) * tf.exp(-log_scale), log_scale
+
+
+class Affine(_AffineForm):
     """`y = a + exp(log_sigma) * x` (or `exp(log_sigma) * (x + a)`), `log_sigma` softly bounded.
 
     - `log_sigma = B * tanh(b / B)` with `B = log_scale_bound` (None: `log_sigma = b`, the IAF
@@ -100,9 +120,7 @@ class Affine(Transform):
       ValueError: a `log_scale_bound` that is not finite and positive.
     """
 
-    num_params = 2
     kind = "affine"
-    affine_in_shift = True
 
     def __init__(self, log_scale_bound: float | None = 5.0, scaled_shift: bool = False):
         if not isinstance(scaled_shift, bool):
@@ -124,14 +142,6 @@ class Affine(Transform):
             b = bound * tf.math.tanh(b / bound)
         return (tf.exp(b) * a if self.scaled_shift else a), b
 
-    def forward(self, x, params):
-        shift, log_scale = self.shift_and_log_scale(params)
-        return shift + tf.exp(log_scale) * x, log_scale
-
-    def inverse(self, y, params):
-        shift, log_scale = self.shift_and_log_scale(params)
-        return (y - shift) * tf.exp(-log_scale), log_scale
-
     def fingerprint(self):
         return {
             "gated": False,
@@ -147,7 +157,7 @@ class Affine(Transform):
         }
 
 
-class Gated(Transform):
+class Gated(_AffineForm):
     """The gated (LSTM-style) update of the IAF paper: `y = g * x + (1 - g) * a`.
 
     - `g = sigmoid(b + forget_bias)`: a convex mix of the unit and the network's `a`, so the
@@ -161,10 +171,8 @@ class Gated(Transform):
       TypeError, ValueError: `forget_bias` is not a finite number.
     """
 
-    num_params = 2
     kind = "gated"
     step_name = "gated_iaf"
-    affine_in_shift = True
 
     def __init__(self, forget_bias: float = 2.0):
         self.forget_bias = _checks.finite_float("forget_bias", forget_bias)
@@ -174,14 +182,6 @@ class Gated(Transform):
         a, b = params[..., 0], params[..., 1]
         logit = b + tf.cast(self.forget_bias, b.dtype)
         return (1.0 - tf.math.sigmoid(logit)) * a, tf.math.log_sigmoid(logit)
-
-    def forward(self, x, params):
-        shift, log_scale = self.shift_and_log_scale(params)
-        return shift + tf.exp(log_scale) * x, log_scale
-
-    def inverse(self, y, params):
-        shift, log_scale = self.shift_and_log_scale(params)
-        return (y - shift) * tf.exp(-log_scale), log_scale
 
     def fingerprint(self):
         return {"gated": True, "forget_bias": self.forget_bias}
@@ -217,3 +217,52 @@ def as_transform(transform: Transform | str | dict) -> Transform:
     if kind not in TRANSFORMS:
         raise ValueError(f"`transform` kind must be one of {sorted(TRANSFORMS)}; got {kind!r}")
     return TRANSFORMS[kind](**config)
+
+
+_UPDATE_DEFAULTS = {
+    "gated": False,
+    "forget_bias": 2.0,
+    "log_scale_bound": 5.0,
+    "scaled_shift": False,
+}
+
+
+def from_update(
+    transform: Transform | str | dict | None = None,
+    gated: bool = False,
+    forget_bias: float = 2.0,
+    log_scale_bound: float | None = 5.0,
+    scaled_shift: bool = False,
+) -> Transform:
+    """The transform of an IAF step's arguments: `transform` itself (`as_transform`), or the
+    `Gated` or `Affine` update that `gated`, `forget_bias`, `log_scale_bound` and
+    `scaled_shift` describe (every one of them checked, whichever update reads it).
+
+    Raises:
+      TypeError: `gated` or `scaled_shift` not a bool; a bad `transform`, `forget_bias` or
+        `log_scale_bound`.
+      ValueError: `transform` beside update settings other than their defaults;
+        `scaled_shift` with `gated`; a non-finite `forget_bias`; a `log_scale_bound` that is
+        not finite and positive.
+    """
+    for arg, value in (("gated", gated), ("scaled_shift", scaled_shift)):
+        if not isinstance(value, bool):
+            raise TypeError(f"`{arg}` must be a bool; got {value!r} ({type(value).__name__})")
+    if transform is not None:
+        settings = dict(
+            gated=gated, forget_bias=forget_bias, log_scale_bound=log_scale_bound,
+            scaled_shift=scaled_shift,
+        )  # fmt: skip
+        given = {k: v for k, v in settings.items() if v != _UPDATE_DEFAULTS[k]}
+        if given:
+            raise ValueError(
+                "the update's settings belong to the transform: with `transform` given, "
+                f"`gated`, `forget_bias`, `log_scale_bound` and `scaled_shift` keep their "
+                f"defaults; got transform={transform!r} and {given}"
+            )
+        return as_transform(transform)
+    if gated and scaled_shift:
+        raise ValueError("`scaled_shift=True` is a form of the affine update; got gated=True")
+    affine = Affine(log_scale_bound, scaled_shift)  # checks the bound, though a gate ignores it
+    gate = Gated(forget_bias)  # checks the bias, though the affine update ignores it
+    return gate if gated else affine
