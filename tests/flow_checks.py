@@ -85,8 +85,10 @@ def assert_every_variable_gets_a_gradient(tape, loss, variables, direction: str)
 def assert_flow_properties(flow, x, kwargs, tol, degrees=None):
     """The property checklist (numbered as in STYLE.md's), for one flow at one batch `x`:
 
-    1. round trip: `inverse(forward(x)) == x` and `forward(inverse(y)) == y`, all finite;
-    2. `fldj(x) == -ildj(forward(x))`, shaped like the batch;
+    1. round trip: `forward(inverse(y)) == y`, and `inverse(forward(x)) == x` up to what rounding
+       carried back through the Jacobian can move it (`rounding_error_in_x`), all finite;
+    2. `fldj(x) == -ildj(forward(x))`, shaped like the batch (up to what `x`'s own rounding moves
+       the log-det);
     3. `fldj` equals `slogdet` of the autodiff Jacobian, whose sign is +1 (neither trivial);
     4. with `degrees` (a single step), the Jacobian is triangular in the network's order;
     6. shapes and dtype preserved;
@@ -115,10 +117,18 @@ def assert_flow_properties(flow, x, kwargs, tol, degrees=None):
     assert_every_variable_gets_a_gradient(tape, loss, variables, "inverse")
     y_back = flow.forward(fresh(x_back), **kwargs)
     assert_finite(y=y, fldj=fldj, x_back=x_back, ildj=ildj, y_back=y_back)
-    np.testing.assert_allclose(x_back, x, **tol, err_msg="inverse(forward(x))")
     np.testing.assert_allclose(y_back, y, **tol, err_msg="forward(inverse(y))")
-    np.testing.assert_allclose(fldj, -ildj, **tol, err_msg="fldj(x) == -ildj(forward(x))")
     jac = forward_jacobian(flow, x, kwargs)
+    assert_close_within_conditioning(x_back, x, rounding_error_in_x(jac, y), tol)
+    # ildj(y) is -fldj at the solved x_back: it may differ from fldj(x) by what x_back's own
+    # error moves it, to first order (twice that allowed).
+    with tf.GradientTape() as tape:
+        x_watched = fresh(x)
+        tape.watch(x_watched)
+        fldj_again = flow.forward_log_det_jacobian(x_watched, n, **kwargs)
+    moved = np.abs(tape.gradient(fldj_again, x_watched).numpy() * (x_back - x).numpy())
+    slack = 2 * np.sum(np.reshape(moved, [*fldj.shape, -1]), axis=-1)
+    assert_close_within_conditioning(-ildj, fldj, slack, tol, "fldj(x) == -ildj(forward(x))")
     assert_log_det_is_slogdet(jac, fldj, tol)
     if degrees is not None:
         assert_triangular_in_order(jac, degrees)
@@ -126,6 +136,35 @@ def assert_flow_properties(flow, x, kwargs, tol, degrees=None):
     # summed log-det would not hold for every seed: an event's terms can cancel.)
     assert np.max(np.abs(np.log(np.abs(np.diagonal(jac, axis1=1, axis2=2))))) > 0.1
     return jac
+
+
+def rounding_error_in_x(jac, y, factor: float = 32.0):
+    """What rounding alone can move a solved `x` by, per unit: `factor * eps * |J^-1| (|y| + 1)`.
+
+    The sequential inverse is backward stable (`forward(inverse(y)) == y` to rounding, checked
+    strictly), so its error in `x` is the rounding of `y` carried back through `J^-1`: the
+    condition number times `eps`. That is far below the strict tolerance for the affine and
+    gated steps at the checklist's noise (conditions of tens), and what lets a spline whose
+    noisy bins reach slopes of 1e-6 (conditions of 1e8) be held to rounding rather than to a
+    fixed bound. `factor`: the measured error was at most 7 times the bound's `eps` term over
+    the checklist's spline cases."""
+    eps = np.finfo(y.dtype.as_numpy_dtype).eps
+    n = jac.shape[0]
+    size = np.abs(np.reshape(y.numpy(), [n, -1])) + 1.0
+    carried = np.einsum("nij,nj->ni", np.abs(np.linalg.inv(jac)), size)
+    return np.reshape(factor * eps * carried, y.shape)
+
+
+def assert_close_within_conditioning(actual, desired, slack, tol, err_msg="inverse(forward(x))"):
+    """`|actual - desired| <= atol + rtol |desired| + slack`, elementwise."""
+    actual, desired = np.asarray(actual), np.asarray(desired)
+    allowed = tol["atol"] + tol["rtol"] * np.abs(desired) + slack
+    excess = np.abs(actual - desired) - allowed
+    worst = np.unravel_index(np.argmax(excess), excess.shape) if excess.size else ()
+    assert not excess.size or excess[worst] <= 0, (
+        f"{err_msg}: |{actual[worst]} - {desired[worst]}| exceeds the {allowed[worst]:.3g} "
+        f"allowed at {worst} (tolerance {tol}, conditioning slack {np.asarray(slack)[worst]:.3g})"
+    )
 
 
 def assert_log_det_is_slogdet(jac, fldj, tol):
