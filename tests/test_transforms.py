@@ -13,9 +13,11 @@ import pytest
 import tensorflow as tf
 
 import tfp_iaf
+from tests import flow_checks as fc
 from tfp_iaf import transforms
 from tfp_iaf.keras3 import FlowLayer
-from tfp_iaf.transforms import Affine, Gated, Transform, as_transform
+from tfp_iaf.spline import RationalQuadraticSpline
+from tfp_iaf.transforms import Affine, Composed, Gated, Transform, as_transform
 
 X = tf.constant(np.random.default_rng(0).standard_normal((4, 3)), tf.float32)
 H = tf.constant(np.random.default_rng(1).standard_normal((4, 2)), tf.float32)
@@ -64,9 +66,17 @@ def test_the_update_flags_are_their_transforms(settings, transform):
     )
 
 
-@pytest.mark.parametrize("transform", [Affine(), Gated(0.5), Affine(None, True)], ids=repr)
+SPLINE_IN_AFFINE = Composed([RationalQuadraticSpline(4), Affine(None, True)])
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [Affine(), Gated(0.5), Affine(None, True), SPLINE_IN_AFFINE, Composed(["gated", "affine"])],
+    ids=repr,
+)
 def test_a_transforms_directions_invert_each_other_with_the_autodiff_log_det(transform):
-    params = tf.constant(np.random.default_rng(2).standard_normal((5, 2)), tf.float64)
+    rng = np.random.default_rng(2)
+    params = tf.constant(rng.standard_normal((5, transform.num_params)), tf.float64)
     x = tf.constant(np.random.default_rng(3).standard_normal(5), tf.float64)
     with tf.GradientTape() as tape:
         tape.watch(x)
@@ -78,8 +88,11 @@ def test_a_transforms_directions_invert_each_other_with_the_autodiff_log_det(tra
 
 
 def test_a_transform_rebuilds_from_its_kind_and_config():
-    for transform in (Affine(), Affine(2.0, True), Affine(None), Gated(), Gated(-1.0)):
+    for transform in (
+        Affine(), Affine(2.0, True), Affine(None), Gated(), Gated(-1.0), SPLINE_IN_AFFINE
+    ):  # fmt: skip
         assert as_transform(transform.get_config()) == transform
+        assert hash(as_transform(transform.get_config())) == hash(transform)
         assert as_transform(transform) is transform
     assert as_transform("gated") == Gated() and as_transform("affine") == Affine()
     assert repr(Gated(1.5)) == "Gated(forget_bias=1.5)" and hash(Gated()) == hash(Gated(2.0))
@@ -102,6 +115,9 @@ def test_a_transform_rebuilds_from_its_kind_and_config():
             TypeError,
             r"`scaled_shift` must be a bool; got 1",
         ),
+        ({"kind": "composed", "parts": ["spline"]}, ValueError, r"`parts` must hold two or"),
+        ({"kind": "composed", "parts": "spline"}, TypeError, r"`parts` must be a list .*'spline'"),
+        ({"kind": "composed", "parts": ["spline", 3]}, TypeError, r"`transform` must be a"),
     ],
 )
 def test_a_bad_transform_is_refused_naming_it(value, error, match):
@@ -202,3 +218,33 @@ def test_a_network_with_a_closed_form_solve_refuses_a_transform_it_cannot_invert
     net = tfp_iaf.LinearAutoregressive(3)
     with pytest.raises(ValueError, match=r"LinearAutoregressive solves its inverse in closed"):
         tfp_iaf.InverseAutoregressiveFlow(net, transform=Cubic())
+
+
+def test_a_composed_transform_is_its_parts_in_turn_and_starts_at_the_identity():
+    params = tf.constant(np.random.default_rng(4).standard_normal((5, 13)), tf.float64)
+    x = tf.constant(np.random.default_rng(5).standard_normal(5), tf.float64)
+    spline, affine = SPLINE_IN_AFFINE.parts
+    middle, first = spline.forward(x, params[..., :11])
+    expected, second = affine.forward(middle, params[..., 11:])
+    y, log_det = SPLINE_IN_AFFINE.forward(x, params)
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(log_det, first + second)
+    y, log_det = SPLINE_IN_AFFINE.forward(x, tf.zeros_like(params))
+    np.testing.assert_array_equal(y, x)
+    np.testing.assert_array_equal(log_det, tf.zeros_like(x))
+    assert SPLINE_IN_AFFINE.num_params == 13
+
+
+def test_a_step_of_a_composed_transform_keeps_the_flow_properties_and_its_fingerprint():
+    step = tfp_iaf.InverseAutoregressiveFlow(
+        made(SPLINE_IN_AFFINE.num_params), transform=SPLINE_IN_AFFINE
+    )
+    step.forward(X, context=H)
+    fc.perturb(step.trainable_variables, scale=0.2)
+    fc.assert_flow_properties(step, X, {"context": H}, fc.strict_tolerance(tf.float32))
+    parts = step._fingerprint()["parts"]
+    assert parts == [part.fingerprint() for part in SPLINE_IN_AFFINE.parts]
+    assert parts[0]["transform"] == "spline"
+    wider = Composed([RationalQuadraticSpline(8), Affine(None, True)])
+    other = tfp_iaf.InverseAutoregressiveFlow(made(wider.num_params), transform=wider)
+    assert other._fingerprint() != step._fingerprint()

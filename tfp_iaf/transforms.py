@@ -16,6 +16,8 @@ knows which transform it holds.
 - `tfp_iaf.spline.RationalQuadraticSpline` (kind "spline"): a monotone rational-quadratic
   spline of `K` bins on `[-B, B]` with identity tails (Neural Spline Flows), `3 K - 1`
   parameters a unit, the identity at zero parameters; it registers itself in `TRANSFORMS`.
+- `Composed`: transforms in turn, their parameters side by side (e.g. a spline inside the
+  affine update, `y = sigma (s(x) + a)`: the spline's shape with an unbounded shift and scale).
 
 A transform also gives its fingerprint fields (the settings that change its function, merged
 into the step's fingerprint: today's keys, so checkpoints keep restoring), the default name of a
@@ -28,13 +30,18 @@ and the Keras 3 layer take it by object or by `kind`.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from tfp_iaf import _checks
 
-__all__ = ["TRANSFORMS", "Affine", "Gated", "Transform", "as_transform", "from_update"]
+__all__ = [
+    "TRANSFORMS", "Affine", "Composed", "Gated", "Transform", "as_transform", "from_update",
+]
 
 
 class Transform:
@@ -190,9 +197,67 @@ class Gated(_AffineForm):
         return {"kind": self.kind, "forget_bias": self.forget_bias}
 
 
+class Composed(Transform):
+    """Transforms applied one after the other to each unit: `parts[0]` first.
+
+    The parameters are the parts' side by side (`num_params` their sum), the log-derivative the
+    sum of the parts' (each at its own input); the inverse undoes the parts in reverse order.
+    E.g. `Composed(["spline", Affine(None, scaled_shift=True)])`: `y = sigma (s(x) + a)`, a
+    spline's shape with the affine step's unbounded shift and scale around it (the spline's own
+    range is fixed: `[-B, B]` onto `[-B, B]`). It starts at the identity when every part does.
+
+    Args:
+      parts: two or more transforms (objects, kinds or configs, as `as_transform` takes).
+
+    Raises:
+      TypeError: `parts` not a list or tuple, or a part `as_transform` refuses.
+      ValueError: fewer than two parts, or a part `as_transform` refuses.
+    """
+
+    kind = "composed"
+    step_name = "composed_iaf"
+
+    def __init__(self, parts: Sequence[Transform | str | dict]):
+        if not isinstance(parts, (list, tuple)):
+            raise TypeError(
+                f"`parts` must be a list of transforms; got {parts!r} ({type(parts).__name__})"
+            )
+        if len(parts) < 2:
+            raise ValueError(f"`parts` must hold two or more transforms; got {list(parts)!r}")
+        self.parts = tuple(as_transform(part) for part in parts)
+        self.num_params = sum(part.num_params for part in self.parts)
+
+    def _split(self, params):
+        offsets = np.cumsum([0, *(part.num_params for part in self.parts)])
+        return [params[..., a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+    def forward(self, x, params):
+        total = None
+        for part, p in zip(self.parts, self._split(params), strict=True):
+            x, log_det = part.forward(x, p)
+            total = log_det if total is None else total + log_det
+        return x, total
+
+    def inverse(self, y, params):
+        total = None
+        for part, p in reversed(list(zip(self.parts, self._split(params), strict=True))):
+            y, log_det = part.inverse(y, p)
+            total = log_det if total is None else total + log_det
+        return y, total
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"transform": self.kind, "parts": [part.fingerprint() for part in self.parts]}
+
+    def get_config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "parts": [part.get_config() for part in self.parts]}
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.get_config(), sort_keys=True))
+
+
 # Every transform by its `kind`: what `as_transform` builds from a name or a config
 # (`tfp_iaf.spline` adds "spline" when tfp_iaf is imported).
-TRANSFORMS: dict[str, type[Transform]] = {"affine": Affine, "gated": Gated}
+TRANSFORMS: dict[str, type[Transform]] = {"affine": Affine, "gated": Gated, "composed": Composed}
 
 
 def as_transform(transform: Transform | str | dict) -> Transform:

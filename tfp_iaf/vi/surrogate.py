@@ -95,7 +95,11 @@ def build_iaf_surrogate_posterior(
         funnel and diverged once in 5 on an ill-conditioned Gaussian).
       transform: the IAF steps' per-unit transform (`tfp_iaf.transforms`: an object, a kind
         or a config) in place of the affine (`scaled_shift`) or gated update; with it, `gated`
-        and `log_scale_bound` keep their defaults.
+        and `log_scale_bound` keep their defaults. For a spline surrogate, put the spline
+        inside the affine update, `Composed(["spline", Affine(None, scaled_shift=True)])`:
+        a spline alone maps `[-3, 3]` onto itself, so it cannot shift or scale a unit by its
+        parents beyond that window (docs/benchmarks_flows.md: alone it lost 0.8 to 9 nats to
+        the affine surrogate on a funnel and eight schools).
       activation: the MADEs' hidden activation.
       parametrization: the MADEs' (see `MADE`): "ntk" (the default: each kernel scaled by
         `1 / sqrt(fan_in)`, so an Adam step moves the network's outputs by an amount that does
