@@ -34,7 +34,7 @@ check-wheel: $(BIN)/activate
 	PYTHON=$(PYTHON) bash .ci/check_wheel.sh
 
 bench: $(BIN)/activate
-	$(BIN)/python bench/bench_dense.py
+	$(BIN)/python -m bench.bench_dense
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache build dist site

@@ -3,11 +3,13 @@
 # installs the wheel into two fresh environments, beside the oldest supported TensorFlow
 # (.ci/oldest.txt) and beside the newest that setup.cfg admits, and runs from outside the
 # repository (so that only the installed files are importable):
+#   - the wheel holds the package alone: not the examples' harness (examples/vae_harness);
 #   - both: the README quickstart (examples/quickstart.py);
+#   - the oldest, with the core dependencies alone: `tfp_iaf.vae` imports (no extra needed);
 #   - the newest, with the [examples] extra: every public module imports;
 #   - the oldest: the core tests (the conformance suite, the property checklist, masks, planar
 #     flows, the Keras 3 layer). The main suite (`make test`) runs on the newest set.
-# Usage: bash .ci/check_wheel.sh   (after `make .venv/bin/activate`; about 5-8 minutes)
+# Usage: bash .ci/check_wheel.sh   (after `make .venv/bin/activate`; about 5-10 minutes)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv_python="$repo/.venv/bin/python"
@@ -20,6 +22,17 @@ echo "== build and check the sdist and the wheel"
     { cat "$work/build.log"; exit 1; }
 "$venv_python" -m twine check --strict "$work"/dist/*
 wheel=$(ls "$work"/dist/*.whl)
+
+echo "== the wheel holds tfp_iaf alone"
+"$venv_python" - "$wheel" <<'PY'
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+modules = [n for n in names if n.endswith(".py")]
+outside = [n for n in modules if not n.startswith("tfp_iaf/")]
+harness = [n for n in modules if n.rsplit("/", 1)[-1] in ("experiment.py", "training.py", "trained.py", "checkpoints.py", "experiment_flags.py", "cli.py", "presets.py")]
+assert not outside and not harness, f"the wheel holds more than tfp_iaf: {outside + harness}"
+print(len(modules), "modules, all under tfp_iaf/; none of the examples' harness")
+PY
 
 core_tests=(test_conformance.py test_iaf.py test_masks.py test_planar.py test_keras3.py)
 
@@ -44,6 +57,15 @@ print("tfp_iaf", tfp_iaf.__version__, "beside tensorflow", md.version("tensorflo
 PY
     if [[ $set == newest ]]; then
         "$work/$set/bin/python" -c "import tfp_iaf.keras3, tfp_iaf.mcmc, tfp_iaf.vae, tfp_iaf.vi"
+    else  # the core dependencies alone: no tensorflow_datasets, no matplotlib
+        "$work/$set/bin/python" - <<'PY'
+import importlib.util
+import tfp_iaf.vae
+missing = [m for m in ("tensorflow_datasets", "matplotlib") if importlib.util.find_spec(m) is None]
+assert missing == ["tensorflow_datasets", "matplotlib"], f"an extra is installed: {missing}"
+print("tfp_iaf.vae imports without tensorflow_datasets and matplotlib:",
+      len(tfp_iaf.vae.__all__), "public names")
+PY
     fi
     "$work/$set/bin/python" "$repo/examples/quickstart.py" 2> "$work/quickstart.err" ||
         { cat "$work/quickstart.err"; exit 1; }

@@ -3,8 +3,8 @@
 The paper's CIFAR-10 layer (Kingma et al. 2016, §4.1): latent [16, 16, 32], context feature map of
 160 channels, two hidden 3x3 convolutions of 160 filters, batch 32.
 
-    python bench/bench_conv.py                    # all tables (a few minutes on 2 CPU cores)
-    python bench/bench_conv.py --raster_passes=8  # quicker naive raster extrapolation
+    python -m bench.bench_conv                    # all tables (a few minutes on 2 CPU cores)
+    python -m bench.bench_conv --raster_passes=8  # quicker naive raster extrapolation
 
 Prints markdown tables, each time the median of `--repeats` (`--inverse_repeats`) timed calls of
 a `tf.function` after two warm-up calls, the repeats interleaved across cases; the minimum is
@@ -33,8 +33,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from absl import app, flags
-from timing import time_fns  # bench/timing.py
 
+from bench.timing import time_fns
 from tfp_iaf import AutoregressiveNetwork, ConvMADE, InverseAutoregressiveFlow, tf_keras
 from tfp_iaf.autoregressive import output_initializer
 

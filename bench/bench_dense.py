@@ -3,9 +3,9 @@
 The paper's MNIST posterior: latent 32, context 32, a 2-layer MADE of width 1920 per step,
 8 steps with the order reversed between steps, batch 100.
 
-    python bench/bench_dense.py                 # full table (a few minutes on 2 CPU cores)
-    python bench/bench_dense.py --width=320     # a quicker, smaller run
-    python bench/bench_dense.py --nopeak_memory # no memory child processes (the GPU suite)
+    python -m bench.bench_dense                 # full table (a few minutes on 2 CPU cores)
+    python -m bench.bench_dense --width=320     # a quicker, smaller run
+    python -m bench.bench_dense --nopeak_memory # no memory child processes (the GPU suite)
 
 Prints a markdown table: (a) a training step (sample + log_prob + gradient), (b) log_prob of fresh
 points (the sequential inverse), each as the median of `--repeats` timed calls of a
@@ -23,9 +23,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from absl import app, flags
-from timing import child_vm_hwm_mib, matmul_gflops, time_fn, vm_hwm_mib  # bench/timing.py
 
 import tfp_iaf
+from bench.timing import child_vm_hwm_mib, matmul_gflops, time_fn, vm_hwm_mib
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 

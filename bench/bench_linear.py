@@ -6,7 +6,7 @@ and the inverse by the generic `AutoregressiveNetwork.sequential_solve` (`D` net
 each computing the whole `D x D` map; one call, as it takes minutes at D = 2048), eager; the
 first two are medians of `--repeats` timed calls.
 
-    python bench/bench_linear.py                       # D = 256 and 2048
+    python -m bench.bench_linear                       # D = 256 and 2048
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import time
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
-from report import date_and_machine  # bench/report.py
-from timing import time_fns  # bench/timing.py
 
 import tfp_iaf
+from bench.report import date_and_machine
+from bench.timing import time_fns
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["256", "2048"], "Event sizes D.")

@@ -10,7 +10,7 @@ later invocation with the same budget skips it; a run killed mid-training resume
 checkpoint. So a long table can be finished in several sittings, and `--render_only` rewrites
 the page from whatever has finished:
 
-    python bench/bench_mnist.py --data_dir=../shared/tfds --output=docs/benchmarks_mnist.md
+    python -m bench.bench_mnist --data_dir=../shared/tfds --output=docs/benchmarks_mnist.md
 
 Configurations: `diag`; `planarN` (N planar steps, amortised from the encoder's context);
 `iafN` (N affine IAF steps) and `iafNg` (N gated steps), MADEs of width `--iaf_width`. A run
@@ -28,8 +28,9 @@ import shlex
 import statistics
 import sys
 
-import report as report_lib  # bench/report.py
 from absl import app, flags, logging
+
+from bench import report as report_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "tfds data directory holding binarized_mnist.")

@@ -6,7 +6,7 @@ training left, then evaluates) for every k in `--ks`, on the first `--num_eval_e
 images, in chunks of `--importance_chunk` samples. Prints one table row per k: log p(x), the
 ELBO (mean of the k log weights), the gap, and the evaluation time.
 
-    python bench/bench_mnist_k.py --run_dir=/tmp/bench_mnist/iaf8/seed0 \
+    python -m bench.bench_mnist_k --run_dir=/tmp/bench_mnist/iaf8/seed0 \
         --data_dir=../shared/tfds --ks=1,10,100,1000,10000 --num_eval_examples=20
 """
 
@@ -18,8 +18,9 @@ import shlex
 import shutil
 import sys
 
-import report  # bench/report.py
 from absl import app, flags
+
+from bench import report
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "A finished run of bench_mnist.py.", required=True)

@@ -18,7 +18,7 @@ Data: CIFAR-10 cannot be downloaded here, so the images are random 32x32 crops o
 photograph that ships with matplotlib (`grace_hopper.jpg`), as in bench_decoder_scale.py:
 training and held-out crops drawn with different seeds from the same photograph.
 
-    python bench/bench_reference.py --steps=200 --seeds=0,1
+    python -m bench.bench_reference --steps=200 --seeds=0,1
 
 Results and the command: docs/benchmarks_reference.md.
 """
@@ -30,10 +30,11 @@ import math
 import time
 
 import numpy as np
-import resnet_runs  # bench/resnet_runs.py
 from absl import app, flags
-from photos import grace_hopper_crops  # bench/photos.py
 
+import vae_harness
+from bench import resnet_runs
+from bench.photos import grace_hopper_crops
 from tfp_iaf import vae
 
 flags.DEFINE_float("learning_rate", 2e-3, "Adamax learning rate (the example's default).")
@@ -58,7 +59,7 @@ def run(iaf_init: str, optimizer: str, seed: int, test: np.ndarray) -> dict[str,
     model = resnet_runs.make_model(
         data[: FLAGS.batch_size],
         seed=seed,
-        optimizer=vae.make_optimizer(FLAGS.learning_rate, None, kind=kind),
+        optimizer=vae_harness.make_optimizer(FLAGS.learning_rate, None, kind=kind),
         hidden_size=FLAGS.hidden_size,
         z_size=FLAGS.z_size,
         iaf_gated=FLAGS.gated,

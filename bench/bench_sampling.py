@@ -14,7 +14,7 @@ pixel-by-pixel sampling. Here, at the same batch size and both measured in full:
   sets the subpixel to `round(loc + s * logit(u))` on the 256-level grid (inverse-CDF sampling of
   the discretized logistic, the tails going to the edge levels as in PixelCNN++).
 
-    python bench/bench_sampling.py
+    python -m bench.bench_sampling
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import platform
 import tensorflow as tf
 import tensorflow_probability as tfp
 from absl import app, flags
-from timing import time_fns  # bench/timing.py
 
+from bench.timing import time_fns
 from tfp_iaf import ConvMADE
 from tfp_iaf.vae import ResNetVAE
 

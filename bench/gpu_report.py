@@ -25,7 +25,8 @@ MULTI_WORKER = [
     "",
     "Several GPUs in one machine: `--strategy=mirrored`. **TPU (untested: no TPU has run "
     "this code):** `tf.distribute.TPUStrategy` should need only a strategy built from "
-    "`tf.distribute.cluster_resolver.TPUClusterResolver` in `tfp_iaf.vae.make_strategy`, "
+    "`tf.distribute.cluster_resolver.TPUClusterResolver` in `vae_harness.make_strategy` "
+    "(examples/vae_harness), "
     "`--jit_compile` (TPUs compile everything with XLA) and a data directory on GCS; the "
     "IAF's sequential inverse (a `tf.while_loop`) is not needed for training.",
 ]
@@ -145,7 +146,7 @@ def render(data: dict, stage_order: Sequence[str], runbook: Sequence[str]) -> st
         "checkpoint) and `mnist_eval`: static MNIST, IAF depth 8 with MADEs of 1920 x 2, batch "
         "100; test log p(x) with k = 1,000. The paper's -79.88 nats needs far more training "
         "than these 14 minutes; more `mnist_train` runs continue it.",
-        "- `python bench/gpu_suite.py --smoke` runs every stage but `tests` at toy sizes on the "
+        "- `python -m bench.gpu_suite --smoke` runs every stage but `tests` at toy sizes on the "
         "CPU (tests/test_gpu_suite.py runs it in CI); it writes to `--work_dir`, not here.",
         "",
         *MULTI_WORKER,

@@ -97,13 +97,13 @@ def stage_placement(sizes: dict, resnet_sizes: dict) -> dict:
     The ResNet VAE is built with `resnet_sizes` (toy sizes: placement, not speed, is checked).
     """
     import numpy as np
-    import resnet_runs  # bench/resnet_runs.py
     import tensorflow as tf
     import tensorflow_probability as tfp
 
     import tfp_iaf
+    import vae_harness
+    from bench import resnet_runs
     from tfp_iaf import tf_keras, vae
-    from tfp_iaf.vae.optimizers import make_optimizer
 
     tfd = tfp.distributions
     gpus = tf.config.list_physical_devices("GPU")
@@ -141,7 +141,7 @@ def stage_placement(sizes: dict, resnet_sizes: dict) -> dict:
         return step
 
     def model_case(model, x):
-        model.compile(optimizer=make_optimizer())
+        model.compile(optimizer=vae_harness.make_optimizer())
         return tf.function(lambda: model.train_step(x))
 
     cases = {
@@ -187,9 +187,9 @@ def stage_placement(sizes: dict, resnet_sizes: dict) -> dict:
 
 def stage_cifar(sizes: dict) -> dict:
     """ResNet VAE training steps: ms/step and images/s per policy, without and with XLA."""
-    import resnet_runs  # bench/resnet_runs.py
     import tensorflow as tf
 
+    from bench import resnet_runs
     from tfp_iaf import tf_keras
 
     batch, steps, repeats = sizes["cifar_batch"], sizes["cifar_steps"], sizes["cifar_repeats"]

@@ -24,12 +24,12 @@ After every stage the results go to `--results` (JSON, merged with earlier runs)
 `--output` is rendered from them, so a run cut short keeps what it measured. Runbook (one GPU,
 at most 10 minutes per command, 30 minutes in all), from the repository root:
 
-    python bench/gpu_suite.py --stage=env,placement,tests --tests_timeout=240
-    python bench/gpu_suite.py --stage=dense,conv,sampling
-    python bench/gpu_suite.py --stage=cifar
-    python bench/gpu_suite.py --stage=mnist_train --data_dir=/path/to/tfds --mnist_minutes=7
-    python bench/gpu_suite.py --stage=mnist_train --data_dir=/path/to/tfds --mnist_minutes=7
-    python bench/gpu_suite.py --stage=mnist_eval --data_dir=/path/to/tfds
+    python -m bench.gpu_suite --stage=env,placement,tests --tests_timeout=240
+    python -m bench.gpu_suite --stage=dense,conv,sampling
+    python -m bench.gpu_suite --stage=cifar
+    python -m bench.gpu_suite --stage=mnist_train --data_dir=/path/to/tfds --mnist_minutes=7
+    python -m bench.gpu_suite --stage=mnist_train --data_dir=/path/to/tfds --mnist_minutes=7
+    python -m bench.gpu_suite --stage=mnist_eval --data_dir=/path/to/tfds
 
 `--smoke` runs every stage but `tests` at toy sizes on the CPU (a few minutes; CI runs it);
 without `--smoke` the suite refuses to run where no GPU is visible.
@@ -51,24 +51,21 @@ from pathlib import Path
 
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, also when imported by a test
-import gpu_report  # noqa: E402  (bench/gpu_report.py)
-import gpu_stages  # noqa: E402  (bench/gpu_stages.py)
+from bench import gpu_report, gpu_stages
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "bench"
 STAGES = (
     "env", "tests", "placement", "dense", "conv", "cifar", "sampling", "mnist_train", "mnist_eval",
 )  # fmt: skip
 SMOKE_SKIPS = ("tests",)
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 RUNBOOK = [
-    "python bench/gpu_suite.py --stage=env,placement,tests --tests_timeout=240",
-    "python bench/gpu_suite.py --stage=dense,conv,sampling",
-    "python bench/gpu_suite.py --stage=cifar",
-    "python bench/gpu_suite.py --stage=mnist_train --data_dir=/path/to/tfds --mnist_minutes=7",
-    "python bench/gpu_suite.py --stage=mnist_train --data_dir=/path/to/tfds --mnist_minutes=7",
-    "python bench/gpu_suite.py --stage=mnist_eval --data_dir=/path/to/tfds",
+    "python -m bench.gpu_suite --stage=env,placement,tests --tests_timeout=240",
+    "python -m bench.gpu_suite --stage=dense,conv,sampling",
+    "python -m bench.gpu_suite --stage=cifar",
+    "python -m bench.gpu_suite --stage=mnist_train --data_dir=/path/to/tfds --mnist_minutes=7",
+    "python -m bench.gpu_suite --stage=mnist_train --data_dir=/path/to/tfds --mnist_minutes=7",
+    "python -m bench.gpu_suite --stage=mnist_eval --data_dir=/path/to/tfds",
 ]
 
 flags.DEFINE_string("stage", "all", f"'all' or a comma-separated list of {', '.join(STAGES)}.")
@@ -139,9 +136,11 @@ SIZES = {
 }  # fmt: skip
 
 # The smoke run's MNIST: examples/mnist_vae.py on tfds mock data (argv: the example's flags).
+# The example as `python examples/mnist_vae.py` runs it (its folder first on the path, for its
+# harness), on tfds's mock data.
 MOCK_MNIST = (
-    "import runpy, sys; import tensorflow_datasets as tfds; path = sys.argv[1]; "
-    "sys.argv = sys.argv[1:]\n"
+    "import os, runpy, sys; import tensorflow_datasets as tfds; path = sys.argv[1]; "
+    "sys.argv = sys.argv[1:]; sys.path.insert(0, os.path.dirname(path))\n"
     "with tfds.testing.mock_data(num_examples=8): runpy.run_path(path, run_name='__main__')"
 )
 
@@ -256,9 +255,9 @@ def stage_tests(sizes: dict) -> dict:
     return result
 
 
-def _bench(script: str, key: str):
+def _bench(module: str, key: str):
     def stage(sizes: dict) -> dict:
-        command = python(BENCH / script, *sizes[key])
+        command = [sys.executable, "-m", f"bench.{module}", *sizes[key]]
         result = run_command(command, FLAGS.stage_timeout)
         result["command"] = shlex.join(command)
         return result
@@ -269,8 +268,8 @@ def _bench(script: str, key: str):
 RUNNERS = {
     "env": gpu_stages.stage_env, "tests": stage_tests,
     "placement": functools.partial(gpu_stages.stage_placement, resnet_sizes=SIZES[True]["cifar"]),
-    "dense": _bench("bench_dense.py", "dense"), "conv": _bench("bench_conv.py", "conv"),
-    "cifar": gpu_stages.stage_cifar, "sampling": _bench("bench_sampling.py", "sampling"),
+    "dense": _bench("bench_dense", "dense"), "conv": _bench("bench_conv", "conv"),
+    "cifar": gpu_stages.stage_cifar, "sampling": _bench("bench_sampling", "sampling"),
     "mnist_train": stage_mnist_train, "mnist_eval": stage_mnist_eval,
 }  # fmt: skip
 
@@ -322,7 +321,7 @@ def main(argv):
     data["smoke"] = FLAGS.smoke
     data.setdefault("stages", {})
     data.setdefault("command_lines", []).append(
-        shlex.join(["python", os.path.relpath(__file__, ROOT), *sys.argv[1:]])
+        shlex.join(["python", "-m", "bench.gpu_suite", *sys.argv[1:]])
     )
     failed = []
     Path(FLAGS.work_dir).mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Trainable parameters of the CIFAR-10 example's presets, against the authors' 3.11 model.
 
-    python bench/model_size.py
+    python -m bench.model_size
 
 Prints one line per preset as `make_model` builds it (and the paper preset with
 `--iaf_init=default`, our own IAF networks), then the count of openai/iaf's `tf_train.py` for
@@ -13,10 +13,11 @@ these lines.
 from __future__ import annotations
 
 import numpy as np
-import report  # bench/report.py
 import tensorflow as tf
 
-from tfp_iaf import tf_keras, vae
+import vae_harness
+from bench import report
+from tfp_iaf import tf_keras
 
 
 def _conv(k: int, n_in: int, n_out: int) -> int:
@@ -48,7 +49,7 @@ REFERENCE_UNREAD_TOP_BRANCH = 2 * _conv(3, 160, 160)
 def count_parameters(example, preset: str, **overrides) -> int:
     """The trainable parameters of the example's model under `preset` and `overrides`."""
     tf_keras.utils.set_random_seed(0)
-    config = vae.preset_config(example.Config, example.PRESETS, preset, **overrides)
+    config = vae_harness.preset_config(example.Config, example.PRESETS, preset, **overrides)
     model = example.make_model(config)
     model(tf.zeros([1, *example.IMAGE_SHAPE], tf.uint8))  # builds every layer
     return sum(int(np.prod(v.shape)) for v in model.trainable_variables)

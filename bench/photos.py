@@ -1,7 +1,6 @@
 """Natural-image data for the CIFAR-shaped benchmarks (CIFAR-10 cannot be downloaded here).
 
-The scripts run as `python bench/bench_x.py`, which puts this folder on `sys.path`, so they
-import it as `photos`:
+The scripts, run as `python -m bench.<script>`, import it as `from bench import photos`:
 
 - `grace_hopper_crops(num, seed)`: random 32x32 crops of the photograph that ships with
   matplotlib (`grace_hopper.jpg`); two seeds give two independent draws (training and held-out

@@ -1,7 +1,8 @@
 """What the benchmark pages share: their date-and-machine line, and running an example script.
 
-The scripts run as `python bench/bench_x.py`, which puts this folder on `sys.path`, so they
-import it as `report`:
+The scripts, run as `python -m bench.<script>`, import it as `from bench import report`
+(bench_vi.py and bench_mcmc.py, run as `python bench/<script>.py`, as `report`; it imports
+nothing of bench):
 
 - `date_and_machine(machine)`: today's date, the machine as the `--machine` flag describes it,
   and what this process sees of it (architecture, logical CPUs), for a page's header;
@@ -57,7 +58,11 @@ def run_logged(args: list[str], log_path: str, check: bool = False) -> subproces
 
 
 def load_example(name: str) -> types.ModuleType:
-    """`examples/<name>.py` imported as module `name` (once per process): defines its flags."""
+    """`examples/<name>.py` imported as module `name` (once per process): defines its flags.
+
+    Its harness, `vae_harness`, imports from examples/, which `bench/__init__.py` puts on the
+    path as the script's own run has it.
+    """
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")

@@ -1,10 +1,10 @@
 """The ResNet VAE runs of the CIFAR-shaped benchmarks: build, train step by step, score.
 
-The scripts run as `python bench/bench_x.py`, which puts this folder on `sys.path`, so they
-import it as `resnet_runs`. bench_decoder_scale.py, bench_reference.py and bench_stability.py
-train `tfp_iaf.vae.ResNetVAE` for a few hundred steps and look at every step (its loss, the
+The scripts, run as `python -m bench.<script>`, import it as `from bench import resnet_runs`.
+bench_reference.py, studies/bench_decoder_scale.py and studies/bench_stability.py train
+`tfp_iaf.vae.ResNetVAE` for a few hundred steps and look at every step (its loss, the
 first non-finite one, a held-out score every few steps, a replay of a diverging step), which
-`tfp_iaf.vae.train` (checkpointed, stopping at the first non-finite loss) is not for;
+`vae_harness.train` (checkpointed, stopping at the first non-finite loss) is not for;
 gpu_suite's `placement` and `cifar` stages time its steps:
 
 - `make_model(first_batch, ...)`: a seeded `ResNetVAE`, data-initialised on `first_batch` and
@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import tensorflow as tf
 
+import vae_harness
 from tfp_iaf import tf_keras, vae
 
 
@@ -40,14 +41,14 @@ def make_model(
     Args:
       first_batch: integer pixels `[batch, H, W, C]` for `ResNetVAE.initialize`.
       seed: the Keras and the model's seed.
-      optimizer: what the model is compiled with (default: `vae.make_optimizer()`).
+      optimizer: what the model is compiled with (default: `vae_harness.make_optimizer()`).
       jit_compile: compile the training step with XLA.
       **model_kwargs: `ResNetVAE`'s arguments.
     """
     tf_keras.utils.set_random_seed(seed)
     model = vae.ResNetVAE(seed=seed, **model_kwargs)
     model.initialize(tf.convert_to_tensor(first_batch))
-    model.compile(optimizer=optimizer or vae.make_optimizer(), jit_compile=jit_compile)
+    model.compile(optimizer=optimizer or vae_harness.make_optimizer(), jit_compile=jit_compile)
     return model
 
 

@@ -1,7 +1,6 @@
 """Timing and memory helpers shared by the benchmark scripts in this folder.
 
-The scripts run as `python bench/bench_x.py`, which puts this folder on `sys.path`, so they
-import it as `timing`:
+The scripts, run as `python -m bench.<script>`, import it as `from bench import timing`:
 
 - `time_fns`: the median and minimum wall-clock seconds per call of some functions, after warm-up
   calls, with every call's result copied to NumPy (so the time includes finishing the work) and

@@ -1,4 +1,4 @@
-r"""The IAF paper's CIFAR-10 ResNet VAE (section 6.2, Table 2), trained by `tfp_iaf.vae.train`.
+r"""The IAF paper's CIFAR-10 ResNet VAE (section 6.2, Table 2), trained by `vae_harness.train`.
 
 Model: `tfp_iaf.vae.ResNetVAE` (bidirectional inference, a conv IAF in every stochastic layer,
 discretized logistic likelihood, free bits per (layer, channel), weight normalisation with
@@ -30,15 +30,13 @@ With the flags that trained it, `--mode=evaluate` evaluates a `--model_dir`'s ne
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+import vae_harness as harness
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.vae import ResNetVAE
-from tfp_iaf.vae.experiment import run_or_exit
 
 DEFAULT_EPOCHS = 1  # unless --epochs or --num_steps is given
 
@@ -86,7 +84,7 @@ flags.DEFINE_enum(
     ["bits_per_dim", "nats_sum"],
     "Training loss: batch-mean bits/dim, or the batch's sum in nats (the authors').",
 )
-vae.define_experiment_flags(
+harness.define_experiment_flags(
     __name__,
     dataset="CIFAR-10",
     model_dir="runs/cifar10_vae",
@@ -114,10 +112,10 @@ flags.register_multi_flags_validator(
 
 IMAGE_SHAPE = (32, 32, 3)
 PRESETS = {
-    "default": vae.Preset(
+    "default": harness.Preset(
         "this script's defaults: a small model that reads well after minutes on a CPU", {}
     ),
-    "paper": vae.Preset(
+    "paper": harness.Preset(
         "the 3.11 bits/dim model as the authors ran it (openai/iaf tf_train.py: depth=1, "
         "num_blocks=20, kl_min=0.1, lr 0.002, 32 images x 8 GPUs, free bits per 32-image "
         "tower, their Adamax on a per-tower sum in nats, one decoder scale starting at 0, "
@@ -147,7 +145,7 @@ PRESETS = {
     ),
 }
 # One field per flag above, defaulting to the flag's default: `Config(num_steps=2)`.
-Config = vae.flags_config(__name__)
+Config = harness.flags_config(__name__)
 
 
 def make_model(config: Config) -> ResNetVAE:
@@ -196,52 +194,20 @@ def make_images(
     }
 
 
-def train_and_evaluate(config: Config) -> dict:
-    """Trains (resuming from `config.model_dir`), writes image grids and `results.json`."""
-    return vae.run_experiment(
-        config,
-        load_split=vae.load_cifar10,
-        make_model=functools.partial(build_model, config),
-        make_images=functools.partial(make_images, config),
-        default_epochs=DEFAULT_EPOCHS,
-        headline="bits_per_dim",
-        strategy=config.strategy,
-        mixed_precision=config.mixed_precision,
-        jit_compile=config.jit_compile,
-    )
-
-
-def evaluate(config: Config) -> dict:
-    """`--mode=evaluate`: test bits/dim and ELBO of the newest checkpoint in `model_dir`."""
-    return vae.evaluate_trained(
-        config,
-        load_split=vae.load_cifar10,
-        make_model=functools.partial(build_model, config),
-        headline="bits_per_dim",
-        mixed_precision=config.mixed_precision,
-    )
-
-
-def sample(config: Config) -> str:
-    """`--mode=sample`: 36 samples at `config.temperature` of the newest checkpoint."""
-    return vae.sample_trained(
-        config,
-        load_split=vae.load_cifar10,
-        make_model=functools.partial(build_model, config),
-        num_samples=36,
-        mixed_precision=config.mixed_precision,
-    )
-
-
-MODES = {"train": train_and_evaluate, "evaluate": evaluate, "sample": sample}
+# The three modes (`--mode=train|evaluate|sample`) and `main`, as every example has them.
+EXAMPLE = harness.Example(
+    load_split=lambda config: harness.load_cifar10,
+    build_model=lambda config, batches: build_model(config, batches),
+    make_images=lambda config, model, batches: make_images(config, model, batches),
+    default_epochs=DEFAULT_EPOCHS,
+    headline="bits_per_dim",
+    num_samples=36,
+)
+train_and_evaluate, evaluate, sample = EXAMPLE.train, EXAMPLE.evaluate, EXAMPLE.sample
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    vae.apply_preset(PRESETS)
-    config = Config.from_flags()
-    run_or_exit(lambda: MODES[config.mode](config), verbose=config.verbose)
+    EXAMPLE.main(argv, PRESETS, Config)
 
 
 if __name__ == "__main__":

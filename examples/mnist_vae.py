@@ -1,4 +1,4 @@
-r"""The IAF paper's MNIST VAE (section 6.1, Table 1), trained by `tfp_iaf.vae.train`.
+r"""The IAF paper's MNIST VAE (section 6.1, Table 1), trained by `vae_harness.train`.
 
 Model (paper appendix C): a convolutional encoder of ResNet blocks (3x3, [16, 32, 32] feature
 maps, each stage a stride-2 block followed by a stride-1 block), a 450-unit dense layer, a 32-dim
@@ -50,8 +50,8 @@ import tensorflow as tf
 from absl import app, flags
 
 import tfp_iaf
+import vae_harness as harness
 from tfp_iaf import tf_keras, vae
-from tfp_iaf.vae.experiment import run_or_exit
 
 DEFAULT_EPOCHS = 10  # unless --epochs or --num_steps is given
 
@@ -62,8 +62,10 @@ flags.DEFINE_integer("iaf_width", 320, "Width of the MADE hidden layers (two of 
 flags.DEFINE_bool("gated", False, "Gated (LSTM-style) IAF updates instead of affine ones.")
 flags.DEFINE_integer("context_size", 64, "Size of the encoder's context h fed to the IAF.")
 flags.DEFINE_float("free_bits", 0.0, "KL floor lambda per latent unit, in nats (0: off).")
-flags.DEFINE_enum("dataset", "binarized_mnist", vae.DATASETS, "Static or dynamic binarization.")
-vae.define_experiment_flags(
+flags.DEFINE_enum(
+    "dataset", "binarized_mnist", harness.DATASETS, "Static or dynamic binarization."
+)
+harness.define_experiment_flags(
     __name__,
     dataset="--dataset",
     model_dir="runs/mnist_vae",
@@ -85,18 +87,18 @@ flags.register_validator("free_bits", lambda v: v >= 0, message="--free_bits mus
 
 TABLE1 = "the paper's Table 1 row {} (dynamically binarized MNIST)"
 PRESETS = {
-    "default": vae.Preset("this script's defaults (static MNIST, IAF depth 2, width 320)", {}),
-    "table1_diag": vae.Preset(
+    "default": harness.Preset("this script's defaults (static MNIST, IAF depth 2, width 320)", {}),
+    "table1_diag": harness.Preset(
         TABLE1.format("'Diagonal covariance'"), {"dataset": "mnist", "posterior": "diag"}
     ),
     **{
-        f"table1_d{depth}_w{width}": vae.Preset(
+        f"table1_d{depth}_w{width}": harness.Preset(
             TABLE1.format(f"'IAF (Depth = {depth}, Width = {width})'"),
             {"dataset": "mnist", "posterior": "iaf", "iaf_depth": depth, "iaf_width": width},
         )
         for depth, width in ((2, 320), (2, 1920), (4, 1920), (8, 1920))
     },
-    "static": vae.Preset(
+    "static": harness.Preset(
         "the largest Table 1 IAF (depth 8, width 1920) on statically binarized MNIST, where the "
         "paper reports -79.88 nats (that it used this configuration there is our assumption)",
         {"dataset": "binarized_mnist", "posterior": "iaf", "iaf_depth": 8, "iaf_width": 1920},
@@ -108,7 +110,7 @@ FEATURE_MAPS = (16, 32, 32)
 
 
 # One field per flag above, defaulting to the flag's default: `Config(num_steps=2)`.
-Config = vae.flags_config(__name__)
+Config = harness.flags_config(__name__)
 
 
 class ResBlock(tf_keras.layers.Layer):
@@ -196,57 +198,25 @@ def make_model(config: Config) -> vae.VAE:
     )
 
 
-def train_and_evaluate(config: Config) -> dict:
-    """Trains (resuming from `config.model_dir`), writes samples and `results.json`."""
-    return vae.run_experiment(
-        config,
-        load_split=functools.partial(vae.load_mnist, config.dataset),
-        make_model=lambda train_batches: make_model(config),
-        make_images=lambda model, test_batches: {
-            "samples.png": (
-                "100 samples: means of p(x | z), z from the prior",
-                model.sample(100, seed=config.seed).numpy(),
-            )
-        },
-        default_epochs=DEFAULT_EPOCHS,
-        headline="nats",
-        strategy=config.strategy,
-        mixed_precision=config.mixed_precision,
-        jit_compile=config.jit_compile,
-    )
-
-
-def evaluate(config: Config) -> dict:
-    """`--mode=evaluate`: test ELBO and log p(x) of the newest checkpoint in `model_dir`."""
-    return vae.evaluate_trained(
-        config,
-        load_split=functools.partial(vae.load_mnist, config.dataset),
-        make_model=lambda batches: make_model(config),
-        headline="nats",
-        mixed_precision=config.mixed_precision,
-    )
-
-
-def sample(config: Config) -> str:
-    """`--mode=sample`: 100 samples at `config.temperature` of the newest checkpoint."""
-    return vae.sample_trained(
-        config,
-        load_split=functools.partial(vae.load_mnist, config.dataset),
-        make_model=lambda batches: make_model(config),
-        num_samples=100,
-        mixed_precision=config.mixed_precision,
-    )
-
-
-MODES = {"train": train_and_evaluate, "evaluate": evaluate, "sample": sample}
+# The three modes (`--mode=train|evaluate|sample`) and `main`, as every example has them.
+EXAMPLE = harness.Example(
+    load_split=lambda config: functools.partial(harness.load_mnist, config.dataset),
+    build_model=lambda config, batches: make_model(config),
+    make_images=lambda config, model, batches: {
+        "samples.png": (
+            "100 samples: means of p(x | z), z from the prior",
+            model.sample(100, seed=config.seed).numpy(),
+        )
+    },
+    default_epochs=DEFAULT_EPOCHS,
+    headline="nats",
+    num_samples=100,
+)
+train_and_evaluate, evaluate, sample = EXAMPLE.train, EXAMPLE.evaluate, EXAMPLE.sample
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    vae.apply_preset(PRESETS)
-    config = Config.from_flags()
-    run_or_exit(lambda: MODES[config.mode](config), verbose=config.verbose)
+    EXAMPLE.main(argv, PRESETS, Config)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import tensorflow_probability as tfp
 from absl import app, flags, logging
 
 import tfp_iaf
+import vae_harness as harness
 from tfp_iaf import tf_keras, vae
 
 tfd = tfp.distributions
@@ -56,7 +57,7 @@ flags.DEFINE_integer("log_every", 1000, "Steps between the loss lines logged dur
 flags.register_validator("log_every", lambda v: v >= 1, message="--log_every must be at least 1")
 
 # One field per flag above: what toy_posteriors.json records (absl's own flags left out).
-Config = vae.flags_config(__name__)
+Config = harness.flags_config(__name__)
 
 LATENT_SIZE = 2
 CONTEXT_SIZE = 8
@@ -117,7 +118,7 @@ def fit(
     loss (the negative ELBO) every `log_every` steps."""
     batch = np.tile(toy_data(), (batch_copies, 1))
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
-    model.compile(optimizer=vae.make_optimizer(learning_rate, ema_momentum=None))
+    model.compile(optimizer=harness.make_optimizer(learning_rate, ema_momentum=None))
     callbacks = [LogLoss(name, num_steps, log_every)]
     model.fit(dataset, epochs=1, steps_per_epoch=num_steps, verbose=0, callbacks=callbacks)
 

@@ -11,6 +11,11 @@ import tensorflow as tf
 from absl import flags
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# The harness beside the example scripts (`vae_harness`) imports from examples/, as
+# `python examples/<name>.py` has it: pytest puts it on the path (`pythonpath`), and this module
+# does for a child process that imports it.
+if str(EXAMPLES) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES))
 
 
 @contextlib.contextmanager
@@ -45,14 +50,14 @@ def decode_png(path) -> np.ndarray:
 def check_image_grid(
     path, num_images: int, image_shape: tuple, num_cols: int = 10, title: bool = True
 ) -> None:
-    """`path` is `vae.save_image_grid`'s PNG of `num_images` images `image_shape`, not blank.
+    """`path` is `save_image_grid`'s PNG of `num_images` images `image_shape`, not blank.
 
     The grid has `num_cols` columns (fewer for fewer images) and a 1-pixel white line around
     every cell, magnified by a whole factor to at least 560 pixels wide; with `title`, below a
-    white band of `vae.images.TITLE_HEIGHT` pixels that holds dark text. Grey images (one
+    white band of `vae_harness.images.TITLE_HEIGHT` pixels that holds dark text. Grey images (one
     channel) are written with R = G = B.
     """
-    from tfp_iaf.vae.images import TITLE_HEIGHT
+    from vae_harness.images import TITLE_HEIGHT
 
     h, w, c = image_shape
     cols = min(num_cols, num_images)
@@ -83,7 +88,7 @@ def check_image_grid(
 def record_image_grids(monkeypatch) -> dict[str, np.ndarray]:
     """The arrays the examples pass to `save_image_grid` from now on, by file name (before it
     clips them to [0, 1]); the PNGs are still written."""
-    from tfp_iaf.vae import experiment
+    from vae_harness import experiment
 
     grids = {}
     save = experiment.save_image_grid
@@ -157,9 +162,9 @@ def array_loader(x: np.ndarray, loads: list | None = None):
 
 def run_tiny_experiment(model_dir, x: np.ndarray, **config):
     """`run_experiment` of a `tiny_vae` on the rows of `x`, no image grids."""
-    from tfp_iaf import vae
+    import vae_harness
 
-    return vae.run_experiment(
+    return vae_harness.run_experiment(
         TailConfig(model_dir=str(model_dir), **config),
         load_split=array_loader(x),
         make_model=lambda train_batches: tiny_vae(x.shape[1]),

@@ -5,18 +5,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_mnist.py"
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = [sys.executable, "-m", "bench.bench_mnist"]  # run from ROOT
 
 
 def test_rejects_unknown_config(tmp_path):
     cmd = [
-        sys.executable,
-        str(BENCH),
+        *BENCH,
         f"--data_dir={tmp_path}",
         "--configs=diag,maf2",
         f"--work_dir={tmp_path / 'work'}",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode != 0
     assert (
         "`configs` entries must be 'diag', 'planarN', 'iafN' or 'iafNg' (N >= 1); got 'maf2'"
@@ -27,19 +27,15 @@ def test_rejects_unknown_config(tmp_path):
 
 def _run_bench(script: str) -> str:
     # In a child process: the bench module defines absl flags that the examples define too.
-    prelude = f"""
-import importlib.util, sys
-sys.path.insert(0, {str(BENCH.parent)!r})  # as `python bench/bench_mnist.py` has it, for report.py
-spec = importlib.util.spec_from_file_location("bench_mnist", {str(BENCH)!r})
-bench = importlib.util.module_from_spec(spec)
-sys.modules["bench_mnist"] = bench  # for its dataclass
-spec.loader.exec_module(bench)
+    prelude = """
+from bench import bench_mnist as bench
 """
     out = subprocess.run(
         [sys.executable, "-c", prelude + script],
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -103,7 +99,7 @@ bench.main(["bench_mnist"])
     assert "| diagonal Gaussian | 1 | - | - | - | - | 1 |" in out
     assert json.loads((work / "budget.json").read_text())["epochs"] == 1
     # Another budget in the same work dir is refused, naming the flag.
-    cmd = [sys.executable, str(BENCH), *args.split(), "--epochs=2"]
-    failed = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    cmd = [*BENCH, *args.split(), "--epochs=2"]
+    failed = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert failed.returncode != 0
     assert "`work_dir`" in failed.stderr and "'epochs': 1" in failed.stderr

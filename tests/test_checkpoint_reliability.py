@@ -22,14 +22,15 @@ import pytest
 import tensorflow as tf
 
 import tfp_iaf
+import vae_harness as harness
 from tests.examples_util import TailConfig, array_loader, run_tiny_experiment, tiny_vae
-from tfp_iaf import tf_keras, vae
-from tfp_iaf.vae import experiment, training
-from tfp_iaf.vae import trained as trained_modes
-from tfp_iaf.vae.checkpoint_files import verify
-from tfp_iaf.vae.cli import run_or_exit
-from tfp_iaf.vae.model_dir_lock import LOCK_FILE
-from tfp_iaf.vae.stops import EvaluationInterrupted, TrainingInterrupted
+from tfp_iaf import tf_keras
+from vae_harness import experiment, training
+from vae_harness import trained as trained_modes
+from vae_harness.checkpoint_files import verify
+from vae_harness.cli import run_or_exit
+from vae_harness.model_dir_lock import LOCK_FILE
+from vae_harness.stops import EvaluationInterrupted, TrainingInterrupted
 
 X = np.tile(np.eye(4, dtype=np.float32), (2, 1))  # 8 rows: two steps per epoch at batch 4
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def test_a_second_run_in_a_model_dir_is_refused_and_the_first_keeps_its_checkpoi
         )
         assert checkpoint_files(tmp_path) == before  # nothing written, rotated or deleted
         # Evaluating reads without the lock, and writes no checkpoint.
-        evaluated = vae.evaluate_trained(
+        evaluated = harness.evaluate_trained(
             ModesConfig(model_dir=str(tmp_path)),
             load_split=array_loader(X),
             make_model=lambda batches: tiny_vae(),
@@ -122,7 +123,7 @@ def test_a_second_run_in_a_model_dir_is_refused_and_the_first_keeps_its_checkpoi
 
 
 def test_the_lock_is_reentrant_within_a_process_and_released_after_a_failure(tmp_path):
-    from tfp_iaf.vae.model_dir_lock import hold
+    from vae_harness.model_dir_lock import hold
 
     with pytest.raises(RuntimeError, match="inside"):
         with hold(str(tmp_path)), hold(str(tmp_path / ".")):
@@ -152,9 +153,9 @@ class ModesConfig(TailConfig):
 def test_evaluate_and_sample_speak_of_themselves_not_of_resuming(trained, mode):
     for step in (3, 4):
         (trained / "checkpoints" / f"ckpt-{step}.index").write_bytes(b"unreadable")
-    function = {"evaluate": vae.evaluate_trained, "sample": vae.sample_trained}[mode]
+    function = {"evaluate": harness.evaluate_trained, "sample": harness.sample_trained}[mode]
     kwargs = {"num_samples": 2} if mode == "sample" else {}
-    with pytest.raises(vae.CheckpointError) as info:
+    with pytest.raises(harness.CheckpointError) as info:
         function(
             ModesConfig(model_dir=str(trained)),
             load_split=array_loader(X),
@@ -242,7 +243,7 @@ def test_a_failure_after_the_save_stops_in_one_line_naming_what_was_kept(
 def test_a_checkpoint_without_its_fingerprint_is_checked_against_the_runs_newest(trained, caplog):
     (trained / "checkpoints" / "ckpt-4.json").unlink()
     with pytest.raises(
-        vae.CheckpointError,
+        harness.CheckpointError,
         match=r"ckpt-4 is of another model or run than this one, so it cannot resume it: "
         r"batch_size: checkpoint 4, now 8\. Run with the settings that wrote it \(in .*ckpt-3"
         r"\.json\)",
@@ -281,9 +282,9 @@ class Clock(tf_keras.callbacks.Callback):
 
 def _train(model_dir, callbacks=(), num_steps=6):
     model = tiny_vae()
-    model.compile(optimizer=vae.make_optimizer(0.05))
+    model.compile(optimizer=harness.make_optimizer(0.05))
     batches = tf.data.Dataset.from_tensor_slices([X[:4]]).repeat()
-    return vae.train(
+    return harness.train(
         model, batches, model_dir=str(model_dir), num_steps=num_steps, steps_per_epoch=num_steps,
         save_every=1000, save_every_seconds=60.0, verbose=0, callbacks=list(callbacks),
     )  # fmt: skip
@@ -342,7 +343,7 @@ def test_ctrl_c_during_the_evaluation_after_training_ends_in_one_line(
     assert capsys.readouterr().out.endswith("[=====>....]\n")  # the message on its own line
     assert not (tmp_path / "results.json").exists() and verify(str(checkpoint)) is None
     monkeypatch.undo()
-    assert vae.evaluate_trained(
+    assert harness.evaluate_trained(
         ModesConfig(model_dir=str(tmp_path)),
         load_split=array_loader(X),
         make_model=lambda batches: tiny_vae(),
@@ -354,7 +355,7 @@ def test_ctrl_c_in_evaluate_mode_ends_in_one_line(trained, monkeypatch, caplog):
     config = ModesConfig(model_dir=str(trained))
     with pytest.raises(SystemExit) as exit_info:
         run_or_exit(
-            lambda: vae.evaluate_trained(
+            lambda: harness.evaluate_trained(
                 config, load_split=array_loader(X), make_model=lambda batches: tiny_vae()
             )
         )

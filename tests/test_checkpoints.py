@@ -1,4 +1,4 @@
-"""Fault injection on the checkpoints of `tfp_iaf.vae.train`: every damaged file resumes from the
+"""Fault injection on the checkpoints of `vae_harness.train`: every damaged file resumes from the
 newest intact checkpoint or stops with a message naming the files, and no intact checkpoint is
 deleted; a checkpoint of another model (same variables, other settings) is refused."""
 
@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import tfp_iaf
+import vae_harness as harness
 from tests.examples_util import (
     TailConfig,
     array_loader,
@@ -23,9 +24,8 @@ from tests.examples_util import (
     tiny_vae,
 )
 from tfp_iaf import tf_keras, vae
-from tfp_iaf.vae import checkpoints
-from tfp_iaf.vae.experiment import run_or_exit
-from tfp_iaf.vae.fingerprint import RESUMABLE_SETTINGS, fingerprint
+from vae_harness import checkpoints, run_or_exit
+from vae_harness.fingerprint import RESUMABLE_SETTINGS, fingerprint
 
 X = np.tile(np.eye(4, dtype=np.float32), (2, 1))  # 8 rows: two steps per epoch at batch 4
 
@@ -123,7 +123,7 @@ def test_no_intact_checkpoint_refuses_naming_every_file_and_deletes_nothing(trai
     (trained / "checkpoints" / "ckpt-4.index").unlink()
     _flip_a_byte(trained / "checkpoints" / "ckpt-3.data-00000-of-00001")
     with pytest.raises(
-        vae.CheckpointError,
+        harness.CheckpointError,
         match=r"no checkpoint in .* is intact.*ckpt-4 \(.*ckpt-4\.index is missing\); "
         r".*ckpt-3 \(.*Checksum does not match.*\)\. Nothing was deleted",
     ):
@@ -228,15 +228,15 @@ def test_a_save_that_does_not_read_back_stops_training_and_is_removed(tmp_path, 
 
     monkeypatch.setattr(tf.train.Checkpoint, "write", silently_short)
     model = tiny_vae()
-    model.compile(optimizer=vae.make_optimizer(0.05))
+    model.compile(optimizer=harness.make_optimizer(0.05))
     batches = tf.data.Dataset.from_tensor_slices([X[:4]]).repeat()
     first = tmp_path / "checkpoints" / "ckpt-1"
     with pytest.raises(
-        vae.CheckpointSaveFailed,
+        harness.CheckpointSaveFailed,
         match=rf"at step 2 of 3: could not save the checkpoint .*ckpt-2: it does not read back: "
         rf".*; the newest intact checkpoint is {first}, and nothing was deleted",
     ) as info:
-        vae.train(
+        harness.train(
             model, batches, model_dir=str(tmp_path), num_steps=3, steps_per_epoch=3,
             save_every=1, verbose=0,
         )  # fmt: skip
@@ -254,7 +254,7 @@ def _run_counting(model_dir, loads, built):
             2,
         )
 
-    return vae.run_experiment(
+    return harness.run_experiment(
         TailConfig(model_dir=str(model_dir), num_steps=2),
         load_split=array_loader(X, loads),
         make_model=make_model,
@@ -310,7 +310,7 @@ def _iaf_run(model_dir, gated, **config):
         decoder = tf_keras.Sequential([tf_keras.layers.Dense(4)])
         return vae.VAE(encoder, decoder, 2, flow=flow, seed=3)
 
-    return vae.run_experiment(
+    return harness.run_experiment(
         TailConfig(model_dir=str(model_dir), **config),
         load_split=array_loader(X),
         make_model=make_model,
@@ -325,7 +325,7 @@ def test_a_resume_of_another_model_with_the_same_variables_is_refused_naming_the
     assert _iaf_run(tmp_path, gated=False, num_steps=2)["steps"] == 2
     checkpoint = tmp_path / "checkpoints" / "ckpt-2"
     with pytest.raises(
-        vae.CheckpointError,
+        harness.CheckpointError,
         match=rf"the checkpoint {checkpoint} is of another model .*: module "
         r"InverseAutoregressiveFlow\(forget_bias=2\.0, gated=False, .*\): checkpoint 1, now "
         r"\(none\); module InverseAutoregressiveFlow\(forget_bias=2\.0, gated=True, .*\): "
@@ -333,7 +333,7 @@ def test_a_resume_of_another_model_with_the_same_variables_is_refused_naming_the
     ):
         _iaf_run(tmp_path, gated=True, num_steps=4)
     with pytest.raises(
-        vae.CheckpointError, match=r"batch_size: checkpoint 4, now 2; ema_momentum: checkpoint"
+        harness.CheckpointError, match=r"batch_size: checkpoint 4, now 2; ema_momentum: checkpoint"
     ):
         _iaf_run(tmp_path, gated=False, num_steps=4, batch_size=2, ema_momentum=0.9)
     # The settings a resume may change change.
@@ -352,7 +352,7 @@ def test_the_mnist_example_refuses_to_resume_an_affine_run_with_gated(tmp_path):
     with loaded_example("mnist_vae") as mnist_vae, tfds.testing.mock_data(num_examples=10):
         mnist_vae.train_and_evaluate(mnist_vae.Config(num_steps=1, **tiny))
         results = (tmp_path / "results.json").read_text()
-        with pytest.raises(vae.CheckpointError, match=r"gated: checkpoint False, now True"):
+        with pytest.raises(harness.CheckpointError, match=r"gated: checkpoint False, now True"):
             mnist_vae.train_and_evaluate(mnist_vae.Config(num_steps=2, gated=True, **tiny))
     assert json.loads(results)["config"]["gated"] is False
     assert (tmp_path / "results.json").read_text() == results  # not relabelled as gated

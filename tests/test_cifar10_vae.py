@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import vae_harness as harness
 from tests.examples_util import (
     check_image_grid,
     check_unit_range,
@@ -22,11 +23,11 @@ from tests.examples_util import (
 )
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.stacks import conv_iaf_stack
-from tfp_iaf.vae import experiment
 from tfp_iaf.vae.resnet_layer import ResNetIAFLayer
 from tfp_iaf.vae.resnet_vae import ResNetVAE
 from tfp_iaf.vae.weight_norm_conv import WeightNormConv2D
 from tfp_iaf.weight_norm import data_dependent_init
+from vae_harness import experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "cifar10_vae.py"
@@ -389,7 +390,7 @@ def test_example_errors(cifar10_vae, tmp_path):
             cifar10_vae.Config(strategy="tpu", model_dir=str(tmp_path), **TINY)
         )
     config = cifar10_vae.Config(data_dir=str(tmp_path), model_dir=str(tmp_path), **TINY)
-    with pytest.raises(vae.DatasetUnavailableError, match="`cifar10` is not available under"):
+    with pytest.raises(harness.DatasetUnavailableError, match="`cifar10` is not available under"):
         cifar10_vae.train_and_evaluate(config)
 
 
@@ -412,9 +413,9 @@ def test_small_resnet_vae_trains_100_steps_at_learning_rate_0_01(tmp_path):
     crops = photo_crops(100 * 8, 16)
     model = ResNetVAE((16, 16, 3), hidden_size=32, z_size=16, depth=2, num_blocks=2, seed=1)
     model.initialize(crops[:8])
-    model.compile(optimizer=vae.make_optimizer(0.01, ema_momentum=None))
+    model.compile(optimizer=harness.make_optimizer(0.01, ema_momentum=None))
     data = tf.data.Dataset.from_tensor_slices(crops).batch(8)
-    run = vae.train(  # raises TrainingDiverged at the first non-finite logged value
+    run = harness.train(  # raises TrainingDiverged at the first non-finite logged value
         model, data, model_dir=str(tmp_path), num_steps=100, steps_per_epoch=50, verbose=0
     )
     assert run.step == 100

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import vae_harness as harness
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.vae import ResNetVAE
 
@@ -64,7 +65,7 @@ def test_pixel_scale_learns_where_the_images_are_predictable():
     x = tf.constant(x)
     model = _model("pixel", free_bits=0.0)
     model.initialize(x)
-    model.compile(optimizer=vae.make_optimizer(0.01, None))
+    model.compile(optimizer=harness.make_optimizer(0.01, None))
     step = tf.function(model.train_step)
     for _ in range(60):
         step(x)

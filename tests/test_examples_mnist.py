@@ -20,7 +20,7 @@ from tests.examples_util import (
     record_image_grids,
 )
 from tfp_iaf import tf_keras
-from tfp_iaf.vae import experiment
+from vae_harness import experiment
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_vae.py"
 TINY = dict(batch_size=4, num_importance_samples=3, importance_chunk=2, eval_batch_size=5)
@@ -163,8 +163,8 @@ def test_evaluate_and_sample_modes_restore_the_run(mnist_vae, tmp_path, monkeypa
     """--mode=evaluate and --mode=sample on a trained --model_dir: no training, the run's
     averaged weights (T=1 draws training's samples.png), results beside results.json."""
     from tests.examples_util import decode_png
-    from tfp_iaf.vae import trained
-    from tfp_iaf.vae.images import TITLE_HEIGHT
+    from vae_harness import trained
+    from vae_harness.images import TITLE_HEIGHT
 
     grids = record_image_grids(monkeypatch)
     config = mnist_vae.Config(

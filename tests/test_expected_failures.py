@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import vae_harness as harness
 from tests.examples_util import run_tiny_experiment
-from tfp_iaf import vae
-from tfp_iaf.vae.experiment import run_or_exit
+from vae_harness import run_or_exit
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 X = np.tile(np.eye(4, dtype=np.float32), (2, 1))
@@ -39,9 +39,9 @@ def test_a_missing_dataset_ends_in_one_line_and_status_1(tmp_path):
 
 def test_verbose_raises_an_expected_failure_with_its_traceback():
     def unavailable():
-        raise vae.DatasetUnavailableError("`mnist` is not available")
+        raise harness.DatasetUnavailableError("`mnist` is not available")
 
-    with pytest.raises(vae.DatasetUnavailableError, match="`mnist` is not available"):
+    with pytest.raises(harness.DatasetUnavailableError, match="`mnist` is not available"):
         run_or_exit(unavailable, verbose=True)
     with pytest.raises(SystemExit) as exit_info:
         run_or_exit(unavailable)
@@ -51,7 +51,7 @@ def test_verbose_raises_an_expected_failure_with_its_traceback():
 def test_a_model_dir_that_is_a_file_is_refused_before_any_work(tmp_path, caplog):
     path = tmp_path / "notes.txt"
     path.write_text("mine")
-    with pytest.raises(vae.ModelDirError, match=r"`model_dir` must be a directory; got"):
+    with pytest.raises(harness.ModelDirError, match=r"`model_dir` must be a directory; got"):
         run_tiny_experiment(path, X, num_steps=2)
     with pytest.raises(SystemExit) as exit_info:
         run_or_exit(lambda: run_tiny_experiment(path, X, num_steps=2))
@@ -63,7 +63,7 @@ def test_a_model_dir_that_is_a_file_is_refused_before_any_work(tmp_path, caplog)
 def test_a_checkpoint_of_another_configuration_ends_in_one_line(tmp_path, caplog):
     run_tiny_experiment(tmp_path, X, num_steps=2)
     wider = np.tile(np.eye(5, dtype=np.float32), (2, 1))  # another decoder: other shapes
-    with pytest.raises(vae.CheckpointError, match="so it cannot resume it"):
+    with pytest.raises(harness.CheckpointError, match="so it cannot resume it"):
         run_tiny_experiment(tmp_path, wider, num_steps=4)
     gc.collect()  # TensorFlow warns of the refused checkpoint's unrestored values when freed
     caplog.clear()
@@ -120,7 +120,7 @@ def test_sampling_a_model_dir_without_checkpoints_ends_in_one_line(tmp_path, cap
     from tests.examples_util import TailConfig, array_loader, tiny_vae
 
     def sample():
-        return vae.sample_trained(
+        return harness.sample_trained(
             TailConfig(model_dir=str(tmp_path)),
             load_split=array_loader(X),
             make_model=lambda batches: tiny_vae(),

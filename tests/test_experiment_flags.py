@@ -8,8 +8,8 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
+import vae_harness as harness
 from tests.examples_util import TailConfig, array_loader, loaded_example
-from tfp_iaf import vae
 
 COMMON = [
     ("--batch_size=0", r"--batch_size must be a positive integer"),
@@ -86,12 +86,12 @@ SHARED = {
 
 def test_examples_share_one_definition_of_the_training_flags_with_their_own_defaults():
     registry = flags.FlagValues()
-    vae.define_experiment_flags(
+    harness.define_experiment_flags(
         "some_example", dataset="D", model_dir="runs/x", batch_size=7, default_epochs=3,
         ema_momentum=0.5, importance_chunk=4, eval_batch_size=9, mixed_precision_help="fp16",
         flag_values=registry,
     )  # fmt: skip
-    config = vae.flags_config("some_example", registry)
+    config = harness.flags_config("some_example", registry)
     assert {f.name for f in dataclasses.fields(config)} == SHARED
     assert (config().batch_size, config().importance_chunk, config().model_dir) == (7, 4, "runs/x")
     assert "default 3 unless" in registry["epochs"].help and "of D." in registry["data_dir"].help
@@ -106,11 +106,11 @@ def test_examples_share_one_definition_of_the_training_flags_with_their_own_defa
 
 def test_a_failed_run_leaves_no_empty_model_dir(tmp_path):
     def unavailable(split, batch_size, **kwargs):
-        raise vae.DatasetUnavailableError("`mnist` is not available")
+        raise harness.DatasetUnavailableError("`mnist` is not available")
 
     model_dir = tmp_path / "run"
-    with pytest.raises(vae.DatasetUnavailableError, match="not available"):
-        vae.run_experiment(
+    with pytest.raises(harness.DatasetUnavailableError, match="not available"):
+        harness.run_experiment(
             TailConfig(model_dir=str(model_dir)),
             load_split=unavailable,
             make_model=None,
@@ -125,7 +125,7 @@ def test_epochs_with_num_steps_fails_before_any_data_is_loaded(tmp_path):
     with pytest.raises(
         ValueError, match=r"`epochs` and `num_steps` cannot both be set .*epochs=2, num_steps=5"
     ):
-        vae.run_experiment(
+        harness.run_experiment(
             TailConfig(model_dir=str(tmp_path / "run"), epochs=2, num_steps=5),
             load_split=array_loader(np.eye(4, dtype=np.float32), loads),
             make_model=None,

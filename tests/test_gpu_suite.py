@@ -34,7 +34,7 @@ def suite():
 def _run(*args, timeout=900):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(
-        [sys.executable, str(SUITE), *args], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "bench.gpu_suite", *args], env=env, capture_output=True, text=True,
         timeout=timeout, cwd=ROOT,
     )  # fmt: skip
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import vae_harness as harness
 from tests.examples_util import run_tiny_experiment, tiny_vae
-from tfp_iaf import tf_keras, vae
-from tfp_iaf.vae import experiment
-from tfp_iaf.vae.experiment import run_or_exit
-from tfp_iaf.vae.stops import TrainingDiverged
+from tfp_iaf import tf_keras
+from vae_harness import experiment, run_or_exit
+from vae_harness.stops import TrainingDiverged
 
 X = np.tile(np.eye(4, dtype=np.float32), (2, 1))
 
@@ -77,12 +77,12 @@ def test_a_non_finite_loss_stops_at_once_and_writes_no_result(tmp_path, caplog):
 
 def test_train_raises_diverged_naming_step_quantity_and_checkpoint(tmp_path):
     model = tiny_vae()
-    model.compile(optimizer=vae.make_optimizer(0.05))
+    model.compile(optimizer=harness.make_optimizer(0.05))
     batches = tf.data.Dataset.from_tensor_slices([X, X, X * np.nan]).repeat()
     with pytest.raises(
         TrainingDiverged, match=r"at step 3: `loss` = nan, .*; the last good checkpoint is none\."
     ) as info:
-        vae.train(
+        harness.train(
             model, batches, model_dir=str(tmp_path), num_steps=5, steps_per_epoch=5, verbose=0
         )
     assert (info.value.step, info.value.checkpoint) == (3, None)

@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 
 from tfp_iaf import tf_keras
-from tfp_iaf.vae import ResNetVAE, experiment
-from tfp_iaf.vae.optimizers import make_optimizer
+from tfp_iaf.vae import ResNetVAE
+from vae_harness import experiment
+from vae_harness.optimizers import make_optimizer
 
 POLICIES = ["mixed_float16", "mixed_bfloat16"]
 PIXELS = np.random.RandomState(0).randint(0, 256, size=(2, 32, 32, 3)).astype(np.uint8)

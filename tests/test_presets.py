@@ -8,8 +8,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import app, flags
 
+import vae_harness as harness
 from tests.examples_util import loaded_example
-from tfp_iaf import vae
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +35,15 @@ def _flag_values():
 
 
 PRESETS = {
-    "deep": vae.Preset("a deeper model", {"depth": 8, "rate": 0.1}),
-    "broken": vae.Preset("a value the validator rejects", {"depth": 0}),
+    "deep": harness.Preset("a deeper model", {"depth": 8, "rate": 0.1}),
+    "broken": harness.Preset("a value the validator rejects", {"depth": 0}),
 }
 
 
 def test_preset_sets_its_flags_and_explicit_flags_win():
     fv = _flag_values()
     fv(["prog", "--preset=deep", "--rate=0.7"])
-    assert vae.apply_preset(PRESETS, fv) == "deep"
+    assert harness.apply_preset(PRESETS, fv) == "deep"
     assert fv.depth == 8  # from the preset
     assert fv.rate == 0.7  # given on the command line: kept
 
@@ -51,7 +51,7 @@ def test_preset_sets_its_flags_and_explicit_flags_win():
 def test_no_preset_changes_nothing():
     fv = _flag_values()
     fv(["prog"])
-    assert vae.apply_preset(PRESETS, fv) is None
+    assert harness.apply_preset(PRESETS, fv) is None
     assert (fv.depth, fv.rate) == (2, 0.5)
 
 
@@ -60,7 +60,7 @@ def test_list_prints_every_preset_and_exits_zero():
     fv(["prog", "--preset=list"])
     printed = []
     with pytest.raises(SystemExit) as exit_info:
-        vae.apply_preset(PRESETS, fv, print_fn=printed.append)
+        harness.apply_preset(PRESETS, fv, print_fn=printed.append)
     assert exit_info.value.code == 0
     assert "deep: a deeper model\n    --depth=8 --rate=0.1" in printed[0]
     assert "broken: " in printed[0]
@@ -70,13 +70,13 @@ def test_unknown_or_invalid_preset_is_an_error():
     fv = _flag_values()
     fv(["prog", "--preset=shallow"])
     with pytest.raises(app.UsageError, match=r"--preset must be one of .*; got 'shallow'"):
-        vae.apply_preset(PRESETS, fv)
+        harness.apply_preset(PRESETS, fv)
     fv = _flag_values()
     fv(["prog", "--preset=broken"])
     with pytest.raises(flags.IllegalFlagValueError, match="--depth >= 1"):
-        vae.apply_preset(PRESETS, fv)
+        harness.apply_preset(PRESETS, fv)
     with pytest.raises(ValueError, match=r"`preset` must be one of .*; got 'shallow'"):
-        vae.preset_config(dict, PRESETS, "shallow")
+        harness.preset_config(dict, PRESETS, "shallow")
 
 
 # Every preset of both examples: two steps on mock data, sizes shrunk, the preset recorded.
@@ -91,7 +91,7 @@ def _smoke_config(module, name, model_dir="unused"):
     allows). The real sizes are checked by parameter count below, at a fraction of a run's time.
     """
     depth = min(module.PRESETS[name].values.get("iaf_depth", 2), 2)
-    return vae.preset_config(
+    return harness.preset_config(
         module.Config,
         module.PRESETS,
         name,
@@ -136,10 +136,10 @@ def test_every_mnist_preset_shrinks_to_a_smoke_tested_run(mnist_vae):
 @pytest.mark.parametrize(("depth", "width"), [(2, 320), (2, 1920), (4, 1920), (8, 1920)])
 def test_mnist_table1_presets_have_the_papers_flow_sizes(mnist_vae, depth, width):
     name = f"table1_d{depth}_w{width}"
-    model = mnist_vae.make_model(vae.preset_config(mnist_vae.Config, mnist_vae.PRESETS, name))
+    model = mnist_vae.make_model(harness.preset_config(mnist_vae.Config, mnist_vae.PRESETS, name))
     model(tf.zeros([1, 28, 28, 1]))
     diag = mnist_vae.make_model(
-        vae.preset_config(mnist_vae.Config, mnist_vae.PRESETS, "table1_diag")
+        harness.preset_config(mnist_vae.Config, mnist_vae.PRESETS, "table1_diag")
     )
     diag(tf.zeros([1, 28, 28, 1]))
     # Each step: a MADE of two hidden layers of `width` on the 32-dim latent, fed the context.

@@ -1,32 +1,22 @@
 """The CIFAR example's presets: each run for two steps on mock data, the paper's real size by
 parameter count, and the reference options it sets reaching the objective."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import vae_harness as harness
 from tests.examples_util import loaded_example
 from tfp_iaf import tf_keras, vae
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
 def model_size():
     """bench/model_size.py: the authors' parameter count, from their layer shapes."""
-    spec = importlib.util.spec_from_file_location("model_size", BENCH / "model_size.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(BENCH))  # as `python bench/model_size.py` has it, for report.py
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+    from bench import model_size
+
+    return model_size
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +36,7 @@ def test_cifar_preset_two_steps(cifar10_vae, name, tmp_path):
     tiny |= dict(num_importance_samples=2, importance_chunk=2, num_eval_examples=4)
     if name == "paper":
         tiny |= dict(free_bits_group_size=4)  # two groups per 8-image batch
-    config = vae.preset_config(
+    config = harness.preset_config(
         cifar10_vae.Config,
         cifar10_vae.PRESETS,
         name,
@@ -64,7 +54,7 @@ def test_cifar_preset_two_steps(cifar10_vae, name, tmp_path):
 def test_cifar_paper_preset_has_the_references_size(cifar10_vae, model_size):
     tf_keras.utils.set_random_seed(0)
     model = cifar10_vae.make_model(
-        vae.preset_config(cifar10_vae.Config, cifar10_vae.PRESETS, "paper")
+        harness.preset_config(cifar10_vae.Config, cifar10_vae.PRESETS, "paper")
     )
     model(tf.zeros([1, 32, 32, 3], tf.uint8))
     count = _count(model.trainable_variables)

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfp_iaf import tf_keras, vae
+import vae_harness as harness
+from tfp_iaf import tf_keras
 
 
 def _steps(kind: str, grads: list[np.ndarray], lr: float = 0.002) -> np.ndarray:
     var = tf.Variable(np.zeros(3, np.float32))
-    opt = vae.make_optimizer(lr, ema_momentum=None, kind=kind)
+    opt = harness.make_optimizer(lr, ema_momentum=None, kind=kind)
     path = []
     for g in grads:
         opt.apply_gradients([(tf.constant(g), var)])
@@ -50,7 +51,7 @@ def test_adamax_is_keras_adamax():
 
 
 def test_reference_keeps_weight_averaging_and_clipping():
-    opt = vae.make_optimizer(0.01, ema_momentum=0.9, clip_norm=1.0, kind="reference")
+    opt = harness.make_optimizer(0.01, ema_momentum=0.9, clip_norm=1.0, kind="reference")
     assert opt.use_ema and opt.global_clipnorm == 1.0
 
 
@@ -58,4 +59,4 @@ def test_unknown_kind_is_an_error():
     with pytest.raises(
         ValueError, match=r"`kind` must be one of \('adamax', 'reference'\); got 'adam'"
     ):
-        vae.make_optimizer(0.01, kind="adam")
+        harness.make_optimizer(0.01, kind="adam")

@@ -14,8 +14,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_iaf
+import vae_harness as harness
 from tests import flow_checks as fc
-from tfp_iaf import tf_keras, vae
+from tfp_iaf import tf_keras
 from tfp_iaf.vae import ResNetVAE
 
 tfd = tfp.distributions
@@ -37,14 +38,14 @@ def _path(opt, grads, init=0.0) -> list[np.ndarray]:
 def test_reference_adamax_first_update_has_no_bias_correction():
     """First step `-lr (1 - b1) g / max(|g|, eps)`, eps = 1e-8 inside the running maximum
     (`u <- max(b2 u + eps, |g|)`, as openai/iaf's Adamax): a tenth of Keras's first step."""
-    first = _path(vae.make_optimizer(LR, None, kind="reference"), GRADS[:1])[0]
+    first = _path(harness.make_optimizer(LR, None, kind="reference"), GRADS[:1])[0]
     g = GRADS[0].astype(np.float64)
     np.testing.assert_allclose(first, -LR * (1 - B1) * g / np.maximum(np.abs(g), 1e-8), rtol=1e-5)
     np.testing.assert_allclose(first[1:], -LR * 0.1 * np.sign(g[1:]), rtol=1e-5)
 
 
 def test_adamax_is_keras_adamax():
-    ours = _path(vae.make_optimizer(LR, None, kind="adamax"), GRADS)
+    ours = _path(harness.make_optimizer(LR, None, kind="adamax"), GRADS)
     keras = _path(tf_keras.optimizers.Adamax(LR, epsilon=1e-7), GRADS)
     np.testing.assert_allclose(ours, keras, rtol=1e-6)
     # Bias-corrected: the first step is `lr g / (|g| + 1e-7)`.
@@ -55,7 +56,7 @@ def test_adamax_is_keras_adamax():
 def test_clipping_and_debiased_averaging_work_for_both_kinds():
     big, small = np.array([3.0, 4.0], np.float32), np.array([0.3, 0.4], np.float32)
     # Reference: the first gradient is clipped to norm 1 before it enters `m` and `u`.
-    path = _path(vae.make_optimizer(LR, None, clip_norm=1.0, kind="reference"), [big, small])
+    path = _path(harness.make_optimizer(LR, None, clip_norm=1.0, kind="reference"), [big, small])
     m, u, w = np.zeros(2), np.zeros(2), np.zeros(2)
     for g in (big / 5.0, small):
         m = B1 * m + (1 - B1) * g
@@ -63,11 +64,11 @@ def test_clipping_and_debiased_averaging_work_for_both_kinds():
         w = w - LR * m / u
     np.testing.assert_allclose(path[-1], w, rtol=1e-5)
     keras = _path(tf_keras.optimizers.Adamax(LR, epsilon=1e-7, global_clipnorm=1.0), [big, small])
-    ours = _path(vae.make_optimizer(LR, None, clip_norm=1.0, kind="adamax"), [big, small])
+    ours = _path(harness.make_optimizer(LR, None, clip_norm=1.0, kind="adamax"), [big, small])
     np.testing.assert_allclose(ours, keras, rtol=1e-6)
     for kind in ("adamax", "reference"):
         # The average's first update uses decay min(d, 1/10): 0.1 * init + 0.9 * w_1.
-        opt = vae.make_optimizer(LR, ema_momentum=0.998, kind=kind)
+        opt = harness.make_optimizer(LR, ema_momentum=0.998, kind=kind)
         var = tf.Variable(np.ones(2, np.float32))
         opt.apply_gradients([(tf.constant(big), var)])
         w1 = var.numpy().copy()
@@ -77,7 +78,7 @@ def test_clipping_and_debiased_averaging_work_for_both_kinds():
 
 def test_unknown_optimizer_kind_is_an_error():
     with pytest.raises(ValueError, match=r"`kind` must be one of .*; got 'adam'"):
-        vae.make_optimizer(0.01, kind="adam")
+        harness.make_optimizer(0.01, kind="adam")
 
 
 def _tiny(**kwargs) -> ResNetVAE:

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 
+import vae_harness as harness
 from tests.examples_util import TailConfig, array_loader, run_tiny_experiment
 from tfp_iaf import vae
 
@@ -50,8 +51,8 @@ def test_a_larger_num_steps_continues_to_exactly_that_total(
 
 
 def test_odd_step_budgets_keep_one_pass_epochs():
-    assert vae.fit_schedule(60_000, 100, num_steps=997) == (997, 600)  # not 997 epochs of 1
-    assert vae.fit_schedule(10_000, 2500, num_steps=21) == (21, 4)
+    assert harness.fit_schedule(60_000, 100, num_steps=997) == (997, 600)  # not 997 epochs of 1
+    assert harness.fit_schedule(10_000, 2500, num_steps=21) == (21, 4)
 
 
 def _dense_vae(encoder_widths):
@@ -74,7 +75,7 @@ def test_a_checkpoint_of_another_model_is_refused_not_half_restored(
     tmp_path, first, second, fingerprinted
 ):
     def run_with(widths, num_steps):
-        return vae.run_experiment(
+        return harness.run_experiment(
             TailConfig(model_dir=str(tmp_path), num_steps=num_steps, batch_size=4),
             load_split=array_loader(X),
             make_model=lambda train_batches: _dense_vae(widths),

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tfp_iaf import vae
-from tfp_iaf.vae import data
+import vae_harness as harness
+from vae_harness import data
 
 
 @pytest.mark.parametrize("name", ["binarized_mnist", "mnist"])
 def test_batches_are_binary_float_images(name, tmp_path):
     with tfds.testing.mock_data(num_examples=7):
-        ds, n = vae.load_mnist(name, "test", 3, data_dir=str(tmp_path))
+        ds, n = harness.load_mnist(name, "test", 3, data_dir=str(tmp_path))
         batches = [b.numpy() for b in ds]
     assert n == 10_000  # the split's size as tfds reports it
     assert [b.shape for b in batches] == [(3, 28, 28, 1)] * 2 + [(1, 28, 28, 1)]
@@ -24,9 +24,11 @@ def test_batches_are_binary_float_images(name, tmp_path):
 
 def test_dynamic_binarization_fixed_for_evaluation_fresh_for_training(tmp_path):
     with tfds.testing.mock_data(num_examples=4):
-        test, _ = vae.load_mnist("mnist", "test", 4, data_dir=str(tmp_path), seed=1)
+        test, _ = harness.load_mnist("mnist", "test", 4, data_dir=str(tmp_path), seed=1)
         first, second = (next(iter(test)).numpy() for _ in range(2))
-        train, _ = vae.load_mnist("mnist", "train", 4, data_dir=str(tmp_path), repeat=True, seed=1)
+        train, _ = harness.load_mnist(
+            "mnist", "train", 4, data_dir=str(tmp_path), repeat=True, seed=1
+        )
         it = iter(train)
         epoch1, epoch2 = next(it).numpy(), next(it).numpy()
     np.testing.assert_array_equal(first, second)  # same binarization on every pass
@@ -35,22 +37,24 @@ def test_dynamic_binarization_fixed_for_evaluation_fresh_for_training(tmp_path):
 
 def test_static_binarization_is_the_same_every_epoch(tmp_path):
     with tfds.testing.mock_data(num_examples=4):
-        train, _ = vae.load_mnist("binarized_mnist", "train", 4, str(tmp_path), repeat=True)
+        train, _ = harness.load_mnist("binarized_mnist", "train", 4, str(tmp_path), repeat=True)
         it = iter(train)
         np.testing.assert_array_equal(next(it).numpy(), next(it).numpy())
 
 
 def test_drop_remainder_and_slices(tmp_path):
     with tfds.testing.mock_data(num_examples=5):
-        ds, _ = vae.load_mnist(
+        ds, _ = harness.load_mnist(
             "binarized_mnist", "validation", 2, str(tmp_path), drop_remainder=True
         )
         assert [b.shape[0] for b in ds] == [2, 2]
 
 
 def test_missing_data_says_how_to_point_data_dir(tmp_path):
-    with pytest.raises(vae.DatasetUnavailableError, match=r"download=False.*Point `--data_dir`"):
-        vae.load_mnist("binarized_mnist", "test", 10, data_dir=str(tmp_path), download=False)
+    with pytest.raises(
+        harness.DatasetUnavailableError, match=r"download=False.*Point `--data_dir`"
+    ):
+        harness.load_mnist("binarized_mnist", "test", 10, data_dir=str(tmp_path), download=False)
 
 
 def test_failed_download_says_how_to_point_data_dir(tmp_path, monkeypatch):
@@ -63,9 +67,9 @@ def test_failed_download_says_how_to_point_data_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(tfds, "load", unreachable)
     monkeypatch.setattr(data, "_network_reachable", lambda host: True)
     with pytest.raises(
-        vae.DatasetUnavailableError, match=r"download failed.*Point `--data_dir`.*unreachable"
+        harness.DatasetUnavailableError, match=r"download failed.*Point `--data_dir`.*unreachable"
     ):
-        vae.load_mnist("mnist", "train", 10, data_dir=str(tmp_path), download=True)
+        harness.load_mnist("mnist", "train", 10, data_dir=str(tmp_path), download=True)
     assert calls == [False, True]  # the prepared copy first, then the download
 
 
@@ -80,11 +84,11 @@ def test_download_without_network_fails_fast_without_calling_tfds_download(tmp_p
     monkeypatch.setattr(data, "_network_reachable", lambda host: probed.append(host) or False)
     start = time.monotonic()
     with pytest.raises(
-        vae.DatasetUnavailableError,
+        harness.DatasetUnavailableError,
         match=r"download failed.*Point `--data_dir`.*could not connect to "
         r"www\.cs\.toronto\.edu:443 \(limit 5 s\), so no download was attempted",
     ):
-        vae.load_mnist("binarized_mnist", "test", 10, data_dir=str(tmp_path), download=True)
+        harness.load_mnist("binarized_mnist", "test", 10, data_dir=str(tmp_path), download=True)
     assert time.monotonic() - start < 2.0
     assert calls == [False] and probed == ["www.cs.toronto.edu"]
 
@@ -95,7 +99,7 @@ def test_prepared_dataset_with_download_never_probes_the_network(tmp_path, monke
 
     monkeypatch.setattr(data, "_network_reachable", no_network)
     with tfds.testing.mock_data(num_examples=3):
-        ds, _ = vae.load_mnist("mnist", "test", 3, data_dir=str(tmp_path), download=True)
+        ds, _ = harness.load_mnist("mnist", "test", 3, data_dir=str(tmp_path), download=True)
         assert next(iter(ds)).shape == (3, 28, 28, 1)
 
 
@@ -127,7 +131,7 @@ def test_tfds_autocache_is_off_so_partial_reads_warn_nothing(tmp_path, monkeypat
 
     monkeypatch.setattr(tfds, "load", spy)
     with tfds.testing.mock_data(num_examples=4):
-        ds, _ = vae.load_mnist("binarized_mnist", "train", 2, str(tmp_path), repeat=True)
+        ds, _ = harness.load_mnist("binarized_mnist", "train", 2, str(tmp_path), repeat=True)
     assert seen == [False]
     assert b"CacheDataset" not in ds._as_serialized_graph().numpy()
 
@@ -142,14 +146,14 @@ def test_tfds_autocache_is_off_so_partial_reads_warn_nothing(tmp_path, monkeypat
 )
 def test_argument_errors(args, match):
     with pytest.raises(ValueError, match=match):
-        vae.load_mnist(*args)
+        harness.load_mnist(*args)
 
 
 def test_cifar10_batches_are_uint8_images(tmp_path):
     with tfds.testing.mock_data(num_examples=5):
-        ds, n = vae.load_cifar10("test", 2, str(tmp_path))
+        ds, n = harness.load_cifar10("test", 2, str(tmp_path))
         batches = [b.numpy() for b in ds]
-        train, n_train = vae.load_cifar10(
+        train, n_train = harness.load_cifar10(
             "train", 2, str(tmp_path), shuffle=True, repeat=True, drop_remainder=True
         )
         repeated = [b.numpy() for b in train.take(4)]
@@ -161,13 +165,13 @@ def test_cifar10_batches_are_uint8_images(tmp_path):
 
 def test_load_dataset_unknown_name():
     with pytest.raises(ValueError, match=r"`name` must be one of .*'cifar10'\); got 'svhn'"):
-        vae.load_dataset("svhn", "test", 10)
+        harness.load_dataset("svhn", "test", 10)
 
 
 def test_cifar10_errors(tmp_path):
     with pytest.raises(
         ValueError, match=r"`split` of cifar10 must be one of .*; got 'validation'"
     ):
-        vae.load_cifar10("validation", 10)
-    with pytest.raises(vae.DatasetUnavailableError, match=r"`cifar10`.*Point `--data_dir`"):
-        vae.load_cifar10("test", 10, data_dir=str(tmp_path))
+        harness.load_cifar10("validation", 10)
+    with pytest.raises(harness.DatasetUnavailableError, match=r"`cifar10`.*Point `--data_dir`"):
+        harness.load_cifar10("test", 10, data_dir=str(tmp_path))

@@ -4,9 +4,9 @@ resampling, under its title; bad input is named."""
 import numpy as np
 import pytest
 
+import vae_harness as harness
 from tests.examples_util import check_image_grid, decode_png
-from tfp_iaf import vae
-from tfp_iaf.vae.images import TITLE_HEIGHT
+from vae_harness.images import TITLE_HEIGHT
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -15,7 +15,7 @@ from tfp_iaf.vae.images import TITLE_HEIGHT
 def test_grid_places_every_image(tmp_path, channels, scale, title):
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(5, 4, 6, channels)).astype(np.float32)
-    path = vae.save_image_grid(
+    path = harness.save_image_grid(
         images, str(tmp_path / "sub" / "grid.png"), num_cols=2, title=title, scale=scale
     )
     png = decode_png(path).astype(np.float32) / 255.0
@@ -40,7 +40,7 @@ def test_default_scale_makes_small_grids_at_least_560_pixels_wide(
     tmp_path, num_images, cols, shape
 ):
     images = np.random.default_rng(1).uniform(size=(num_images, *shape))
-    path = vae.save_image_grid(images, str(tmp_path / "g.png"), num_cols=cols, title="t")
+    path = harness.save_image_grid(images, str(tmp_path / "g.png"), num_cols=cols, title="t")
     check_image_grid(path, num_images, shape, num_cols=cols)
 
 
@@ -57,7 +57,7 @@ def test_default_scale_makes_small_grids_at_least_560_pixels_wide(
 )
 def test_bad_input_is_named(tmp_path, images, kwargs, error, match):
     with pytest.raises(error, match=match):
-        vae.save_image_grid(images, str(tmp_path / "g.png"), **kwargs)
+        harness.save_image_grid(images, str(tmp_path / "g.png"), **kwargs)
 
 
 def test_a_long_title_is_shrunk_to_fit_the_band(tmp_path):
@@ -66,7 +66,9 @@ def test_a_long_title_is_shrunk_to_fit_the_band(tmp_path):
     title = (
         "18 test images, each followed by its reconstruction (step 400, Polyak-averaged weights)"
     )
-    path = vae.save_image_grid(np.full([36, 32, 32, 3], 0.5), str(tmp_path / "g.png"), title=title)
+    path = harness.save_image_grid(
+        np.full([36, 32, 32, 3], 0.5), str(tmp_path / "g.png"), title=title
+    )
     band = decode_png(path)[:TITLE_HEIGHT, :, :3].astype(int)
     assert band.min() < 128  # text
     for edge in (band[:, :4], band[:, -4:]):

@@ -1,42 +1,83 @@
-"""`import tfp_iaf.vae` without its `examples` extra: an ImportError that names the extra."""
+"""`import tfp_iaf.vae` with the core dependencies alone; the examples' harness names its extra.
+
+Each check runs in a fresh interpreter in which the extras' packages cannot be found, as after
+installing the wheel without `[examples]`.
+"""
 
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-# Run in a fresh interpreter in which `tensorflow_datasets` cannot be found, as after
-# `pip install tfp_iaf` without the extra.
-BLOCK_TFDS = textwrap.dedent(
-    """
-    import sys
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
-    class BlockTfds:
-        def find_spec(self, name, path=None, target=None):
-            if name == "tensorflow_datasets" or name.startswith("tensorflow_datasets."):
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-
-    sys.meta_path.insert(0, BlockTfds())
-    """
-)
+# The flags the harness defines for every example (vae_harness.experiment_flags).
+HARNESS_FLAGS = ("batch_size", "num_steps", "model_dir", "save_every", "mode", "preset", "seed")
 
 
-def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", BLOCK_TFDS + code], capture_output=True, text=True, timeout=300
+def _blocking(*names: str) -> str:
+    """Code that makes the packages `names` (and their submodules) unimportable."""
+    return textwrap.dedent(
+        f"""
+        import sys
+
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {names!r}:
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+                return None
+
+        sys.meta_path.insert(0, Block())
+        """
     )
 
 
-def test_vae_without_tensorflow_datasets_names_the_extra():
-    result = _run("import tfp_iaf.vae\n")
+def _run(code: str, *blocked: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _blocking(*blocked) + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+def test_vae_imports_without_the_extras_and_defines_no_flags():
+    code = f"""
+        import tfp_iaf.vae
+        from absl import flags
+
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow_datasets",
+              "matplotlib", "vae_harness")))
+        print(sorted(set(flags.FLAGS) & set({HARNESS_FLAGS!r})))
+        print(callable(tfp_iaf.vae.VAE), callable(tfp_iaf.vae.importance_sampled_log_likelihood))
+    """
+    result = _run(code, "tensorflow_datasets", "matplotlib", "tensorboard")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["[]", "[]", "True True"]
+
+
+def test_vae_lists_only_the_models_and_objectives():
+    result = _run("import tfp_iaf.vae\nprint(' '.join(tfp_iaf.vae.__all__))\n")
+    assert result.returncode == 0, result.stderr
+    names = set(result.stdout.split())
+    assert {"VAE", "ResNetVAE", "free_bits_kl", "importance_sampled_log_likelihood"} <= names
+    moved = {"train", "run_experiment", "define_experiment_flags", "load_mnist", "make_optimizer"}
+    assert not names & moved
+
+
+def test_harness_without_tensorflow_datasets_names_the_extra():
+    # Run from examples/, as a script there is: `vae_harness` is found, tfds is not.
+    result = _run("import vae_harness\n", "tensorflow_datasets", cwd=EXAMPLES)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("ImportError: tfp_iaf.vae needs the `tensorflow_datasets` package")
-    assert "pip install 'tfp_iaf[examples]'" in last
+    assert last.startswith("ImportError: the VAE examples' harness (examples/vae_harness) needs")
+    assert "pip install -e '.[examples]'" in last
     assert "ModuleNotFoundError" not in result.stderr  # no chained traceback of the probe
 
 
 def test_core_package_imports_without_tensorflow_datasets():
-    result = _run("import tfp_iaf\nprint(callable(tfp_iaf.dense_iaf_stack))\n")
+    code = "import tfp_iaf\nprint(callable(tfp_iaf.dense_iaf_stack))\n"
+    result = _run(code, "tensorflow_datasets")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"

@@ -1,4 +1,4 @@
-"""Evaluating and sampling a trained `model_dir` (`tfp_iaf.vae.trained`), and sampling
+"""Evaluating and sampling a trained `model_dir` (`vae_harness.trained`), and sampling
 temperature: the prior's scale times T in both models."""
 
 import dataclasses
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import vae_harness as harness
 from tests.examples_util import TailConfig, array_loader, run_tiny_experiment, tiny_vae
 from tfp_iaf import tf_keras, vae
 from tfp_iaf.vae.resnet_vae import ResNetVAE
@@ -23,7 +24,7 @@ class ModesConfig(TailConfig):
 
 
 def evaluate(model_dir, x=X, loads=None, **config):
-    return vae.evaluate_trained(
+    return harness.evaluate_trained(
         ModesConfig(model_dir=str(model_dir), **config),
         load_split=array_loader(x, loads),
         make_model=lambda batches: tiny_vae(x.shape[1]),
@@ -81,7 +82,7 @@ def test_a_missing_model_dir_is_refused_naming_it_and_not_created(tmp_path):
     loads = []
     missing = tmp_path / "never_trained"
     with pytest.raises(
-        vae.ModelDirError,
+        harness.ModelDirError,
         match=rf"must be the directory of a trained run to evaluate; got '{missing}' \(no such "
         r"directory\)\. Pass the --model_dir that training wrote",
     ):
@@ -89,7 +90,7 @@ def test_a_missing_model_dir_is_refused_naming_it_and_not_created(tmp_path):
     assert not missing.exists() and loads == []  # refused before any data was loaded
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
-    with pytest.raises(vae.ModelDirError, match=r"got '.*notes\.txt' \(a file\)"):
+    with pytest.raises(harness.ModelDirError, match=r"got '.*notes\.txt' \(a file\)"):
         evaluate(notes)
 
 
@@ -97,10 +98,10 @@ def test_a_missing_model_dir_is_refused_naming_it_and_not_created(tmp_path):
 def test_a_model_dir_without_checkpoints_is_refused(tmp_path, mode):
     loads = []
     config = ModesConfig(model_dir=str(tmp_path))
-    run = vae.evaluate_trained if mode == "evaluate" else vae.sample_trained
+    run = harness.evaluate_trained if mode == "evaluate" else harness.sample_trained
     kwargs = {} if mode == "evaluate" else {"num_samples": 4}
     with pytest.raises(
-        vae.CheckpointError,
+        harness.CheckpointError,
         match=rf"no checkpoint in {tmp_path / 'checkpoints'}, so there is no model to {mode}: "
         r"train first \(--mode=train",
     ):
@@ -123,7 +124,7 @@ def test_another_seed_evaluates_the_same_model_into_its_own_file(tmp_path):
 def test_a_checkpoint_of_other_flags_is_refused(tmp_path):
     run_tiny_experiment(tmp_path, X, num_steps=2)
     with pytest.raises(
-        vae.CheckpointError,
+        harness.CheckpointError,
         match=r"the checkpoint .*ckpt-2 is of another model or run than this one, so it cannot "
         r"be used to evaluate: .*batch_size: checkpoint 4, now 8",
     ):

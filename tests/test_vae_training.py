@@ -1,5 +1,5 @@
 """Training plumbing: Adamax + EMA, the fit schedule, exact resume after a kill, and the
-examples' shared tail (`tfp_iaf.vae.experiment`)."""
+examples' shared tail (`vae_harness.experiment`)."""
 
 import dataclasses
 import json
@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
+import vae_harness as harness
 from tests.examples_util import TailConfig
 from tfp_iaf import tf_keras, vae
 
@@ -23,7 +24,7 @@ def tiny_vae():
     encoder = tf_keras.Sequential([tf_keras.layers.Dense(6, activation="elu")])
     decoder = tf_keras.Sequential([tf_keras.layers.Dense(4)])
     model = vae.VAE(encoder, decoder, 2, seed=3)
-    model.compile(optimizer=vae.make_optimizer(0.05, ema_momentum=0.5))
+    model.compile(optimizer=harness.make_optimizer(0.05, ema_momentum=0.5))
     return model
 
 
@@ -44,7 +45,7 @@ class KillAfter(tf_keras.callbacks.Callback):
 def test_resume_after_kill_continues_exactly(tmp_path):
     data = tf.data.Dataset.from_tensors(X).repeat()
     reference = tiny_vae()
-    vae.train(
+    harness.train(
         reference,
         data,
         model_dir=str(tmp_path / "ref"),
@@ -56,7 +57,7 @@ def test_resume_after_kill_continues_exactly(tmp_path):
 
     killed = tiny_vae()
     with pytest.raises(Killed):
-        vae.train(
+        harness.train(
             killed,
             data,
             model_dir=str(tmp_path / "run"),
@@ -67,7 +68,7 @@ def test_resume_after_kill_continues_exactly(tmp_path):
             callbacks=[KillAfter(4)],
         )
     resumed = tiny_vae()
-    run = vae.train(
+    run = harness.train(
         resumed,
         data,
         model_dir=str(tmp_path / "run"),
@@ -90,12 +91,12 @@ def test_a_larger_budget_continues_and_the_same_budget_trains_no_more(tmp_path):
     data = tf.data.Dataset.from_tensors(X).repeat()
     kwargs = dict(model_dir=str(tmp_path), steps_per_epoch=2, save_every=5, verbose=0)
     model = tiny_vae()
-    vae.train(model, data, num_steps=2, **kwargs)
+    harness.train(model, data, num_steps=2, **kwargs)
     model = tiny_vae()
-    run = vae.train(model, data, num_steps=2, **kwargs)
+    run = harness.train(model, data, num_steps=2, **kwargs)
     assert run.history.epoch == [] and int(model.optimizer.iterations) == 2
     model = tiny_vae()
-    run = vae.train(model, data, num_steps=6, **kwargs)
+    run = harness.train(model, data, num_steps=6, **kwargs)
     assert run.history.epoch == [1, 2] and int(model.optimizer.iterations) == 6
 
 
@@ -106,9 +107,9 @@ def test_progress_bar_counts_to_the_steps_the_budget_leaves_in_each_epoch(
     data = tf.data.Dataset.from_tensors(X).repeat()
     kwargs = dict(model_dir=str(tmp_path), steps_per_epoch=5, save_every=1)
     if initial:
-        vae.train(tiny_vae(), data, num_steps=initial, verbose=0, **kwargs)
+        harness.train(tiny_vae(), data, num_steps=initial, verbose=0, **kwargs)
         capsys.readouterr()
-    vae.train(tiny_vae(), data, num_steps=num_steps, verbose=1, **kwargs)
+    harness.train(tiny_vae(), data, num_steps=num_steps, verbose=1, **kwargs)
     printed = capsys.readouterr().out
     # Each epoch's bar targets, and reaches, its last step: 3 of 5 steps; 5, then 2 of 5.
     counts = [(int(n), int(m)) for n, m in re.findall(r"(\d+)/(\d+) \[", printed)]
@@ -120,7 +121,7 @@ def test_progress_bar_counts_to_the_steps_the_budget_leaves_in_each_epoch(
 def test_tensorboard_scalars_written(tmp_path):
     pytest.importorskip("tensorboard")
     model = tiny_vae()
-    vae.train(
+    harness.train(
         model,
         tf.data.Dataset.from_tensors(X).repeat(),
         model_dir=str(tmp_path),
@@ -130,15 +131,15 @@ def test_tensorboard_scalars_written(tmp_path):
         tensorboard_every=1,
     )
     assert os.listdir(tmp_path / "tensorboard" / "train")
-    assert vae.write_scalars(str(tmp_path / "tb_test"), 3, {"elbo": -1.0})
+    assert harness.write_scalars(str(tmp_path / "tb_test"), 3, {"elbo": -1.0})
     assert os.listdir(tmp_path / "tb_test")
 
 
 def test_optimizer_is_adamax_with_weight_averaging():
-    opt = vae.make_optimizer(2e-3, ema_momentum=0.99)
+    opt = harness.make_optimizer(2e-3, ema_momentum=0.99)
     assert isinstance(opt, tf_keras.optimizers.Adamax)
     assert opt.use_ema and opt.ema_momentum == pytest.approx(0.99)
-    assert not vae.make_optimizer(ema_momentum=None).use_ema
+    assert not harness.make_optimizer(ema_momentum=None).use_ema
 
 
 @pytest.mark.parametrize(
@@ -152,7 +153,7 @@ def test_optimizer_is_adamax_with_weight_averaging():
     ],
 )
 def test_fit_schedule(args, expected):
-    assert vae.fit_schedule(*args) == expected
+    assert harness.fit_schedule(*args) == expected
 
 
 @pytest.mark.parametrize(
@@ -169,7 +170,7 @@ def test_fit_schedule(args, expected):
 def test_fit_schedule_errors(kwargs, match):
     args = {"num_examples": 100, "batch_size": 10, "epochs": None, "num_steps": None, **kwargs}
     with pytest.raises(ValueError, match=match):
-        vae.fit_schedule(**args)
+        harness.fit_schedule(**args)
 
 
 def test_clip_norm_rescales_a_gradient_above_it_and_leaves_one_below_it():
@@ -182,10 +183,10 @@ def test_clip_norm_rescales_a_gradient_above_it_and_leaves_one_below_it():
             optimizer.apply_gradients([(tf.constant(g), w)])
         return w.numpy()
 
-    clipped = weights_after(vae.make_optimizer(0.1, None, clip_norm=1.0), [big, small])
+    clipped = weights_after(harness.make_optimizer(0.1, None, clip_norm=1.0), [big, small])
     by_hand = [big / np.linalg.norm(big), small]
-    np.testing.assert_allclose(clipped, weights_after(vae.make_optimizer(0.1, None), by_hand))
-    unclipped = weights_after(vae.make_optimizer(0.1, None), [big, small])
+    np.testing.assert_allclose(clipped, weights_after(harness.make_optimizer(0.1, None), by_hand))
+    unclipped = weights_after(harness.make_optimizer(0.1, None), [big, small])
     assert np.abs(clipped - unclipped).max() > 1e-3  # Adamax is not blind to the rescaling
 
 
@@ -200,7 +201,7 @@ def test_clip_norm_rescales_a_gradient_above_it_and_leaves_one_below_it():
 )
 def test_make_optimizer_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        vae.make_optimizer(**kwargs)
+        harness.make_optimizer(**kwargs)
 
 
 @pytest.mark.parametrize(
@@ -209,20 +210,20 @@ def test_make_optimizer_errors(kwargs, match):
 def test_train_errors(name, tmp_path):
     with pytest.raises(ValueError, match=rf"`{name}` must be a positive integer; got 0"):
         kwargs = {"num_steps": 1, "steps_per_epoch": 1, name: 0}
-        vae.train(tiny_vae(), None, model_dir=str(tmp_path), **kwargs)
+        harness.train(tiny_vae(), None, model_dir=str(tmp_path), **kwargs)
 
 
 @pytest.mark.parametrize("seconds", [-1.0, float("inf"), float("nan")])
 def test_train_refuses_a_negative_or_non_finite_save_every_seconds(seconds, tmp_path):
     match = rf"`save_every_seconds` must be a finite number >= 0 or None; got {seconds}"
     with pytest.raises(ValueError, match=match):
-        vae.train(
+        harness.train(
             tiny_vae(), None, model_dir=str(tmp_path), num_steps=1, steps_per_epoch=1,
             save_every_seconds=seconds,
         )  # fmt: skip
 
 
-# The examples' shared tail, tfp_iaf.vae.experiment.
+# The examples' shared tail, vae_harness.experiment.
 
 
 def test_flags_config_has_one_field_per_flag_of_the_module():
@@ -231,7 +232,7 @@ def test_flags_config_has_one_field_per_flag_of_the_module():
     flags.DEFINE_string("model_dir", None, "", flag_values=registry, module_name="example")
     flags.DEFINE_list("sizes", ["1", "2"], "", flag_values=registry, module_name="example")
     flags.DEFINE_bool("other", False, "", flag_values=registry, module_name="other_module")
-    config_class = vae.flags_config("example", registry)
+    config_class = harness.flags_config("example", registry)
     assert [f.name for f in dataclasses.fields(config_class)] == ["steps", "model_dir", "sizes"]
     config = config_class(model_dir="runs")
     assert dataclasses.asdict(config) == {"steps": 3, "model_dir": "runs", "sizes": ["1", "2"]}
@@ -243,17 +244,17 @@ def test_flags_config_has_one_field_per_flag_of_the_module():
     parsed = config_class.from_flags(registry)
     assert (parsed.steps, parsed.model_dir, parsed.sizes) == (7, None, ["4"])
     with pytest.raises(ValueError, match="`module` must have defined absl flags .*'nothing'"):
-        vae.flags_config("nothing", registry)
+        harness.flags_config("nothing", registry)
 
 
 def test_make_strategy():
-    assert vae.make_strategy("default") is tf.distribute.get_strategy()
+    assert harness.make_strategy("default") is tf.distribute.get_strategy()
     with pytest.raises(ValueError, match="`strategy` must be .*; got 'tpu'"):
-        vae.make_strategy("tpu")
+        harness.make_strategy("tpu")
 
 
 def test_evaluate_model_bits_per_dim_count_the_example_dims():
-    result = vae.evaluate_model(tiny_vae(), tf.data.Dataset.from_tensors(X), 3, seed=1)
+    result = harness.evaluate_model(tiny_vae(), tf.data.Dataset.from_tensors(X), 3, seed=1)
     assert result["num_examples"] == len(X) and result["elbo"] <= result["log_px"] + 1e-4
     for nats, bits in (("log_px", "bits_per_dim"), ("elbo", "elbo_bits_per_dim")):
         np.testing.assert_allclose(result[bits], -result[nats] / (4 * math.log(2)), rtol=1e-9)
@@ -261,7 +262,7 @@ def test_evaluate_model_bits_per_dim_count_the_example_dims():
         lambda: iter([X]), output_signature=tf.TensorSpec([None, None], tf.float32)
     )
     with pytest.raises(ValueError, match=r"`dataset` must have a static example shape"):
-        vae.evaluate_model(tiny_vae(), unknown, 3)
+        harness.evaluate_model(tiny_vae(), unknown, 3)
 
 
 def test_run_experiment_trains_default_epochs_and_writes_results(tmp_path):
@@ -272,7 +273,7 @@ def test_run_experiment_trains_default_epochs_and_writes_results(tmp_path):
         ds = tf.data.Dataset.from_tensor_slices(X)
         return (ds.repeat() if repeat else ds).batch(batch_size), len(X)
 
-    results = vae.run_experiment(
+    results = harness.run_experiment(
         TailConfig(model_dir=str(tmp_path)),
         load_split=load_split,
         make_model=lambda train_batches: tiny_vae(),
@@ -297,7 +298,7 @@ def test_run_experiment_trains_default_epochs_and_writes_results(tmp_path):
 
 def test_run_experiment_unknown_headline(tmp_path):
     with pytest.raises(ValueError, match=r"`headline` must be one of .*; got 'bits'"):
-        vae.run_experiment(
+        harness.run_experiment(
             TailConfig(model_dir=str(tmp_path)),
             load_split=None,
             make_model=None,

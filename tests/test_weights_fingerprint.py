@@ -5,7 +5,7 @@ affine and a gated step, two orders of one MADE). Every route a flow's weights t
 them with a `ValueError` naming the fields that differ, and leaves the flow's variables as they
 were: `tf.train.Checkpoint`, a tf_keras model's `save_weights` (TF format), a Keras 3 model's TF
 checkpoint, `.weights.h5` and `.keras` file (through `tfp_iaf.keras3.FlowLayer`), a revived
-SavedModel, and the examples' resume (`tfp_iaf.vae.checkpoints`). Settings that change no
+SavedModel, and the examples' resume (`vae_harness.checkpoints`). Settings that change no
 function (names, seeds, an unused `forget_bias`, the conv inverse's algorithm) do not refuse; a
 checkpoint written without a fingerprint (an older release's) still restores, every value
 consumed.
@@ -26,7 +26,7 @@ from tests.examples_util import run_tiny_experiment
 from tfp_iaf import _fingerprint, tf_keras
 from tfp_iaf.flow import Flow
 from tfp_iaf.keras3 import FlowLayer
-from tfp_iaf.vae import checkpoints
+from vae_harness import checkpoints
 
 tfb = tfp.bijectors
 EVENT, CONTEXT = 3, 2

@@ -40,7 +40,13 @@ import tensorflow as tf
 from tfp_iaf import _checks
 
 __all__ = [
-    "TRANSFORMS", "Affine", "Composed", "Gated", "Transform", "as_transform", "from_update",
+    "TRANSFORMS",
+    "Affine",
+    "Composed",
+    "Gated",
+    "Transform",
+    "as_transform",
+    "from_update",
 ]
 
 

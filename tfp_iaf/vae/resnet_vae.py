@@ -156,40 +156,19 @@ class ResNetVAE(tf_keras.Model):
         self.free_bits_group_size = _checks.positive_int(
             "free_bits_group_size", free_bits_group_size, optional=True
         )
-        if not isinstance(decoder_scale_init, str) or (
-            decoder_scale_init not in DECODER_SCALE_INITS
-        ):
-            raise ValueError(
-                f"`decoder_scale_init` must be one of {DECODER_SCALE_INITS}; "
-                f"got {decoder_scale_init!r}"
-            )
-        if not isinstance(decoder_scale, str) or decoder_scale not in DECODER_SCALES:
-            raise ValueError(
-                f"`decoder_scale` must be one of {DECODER_SCALES}; got {decoder_scale!r}"
-            )
-        self.decoder_scale_init, self.decoder_scale = decoder_scale_init, decoder_scale
-        if not isinstance(loss_units, str) or loss_units not in LOSS_UNITS:
-            raise ValueError(f"`loss_units` must be one of {LOSS_UNITS}; got {loss_units!r}")
-        self.loss_units = loss_units
+        self.decoder_scale_init = _one_of(
+            "decoder_scale_init", decoder_scale_init, DECODER_SCALE_INITS
+        )
+        self.decoder_scale = _one_of("decoder_scale", decoder_scale, DECODER_SCALES)
+        self.loss_units = _one_of("loss_units", loss_units, LOSS_UNITS)
         self.eval_edge_bins = check_edge_bins(eval_edge_bins, "eval_edge_bins")
         self.image_shape, self.hidden_size, self.z_size = image_shape, hidden_size, z_size
         self.free_bits, self.seed = float(free_bits), int(seed)
         self.num_dims = int(math.prod(image_shape))
         height, width = image_shape[0] // 2, image_shape[1] // 2
-        self.blocks: list[ResNetIAFLayer] = []
         iaf_steps = _checks.non_negative_int("iaf_steps", iaf_steps)  # 0: diagonal Gaussian
         iaf = resnet_iaf_options(hidden_size, iaf_weight_norm, iaf_gated, iaf_init)
-        for i, j in itertools.product(range(depth), range(num_blocks)):
-            name, latent_shape = f"layer_{i}_{j}", (height >> i, width >> i, z_size)
-            flow = None
-            if iaf_steps:
-                flow = conv_iaf_stack(
-                    latent_shape, iaf_steps, order=order, name=f"{name}_iaf", **iaf
-                )
-            top = i == depth - 1 and j == num_blocks - 1
-            self.blocks.append(
-                ResNetIAFLayer(latent_shape, hidden_size, i > 0 and j == 0, flow, top, name=name)
-            )
+        self.blocks = self._stochastic_layers(depth, num_blocks, iaf_steps, order, iaf)
         self.top_shape = (height >> (depth - 1), width >> (depth - 1), hidden_size)
         self.x_enc = WeightNormConv2D(hidden_size, 5, strides=2, name="x_enc")
         self.x_dec = WeightNormConv2D(image_shape[2], 5, strides=2, transpose=True, name="x_dec")
@@ -206,6 +185,28 @@ class ResNetVAE(tf_keras.Model):
             )
         names = [*METRICS, *(f"kl_{b.name}" for b in self.blocks)]
         self._trackers = {m: tf_keras.metrics.Mean(name=m) for m in names}
+
+    def _stochastic_layers(
+        self, depth: int, num_blocks: int, iaf_steps: int, order: str, iaf: dict
+    ) -> list[ResNetIAFLayer]:
+        """The stochastic layers, first to last: `num_blocks` per resolution stage, each with
+        `iaf_steps` conv IAF steps (none: a diagonal Gaussian posterior)."""
+        height, width = self.image_shape[0] // 2, self.image_shape[1] // 2
+        blocks = []
+        for i, j in itertools.product(range(depth), range(num_blocks)):
+            name, latent_shape = f"layer_{i}_{j}", (height >> i, width >> i, self.z_size)
+            flow = None
+            if iaf_steps:
+                flow = conv_iaf_stack(
+                    latent_shape, iaf_steps, order=order, name=f"{name}_iaf", **iaf
+                )
+            top = i == depth - 1 and j == num_blocks - 1
+            blocks.append(
+                ResNetIAFLayer(
+                    latent_shape, self.hidden_size, i > 0 and j == 0, flow, top, name=name
+                )
+            )
+        return blocks
 
     @property
     def metrics(self):
@@ -346,3 +347,10 @@ class ResNetVAE(tf_keras.Model):
         """Means of `p(x | z)`, `z ~ q(z | x)`, in `[0, 1]`: `[batch, H, W, C]`."""
         seed = tf.constant([0, seed]) if isinstance(seed, int) else seed
         return self.forward(x, seed)[0] + 0.5
+
+
+def _one_of(name: str, value, choices: Sequence[str]) -> str:
+    """`value`, checked to be one of the strings `choices`."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}; got {value!r}")
+    return value

@@ -4,13 +4,13 @@
 class, and a bijector's scalar parameters, e.g. an IAF's `gated`) and the run's settings but
 `RESUMABLE_SETTINGS`. Two models with the same variables (an affine and a gated IAF, a
 different likelihood or free-bits floor) differ here, where a restore that compares variable
-shapes sees nothing. `tfp_iaf.vae.checkpoints` saves it beside each checkpoint and refuses a
+shapes sees nothing. `vae_harness.checkpoints` saves it beside each checkpoint and refuses a
 resume whose fingerprint `differences` finds fields in.
 
 Keras's `model.save_weights`/`load_weights` do not check this fingerprint. They do check the
 flows' own (`tfp_iaf._fingerprint`: a flow's weights refuse to load into a flow of another
 configuration, e.g. an affine IAF's into a gated one), but not the rest of the model: resume
-through `tfp_iaf.vae.train` (or compare `fingerprint`s yourself) to have the model checked.
+through `vae_harness.train` (or compare `fingerprint`s yourself) to have the model checked.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from tfp_iaf._keras import tf_keras
+from tfp_iaf import tf_keras
 
 __all__ = ["RESUMABLE_SETTINGS", "differences", "fingerprint"]
 

@@ -13,7 +13,7 @@ the fingerprint `ckpt-N.json`, beside TF's `checkpoint` state file (`STATE_FILE`
   by their files, and all files of one;
 - `check_writable(model_dir)`: the directory check a run makes before any work.
 
-What a run does with them (restore, save, rotate): `tfp_iaf.vae.checkpoints`.
+What a run does with them (restore, save, rotate): `vae_harness.checkpoints`.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def check_writable(model_dir: str) -> None:
 def read_fingerprint(prefix: str) -> dict | None:
     """The fingerprint saved beside `prefix` (`prefix.json`), or None when there is none.
 
-    A fingerprint (`tfp_iaf.vae.fingerprint`) is a flat JSON object of scalar settings that
+    A fingerprint (`vae_harness.fingerprint`) is a flat JSON object of scalar settings that
     counts the model's modules (`"module <Class>(...)": <count>`): one without any module entry
     (`{}`, a part) or with a nested or non-scalar value describes no model, and is damage.
 

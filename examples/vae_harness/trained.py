@@ -34,14 +34,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfp_iaf._keras import tf_keras
-from tfp_iaf.vae.checkpoints import CheckpointError, Checkpoints, ModelDirError
-from tfp_iaf.vae.experiment_flags import FlagsConfig
-from tfp_iaf.vae.fingerprint import fingerprint
-from tfp_iaf.vae.images import save_image_grid
-from tfp_iaf.vae.likelihood import bits_per_dim, evaluate_dataset
-from tfp_iaf.vae.optimizers import make_optimizer
-from tfp_iaf.vae.stops import EvaluationInterrupted
+from tfp_iaf import tf_keras
+from tfp_iaf.vae import bits_per_dim, evaluate_dataset
+from vae_harness.checkpoints import CheckpointError, Checkpoints, ModelDirError, checkpoint_dir
+from vae_harness.experiment_flags import FlagsConfig
+from vae_harness.images import save_image_grid
+from vae_harness.optimizers import make_optimizer
+from vae_harness.stops import EvaluationInterrupted
 
 __all__ = [
     "REPORTS",
@@ -54,7 +53,7 @@ __all__ = [
 ]
 
 # Called as `load_split(split, batch_size, data_dir=, download=, shuffle=, repeat=,
-# drop_remainder=, seed=)`, like `tfp_iaf.vae.load_cifar10` (or `load_mnist` with its name bound).
+# drop_remainder=, seed=)`, like `vae_harness.load_cifar10` (or `load_mnist` with its name bound).
 LoadSplit = Callable[..., tuple[tf.data.Dataset, int]]
 MakeModel = Callable[[tf.data.Dataset], tf_keras.Model]
 
@@ -183,7 +182,7 @@ def _check_trained(model_dir: str, mode: str) -> str:
             f"`model_dir` must be the directory of a trained run to {mode}; got {model_dir!r} "
             f"({what}). Pass the --model_dir that training wrote."
         )
-    directory = os.path.join(model_dir, "checkpoints")
+    directory = checkpoint_dir(model_dir)
     names = os.listdir(directory) if os.path.isdir(directory) else []
     if not any(re.fullmatch(r"ckpt-\d+\.index", name) for name in names):
         raise CheckpointError(
@@ -206,28 +205,15 @@ def _restore(
     Returns:
       `(model, step, checkpoint path, which weights)`.
     """
-    directory = _check_trained(config.model_dir, mode)
+    _check_trained(config.model_dir, mode)
     model = compiled_model(
         config, make_model, batches, tf.distribute.get_strategy(), mixed_precision
     )
     if not model.built:
         model(next(iter(batches)))
     model.optimizer.build(model.trainable_variables)  # its averages restore into it
-    # The variables `train` checkpoints beside the model and its optimizer.
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
-    checkpoint = tf.train.Checkpoint(
-        model=model, optimizer=model.optimizer, step=step, train_seconds=seconds
-    )
-    # Nothing is saved here; a `write_dir` other than `directory` also keeps `restore_newest`
-    # from rewriting TensorFlow's state file there.
-    store = Checkpoints(
-        checkpoint,
-        directory,
-        write_dir=os.devnull,
-        fingerprint=fingerprint(model, dataclasses.asdict(config)),
-        may_differ={"seed"},
-        purpose=mode,
+    store = Checkpoints.for_run(
+        model, config.model_dir, dataclasses.asdict(config), purpose=mode, may_differ={"seed"}
     )
     path = store.restore_newest()
     if path is None:  # the files went away since `_check_trained`
@@ -236,7 +222,7 @@ def _restore(
     if config.ema_momentum is not None:
         model.optimizer.finalize_variable_values(model.trainable_variables)
         weights = "Polyak-averaged weights"
-    return model, int(step.numpy()), path, weights
+    return model, int(store.step.numpy()), path, weights
 
 
 def _result_path(model_dir: str, stem: str, settings: dict[str, Any]) -> str:

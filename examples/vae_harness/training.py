@@ -1,6 +1,6 @@
 """Training loop shared by the VAE examples: steps, averaging, checkpoints, interrupts, divergence.
 
-- The model is compiled with an optimizer of `tfp_iaf.vae.optimizers` (Adamax with debiased
+- The model is compiled with an optimizer of `vae_harness.optimizers` (Adamax with debiased
   Polyak averaging of the weights); training ends by swapping the averages in.
 - Training is counted in steps (`train(num_steps=...)`, the total over all runs in `model_dir`),
   with a stable epoch of one pass over the data (`fit_schedule`); epochs only pace the progress
@@ -11,9 +11,9 @@
   the end; a run pointed at the same
   `model_dir` resumes from the newest intact one and trains up to exactly `num_steps`, logging
   "resumed from step N of M". How checkpoints are verified, written and rotated, and what a
-  resume refuses: `tfp_iaf.vae.checkpoints`. Under `MultiWorkerMirroredStrategy` only the
+  resume refuses: `vae_harness.checkpoints`. Under `MultiWorkerMirroredStrategy` only the
   chief writes there; every worker restores from it.
-- One writer per `model_dir`: the chief holds its training lock (`tfp_iaf.vae.model_dir_lock`)
+- One writer per `model_dir`: the chief holds its training lock (`vae_harness.model_dir_lock`)
   while it trains; a second run there raises `ModelDirBusy` before restoring anything.
 - SIGINT/SIGTERM: the step under way finishes, a checkpoint is saved at that step and
   `TrainingInterrupted` is raised (a second signal acts as usual).
@@ -39,11 +39,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfp_iaf import _checks
-from tfp_iaf._keras import tf_keras
-from tfp_iaf.vae.checkpoints import Checkpoints, CheckpointWriteError
-from tfp_iaf.vae.model_dir_lock import hold
-from tfp_iaf.vae.stops import (
+from tfp_iaf import _checks, tf_keras
+from vae_harness.checkpoints import Checkpoints, CheckpointWriteError
+from vae_harness.model_dir_lock import hold
+from vae_harness.stops import (
     CheckpointSaveFailed,
     TrainingDiverged,
     TrainingInterrupted,
@@ -231,47 +230,8 @@ def _train(
     tensorboard_every, verbose, callbacks, use_averages, settings,
 ) -> TrainResult:  # fmt: skip
     """`train`, its arguments checked and the `model_dir` held."""
-    with model.distribute_strategy.scope():
-        if not model.built:  # in the scope: the variables must be the strategy's
-            model(next(iter(dataset)))
-        # Built now, so that a checkpoint restores the optimizer's state (and weight averages)
-        # at once, even when no step is left to train.
-        model.optimizer.build(model.trainable_variables)
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    seconds_var = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
-    store = Checkpoints.for_model(
-        model, model_dir, settings, step=step_var, train_seconds=seconds_var
-    )
-    latest = store.restore_newest()
-    initial_step, initial_seconds = int(step_var.numpy()), float(seconds_var.numpy())
-    if latest and initial_step <= num_steps:
-        logging.info("Resumed from step %d of %d (%s).", initial_step, num_steps, latest)
-    elif initial_step > num_steps:
-        logging.warning(
-            "%s is at step %d, past `num_steps`=%d.", model_dir, initial_step, num_steps
-        )
-    start, saved = time.time(), [initial_step]
-    last_save = [time.monotonic()]
-
-    def due(step: int) -> bool:
-        if step % save_every == 0:
-            return True
-        waited = time.monotonic() - last_save[0]
-        return save_every_seconds is not None and waited >= save_every_seconds
-
-    def save(step: int) -> str:
-        last_save[0] = time.monotonic()
-        step_var.assign(step)
-        seconds_var.assign(initial_seconds + time.time() - start)
-        try:
-            path = store.save(step)
-        except CheckpointWriteError as e:
-            raise CheckpointSaveFailed(
-                f"Training stopped at step {step} of {num_steps}: {e}.", step, store.latest
-            ) from e
-        saved.append(step)
-        return path
-
+    store = _restored(model, dataset, model_dir, settings, num_steps)
+    run = _Run(store, num_steps, save_every, save_every_seconds)
     all_callbacks = tf_keras.callbacks.CallbackList(
         [
             *_tensorboard(os.path.join(model_dir, "tensorboard"), tensorboard_every),
@@ -285,56 +245,145 @@ def _train(
         steps=steps_per_epoch,
     )
     history = next(c for c in all_callbacks if isinstance(c, tf_keras.callbacks.History))
-    progbar = [c for c in all_callbacks if isinstance(c, tf_keras.callbacks.ProgbarLogger)]
+    logs = _epochs(run, model, dataset, all_callbacks, steps_per_epoch)
+    if run.step != run.saved:
+        run.save()
+    all_callbacks.on_train_end(dict(logs))
+    if use_averages:
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+    total = float(store.train_seconds.numpy())  # as saved with the last checkpoint
+    return TrainResult(
+        history, run.initial_step, run.step, total, total - run.initial_seconds, store.latest
+    )
+
+
+def _restored(
+    model: tf_keras.Model,
+    dataset: tf.data.Dataset,
+    model_dir: str,
+    settings: Mapping[str, Any] | None,
+    num_steps: int,
+) -> Checkpoints:
+    """The run's checkpoints, the newest intact one restored into `model` (built if it is not)."""
+    with model.distribute_strategy.scope():
+        if not model.built:  # in the scope: the variables must be the strategy's
+            model(next(iter(dataset)))
+        # Built now, so that a checkpoint restores the optimizer's state (and weight averages)
+        # at once, even when no step is left to train.
+        model.optimizer.build(model.trainable_variables)
+    store = Checkpoints.for_run(model, model_dir, settings)
+    latest = store.restore_newest()
+    step = int(store.step.numpy())
+    if latest and step <= num_steps:
+        logging.info("Resumed from step %d of %d (%s).", step, num_steps, latest)
+    elif step > num_steps:
+        logging.warning("%s is at step %d, past `num_steps`=%d.", model_dir, step, num_steps)
+    return store
+
+
+class _Run:
+    """A training run between two steps: its checkpoints, the step reached, the last save."""
+
+    def __init__(
+        self,
+        store: Checkpoints,
+        num_steps: int,
+        save_every: int,
+        save_every_seconds: float | None,
+    ):
+        self.store, self.num_steps = store, num_steps
+        self.save_every, self.save_every_seconds = save_every, save_every_seconds
+        self.initial_step = self.step = self.saved = int(store.step.numpy())
+        self.initial_seconds = float(store.train_seconds.numpy())
+        self.start, self.last_save = time.time(), time.monotonic()
+
+    def due(self) -> bool:
+        """A checkpoint is due: each `save_every` steps, or `save_every_seconds` after the last."""
+        if self.step % self.save_every == 0:
+            return True
+        waited = time.monotonic() - self.last_save
+        return self.save_every_seconds is not None and waited >= self.save_every_seconds
+
+    def save(self) -> str:
+        """A checkpoint of the step reached, with the training time of all runs; its path."""
+        self.last_save = time.monotonic()
+        self.store.step.assign(self.step)
+        self.store.train_seconds.assign(self.initial_seconds + time.time() - self.start)
+        try:
+            path = self.store.save(self.step)
+        except CheckpointWriteError as e:
+            raise CheckpointSaveFailed(
+                f"Training stopped at step {self.step} of {self.num_steps}: {e}.",
+                self.step,
+                self.store.latest,
+            ) from e
+        self.saved = self.step
+        return path
+
+
+def _epochs(
+    run: _Run,
+    model: tf_keras.Model,
+    dataset: tf.data.Dataset,
+    callbacks: tf_keras.callbacks.CallbackList,
+    steps_per_epoch: int,
+) -> dict:
+    """Trains epoch by epoch up to `run.num_steps` (or `model.stop_training`); the last logs."""
     strategy = model.distribute_strategy
     with strategy.scope():
         iterator = iter(strategy.experimental_distribute_dataset(dataset))
     train_function = model.make_train_function()
-    model._train_counter.assign(initial_step)  # TensorBoard's step
+    model._train_counter.assign(run.step)  # TensorBoard's step
     model.stop_training = False
-    step, logs = initial_step, {}
-    all_callbacks.on_train_begin()
+    progbar = [c for c in callbacks if isinstance(c, tf_keras.callbacks.ProgbarLogger)]
+    logs = {}
+    callbacks.on_train_begin()
     with _StopSignals() as stop:
-        while step < num_steps and not model.stop_training:
-            epoch, batch = divmod(step, steps_per_epoch)
+        while run.step < run.num_steps and not model.stop_training:
+            epoch, batch = divmod(run.step, steps_per_epoch)
             for bar in progbar:  # a budget that ends within this epoch ends its bar there too
-                bar.target = min(steps_per_epoch, num_steps - epoch * steps_per_epoch)
-            all_callbacks.on_epoch_begin(epoch)
-            while batch < steps_per_epoch and step < num_steps and not model.stop_training:
-                all_callbacks.on_train_batch_begin(batch)
-                logs = _to_numpy(train_function(iterator))
-                step += 1
-                bad = _non_finite(logs)
-                save_now = due(step)
-                if not bad and save_now:
-                    # A finite loss can come with non-finite weights: check them before saving.
-                    bad = _non_finite_weights(model)
-                if bad:
-                    last = store.latest
-                    raise TrainingDiverged(
-                        f"Training diverged at step {step}: {', '.join(bad)}; the last good "
-                        f"checkpoint is {last or 'none'}.",
-                        step,
-                        last,
-                    )
-                if save_now:
-                    save(step)
-                all_callbacks.on_train_batch_end(batch, logs)
+                bar.target = min(steps_per_epoch, run.num_steps - epoch * steps_per_epoch)
+            callbacks.on_epoch_begin(epoch)
+            while batch < steps_per_epoch and run.step < run.num_steps and not model.stop_training:
+                callbacks.on_train_batch_begin(batch)
+                logs = _one_step(run, model, train_function, iterator)
+                callbacks.on_train_batch_end(batch, logs)
                 batch += 1
                 if stop.signum is not None:
-                    path = save(step) if saved[-1] != step else store.latest
-                    raise TrainingInterrupted(
-                        f"Interrupted ({signal.Signals(stop.signum).name}) at step {step} of "
-                        f"{num_steps}; saved the checkpoint {path}.",
-                        step,
-                        path,
-                        stop.signum,
-                    )
-            all_callbacks.on_epoch_end(epoch, dict(logs))
-    if step != saved[-1]:
-        save(step)
-    all_callbacks.on_train_end(dict(logs))
-    if use_averages:
-        model.optimizer.finalize_variable_values(model.trainable_variables)
-    total = float(seconds_var.numpy())  # as saved with the last checkpoint
-    return TrainResult(history, initial_step, step, total, total - initial_seconds, store.latest)
+                    _interrupted(run, stop.signum)
+            callbacks.on_epoch_end(epoch, dict(logs))
+    return logs
+
+
+def _one_step(run: _Run, model: tf_keras.Model, train_function, iterator) -> dict:
+    """One training step, then the checkpoint if one is due; stops at a non-finite quantity."""
+    logs = _to_numpy(train_function(iterator))
+    run.step += 1
+    bad = _non_finite(logs)
+    save_now = run.due()
+    if not bad and save_now:
+        # A finite loss can come with non-finite weights: check them before saving.
+        bad = _non_finite_weights(model)
+    if bad:
+        last = run.store.latest
+        raise TrainingDiverged(
+            f"Training diverged at step {run.step}: {', '.join(bad)}; the last good "
+            f"checkpoint is {last or 'none'}.",
+            run.step,
+            last,
+        )
+    if save_now:
+        run.save()
+    return logs
+
+
+def _interrupted(run: _Run, signum: int) -> None:
+    """Saves the step reached (unless saved already) and raises `TrainingInterrupted`."""
+    path = run.save() if run.saved != run.step else run.store.latest
+    raise TrainingInterrupted(
+        f"Interrupted ({signal.Signals(signum).name}) at step {run.step} of {run.num_steps}; "
+        f"saved the checkpoint {path}.",
+        run.step,
+        path,
+        signum,
+    )

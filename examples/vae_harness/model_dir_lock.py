@@ -22,7 +22,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from tfp_iaf.vae.checkpoint_files import ModelDirError
+from vae_harness.checkpoint_files import ModelDirError
 
 try:
     import fcntl

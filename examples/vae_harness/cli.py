@@ -21,9 +21,9 @@ from typing import Any
 import tensorflow as tf
 from absl import logging
 
-from tfp_iaf.vae.checkpoints import CheckpointError, ModelDirError
-from tfp_iaf.vae.data import DatasetUnavailableError
-from tfp_iaf.vae.stops import EvaluationInterrupted, TrainingInterrupted, TrainingStopped
+from vae_harness.checkpoints import CheckpointError, ModelDirError
+from vae_harness.data import DatasetUnavailableError
+from vae_harness.stops import EvaluationInterrupted, TrainingInterrupted, TrainingStopped
 
 __all__ = ["EXPECTED_FAILURES", "run_or_exit"]
 

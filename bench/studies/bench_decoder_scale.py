@@ -11,7 +11,7 @@ Data: CIFAR-10 cannot be downloaded here, so the images are random 32x32 crops o
 photograph that ships with matplotlib (`grace_hopper.jpg`), training and held-out crops drawn
 with different seeds from the same photograph.
 
-    python bench/bench_decoder_scale.py --steps=150 --eval_every=25 --seeds=0,1
+    python -m bench.studies.bench_decoder_scale --steps=150 --eval_every=25 --seeds=0,1
 
 Results and the command: docs/benchmarks_decoder_scale.md.
 """
@@ -21,12 +21,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import resnet_runs  # bench/resnet_runs.py
 import tensorflow as tf
 from absl import app, flags
-from photos import grace_hopper_crops  # bench/photos.py
 
-from tfp_iaf import vae
+import vae_harness
+from bench import resnet_runs
+from bench.photos import grace_hopper_crops
 from tfp_iaf.vae.resnet_vae import DECODER_SCALE_INITS
 
 flags.DEFINE_float("learning_rate", 2e-3, "Adamax learning rate (the example's default).")
@@ -47,7 +47,7 @@ def run(init: str, seed: int, test: tf.Tensor) -> dict[int, tuple[float, float]]
     model = resnet_runs.make_model(
         data[: FLAGS.batch_size],
         seed=seed,
-        optimizer=vae.make_optimizer(FLAGS.learning_rate, None),
+        optimizer=vae_harness.make_optimizer(FLAGS.learning_rate, None),
         hidden_size=FLAGS.hidden_size,
         z_size=FLAGS.z_size,
         decoder_scale_init=init,

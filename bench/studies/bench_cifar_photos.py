@@ -9,7 +9,7 @@ seen in training. Crops are at the photos' own resolution, so they are smoother 
 downsampled scenes: the bits/dim here are not CIFAR-10 numbers.
 
     pip install -e ".[bench]"   # scikit-image, for its sample photographs
-    python bench/bench_cifar_photos.py --num_steps=400 --model_dir=/tmp/photos \
+    python -m bench.studies.bench_cifar_photos --num_steps=400 --model_dir=/tmp/photos \
         --output=docs/benchmarks_cifar_photos.md
 
 Every example flag can be given (e.g. `--decoder_scale_init=zero` for the authors' start); the
@@ -26,10 +26,12 @@ import time
 import matplotlib.cbook
 import matplotlib.image
 import numpy as np
-import report as report_lib  # bench/report.py
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import app, flags
+
+import vae_harness
+from bench import report as report_lib
 
 example = report_lib.load_example("cifar10_vae")  # defines the example's flags
 
@@ -127,7 +129,7 @@ def main(argv):
     with tfds.testing.mock_data(
         num_examples=len(splits["train"]), as_dataset_fn=as_dataset_fn(splits)
     ):
-        results = example.run_or_exit(lambda: example.train_and_evaluate(config))
+        results = vae_harness.run_or_exit(lambda: example.train_and_evaluate(config))
     text = report(results, time.time() - start)
     print(text)
     if FLAGS.output:

@@ -5,7 +5,7 @@
   correction, `eps = 1e-8` inside the maximum), for the paper preset.
 - The weight average's decay at update n is `min(d, (1 + n) / (10 + n))`, as in
   `tf.train.ExponentialMovingAverage` with `num_updates`, so after a short run the averages are
-  not stuck near the random init. `tfp_iaf.vae.train` ends by swapping them in.
+  not stuck near the random init. `vae_harness.train` ends by swapping them in.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 
 import tensorflow as tf
 
-from tfp_iaf._keras import tf_keras
+from tfp_iaf import tf_keras
 
 __all__ = ["OPTIMIZERS", "make_optimizer"]
 

@@ -1,9 +1,9 @@
 """The absl flags of the VAE examples: the ones they share, their checks, and their dataclass.
 
 - `define_experiment_flags(__name__, ...)`: defines the training and evaluation flags every
-  example has (the settings `tfp_iaf.vae.run_experiment` reads, and `--optimizer`,
+  example has (the settings `vae_harness.run_experiment` reads, and `--optimizer`,
   `--preset`, `--strategy`, `--mixed_precision`, `--jit_compile`, `--verbose`, and `--mode`
-  and `--temperature`, which `tfp_iaf.vae.trained` reads), with the example's own defaults,
+  and `--temperature`, which `vae_harness.trained` reads), with the example's own defaults,
   filed under the example's module, and registers their parse-time checks
   (`register_flag_validators`). The example then defines only its model's flags.
 - `flags_config(__name__)` turns the flags a module defined into a dataclass (one field per
@@ -67,6 +67,16 @@ def define_experiment_flags(
     if module_name == "__main__":  # where absl files a script's own flags
         module_name = sys.argv[0]
     define = {"flag_values": flag_values, "module_name": module_name}
+    _define_training_flags(define, batch_size, default_epochs, ema_momentum)
+    _define_run_flags(define, dataset, model_dir, mixed_precision_help)
+    _define_evaluation_flags(define, importance_chunk, eval_batch_size)
+    register_flag_validators(flag_values)
+
+
+def _define_training_flags(
+    define: dict, batch_size: int, default_epochs: int, ema_momentum: float
+) -> None:
+    """The budget, the optimizer and the preset."""
     flags.DEFINE_integer("batch_size", batch_size, "Global training batch size.", **define)
     flags.DEFINE_integer(
         "epochs",
@@ -89,12 +99,18 @@ def define_experiment_flags(
         "optimizer",
         "adamax",
         ["adamax", "reference"],
-        "Keras Adamax, or the authors' (no bias correction; see tfp_iaf.vae.make_optimizer).",
+        "Keras Adamax, or the authors' (no bias correction; see vae_harness.make_optimizer).",
         **define,
     )
     flags.DEFINE_string(
         "preset", None, "A named configuration (--preset=list shows them).", **define
     )
+
+
+def _define_run_flags(
+    define: dict, dataset: str, model_dir: str, mixed_precision_help: str
+) -> None:
+    """Where the data and the run's files are, how often it saves, how its steps run."""
     flags.DEFINE_string(
         "data_dir", None, f"tfds data directory holding a prepared copy of {dataset}.", **define
     )
@@ -116,6 +132,10 @@ def define_experiment_flags(
     )
     flags.DEFINE_bool("mixed_precision", False, mixed_precision_help, **define)
     flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.", **define)
+
+
+def _define_evaluation_flags(define: dict, importance_chunk: int, eval_batch_size: int) -> None:
+    """The evaluation, the seed, the mode (train, evaluate, sample) and the error output."""
     flags.DEFINE_integer(
         "num_importance_samples", 128, "k of the importance-sampled log p(x).", **define
     )
@@ -149,7 +169,6 @@ def define_experiment_flags(
         "another configuration), the traceback too, not only the one-line message.",
         **define,
     )
-    register_flag_validators(flag_values)
 
 
 class FlagsConfig:

@@ -2,8 +2,9 @@
 
 A checkpoint `ckpt-N` (N: the step) is TensorFlow's `ckpt-N.index` and `ckpt-N.data-*` files and
 the fingerprint `ckpt-N.json`, in `model_dir/checkpoints` with TF's `checkpoint` state file; how
-those files are named, verified and written: `tfp_iaf.vae.checkpoint_files`.
+those files are named, verified and written: `vae_harness.checkpoint_files`.
 
+- Layout: `Checkpoints.for_run` (what a checkpoint holds, where it is).
 - Finding: the files present, newest (highest step) first. The state file is written for TF's
   tools (`tf.train.latest_checkpoint`) but not trusted; it is rewritten when it is missing,
   corrupt or names another checkpoint than the one restored.
@@ -11,7 +12,7 @@ those files are named, verified and written: `tfp_iaf.vae.checkpoint_files`.
   tensor) and the fingerprint file parses. A resume restores the newest intact checkpoint,
   naming the damaged ones it passed over, and refuses, naming them all, when none is intact
   (a fresh start would soon rotate the older files away).
-- Fingerprint (`tfp_iaf.vae.fingerprint`): a resume from a checkpoint of another fingerprint is
+- Fingerprint (`vae_harness.fingerprint`): a resume from a checkpoint of another fingerprint is
   refused, naming the fields that differ. A checkpoint without its fingerprint file is compared
   with the newest readable fingerprint of the directory (the same run's older checkpoints);
   where there is none at all (written before fingerprints), only its variables' shapes are
@@ -40,9 +41,9 @@ from typing import Any
 import tensorflow as tf
 from absl import logging
 
+from tfp_iaf import tf_keras
 from tfp_iaf._fingerprint import FingerprintMismatch
-from tfp_iaf._keras import tf_keras
-from tfp_iaf.vae.checkpoint_files import (
+from vae_harness.checkpoint_files import (
     STATE_FILE,
     ModelDirError,
     atomic_write,
@@ -52,13 +53,14 @@ from tfp_iaf.vae.checkpoint_files import (
     remove_checkpoint,
     verify,
 )
-from tfp_iaf.vae.fingerprint import RESUMABLE_SETTINGS, differences, fingerprint
+from vae_harness.fingerprint import RESUMABLE_SETTINGS, differences, fingerprint
 
 __all__ = [
     "CheckpointError",
     "CheckpointWriteError",
     "Checkpoints",
     "ModelDirError",
+    "checkpoint_dir",
     "check_writable",
     "verify",
 ]
@@ -107,31 +109,56 @@ class Checkpoints:
         self.fingerprint, self.max_to_keep = fingerprint, max_to_keep
         self.may_differ = frozenset(may_differ)
         self.latest: str | None = None  # the newest checkpoint known intact
+        # A run's counters (`for_run`), restored and saved with the rest.
+        self.step: tf.Variable | None = None
+        self.train_seconds: tf.Variable | None = None
         self._intact: set[int] = set()  # steps in `write_dir` known intact
 
     @classmethod
-    def for_model(
+    def for_run(
         cls,
         model: tf_keras.Model,
         model_dir: str,
         settings: Mapping[str, Any] | None = None,
-        **variables: tf.Variable,
+        *,
+        purpose: str = "training",
+        may_differ: Collection[str] = (),
     ) -> Checkpoints:
-        """The checkpoints of `model`, its optimizer and `variables` in `model_dir/checkpoints`,
-        fingerprinted by `fingerprint(model, settings)`.
+        """The checkpoints of a run in `model_dir`: the one place that knows their layout.
 
-        Multi-worker (TF's documented pattern): every worker restores the chief's checkpoint
-        and takes part in every save (saving may run collectives), but only the chief writes to
-        `model_dir`; the others write to a temporary directory, removed when the process exits.
+        A checkpoint holds `model`, `optimizer` (`model.optimizer`: its state and weight
+        averages), `step` (the steps trained) and `train_seconds` (the training time of all
+        runs), in `checkpoint_dir(model_dir)`, fingerprinted by `fingerprint(model, settings)`.
+        The store's `step` and `train_seconds` are those two variables: a restore sets them, a
+        save writes them.
+
+        To train (`purpose="training"`), multi-worker as TF documents it: every worker restores
+        the chief's checkpoint and takes part in every save (saving may run collectives), but
+        only the chief writes to `model_dir`; the others write to a temporary directory, removed
+        when the process exits. To evaluate or sample, nothing is written (nor TF's state file
+        rewritten by `restore_newest`).
         """
-        directory = write_dir = os.path.join(model_dir, "checkpoints")
-        if not model.distribute_strategy.extended.should_checkpoint:
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
+        checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=model.optimizer, step=step, train_seconds=seconds
+        )
+        directory = write_dir = checkpoint_dir(model_dir)
+        if purpose != "training":
+            write_dir = os.devnull
+        elif not model.distribute_strategy.extended.should_checkpoint:
             write_dir = tempfile.mkdtemp(prefix="tfp_iaf_worker_")
             atexit.register(shutil.rmtree, write_dir, ignore_errors=True)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, **variables)
-        return cls(
-            checkpoint, directory, write_dir=write_dir, fingerprint=fingerprint(model, settings)
+        store = cls(
+            checkpoint,
+            directory,
+            write_dir=write_dir,
+            fingerprint=fingerprint(model, settings),
+            may_differ=may_differ,
+            purpose=purpose,
         )
+        store.step, store.train_seconds = step, seconds
+        return store
 
     def restore_newest(self) -> str | None:
         """Restores the newest intact checkpoint; its path, or None when there is none at all.
@@ -308,6 +335,11 @@ class Checkpoints:
                 self.latest,
             )
         atomic_write(path, text)
+
+
+def checkpoint_dir(model_dir: str) -> str:
+    """Where the checkpoints of a run in `model_dir` are: `model_dir/checkpoints`."""
+    return os.path.join(model_dir, "checkpoints")
 
 
 def _use(purpose: str) -> str:

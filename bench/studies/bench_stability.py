@@ -9,7 +9,7 @@ largest |z| and |h| each stochastic layer produced, which shows where the blow-u
 Data: CIFAR-10 cannot be downloaded here, so the images are random 32x32 crops of the natural
 photograph that ships with matplotlib (`grace_hopper.jpg`): real image statistics, no download.
 
-    python bench/bench_stability.py --learning_rate=0.01 --iaf=gated,affine --clip_norm=0 \
+    python -m bench.studies.bench_stability --learning_rate=0.01 --iaf=gated,affine --clip_norm=0 \
         --seeds=0,1,2,3,4,5 --probe
 
 Results and the commands: docs/benchmarks_stability.md.
@@ -22,10 +22,11 @@ import time
 import matplotlib.cbook
 import matplotlib.image
 import numpy as np
-import resnet_runs  # bench/resnet_runs.py
 import tensorflow as tf
 from absl import app, flags
 
+import vae_harness
+from bench import resnet_runs
 from tfp_iaf import vae
 
 flags.DEFINE_float("learning_rate", 0.01, "Adamax learning rate.")
@@ -80,7 +81,7 @@ def run(gated: bool, clip_norm: float | None, seed: int) -> None:
     model = resnet_runs.make_model(
         next(crops(FLAGS.batch_size, seed + 1)),
         seed=seed,
-        optimizer=vae.make_optimizer(FLAGS.learning_rate, None, clip_norm),
+        optimizer=vae_harness.make_optimizer(FLAGS.learning_rate, None, clip_norm),
         hidden_size=FLAGS.hidden_size,
         z_size=FLAGS.z_size,
         iaf_steps=FLAGS.iaf_steps,

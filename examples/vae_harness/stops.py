@@ -1,6 +1,6 @@
-"""Why a run stopped early: what `tfp_iaf.vae.train` raises, and an interrupted evaluation.
+"""Why a run stopped early: what `vae_harness.train` raises, and an interrupted evaluation.
 
-Apart from the loop, so that what reports them (`tfp_iaf.vae.cli`) need not import it.
+Apart from the loop, so that what reports them (`vae_harness.cli`) need not import it.
 """
 
 from __future__ import annotations
