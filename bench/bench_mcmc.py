@@ -25,8 +25,8 @@ seconds (the sampling call, compilation included; the fit's separately) and the 
 per second of both. Then per seed the ratio of NeuTra's ESS per gradient over each plain NUTS's,
 without and with the fit's gradients.
 
-    python bench/bench_mcmc.py                          # docs/benchmarks_mcmc.md's tables
-    python bench/bench_mcmc.py --targets=NealsFunnel --seeds=1    # a quick look
+    python -m bench.bench_mcmc                          # docs/benchmarks_mcmc.md's tables
+    python -m bench.bench_mcmc --targets=NealsFunnel --seeds=1    # a quick look
 
 Results are kept per (target, method, seed) in `--work_dir`, so a rerun resumes.
 """
@@ -42,7 +42,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from absl import app, flags
 from inference_gym import using_tensorflow as gym
-from report import date_and_machine, load_run, save_run  # bench/report.py
+from bench.report import date_and_machine, load_run, save_run
 
 from tfp_iaf import mcmc, vi
 

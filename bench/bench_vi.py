@@ -30,8 +30,8 @@ and a summary: per target, tfp_iaf's mean ELBO minus the best TFP surrogate's (a
 finite in every seed), tfp_iaf's finite runs and its k-hat.
 - milliseconds per training step (median over seeds, after the first `WARMUP` steps).
 
-    python bench/bench_vi.py                       # the table of docs/benchmarks_vi.md
-    python bench/bench_vi.py --seeds=1 --steps=200 --targets=EightSchools   # a quick look
+    python -m bench.bench_vi                       # the table of docs/benchmarks_vi.md
+    python -m bench.bench_vi --seeds=1 --steps=200 --targets=EightSchools   # a quick look
 
 Results are kept per (target, method, seed) in `--work_dir`, so a rerun resumes.
 """
@@ -46,7 +46,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from absl import app, flags
 from inference_gym import using_tensorflow as gym
-from report import date_and_machine, load_run, save_run  # bench/report.py
+from bench.report import date_and_machine, load_run, save_run
 
 from tfp_iaf import vi
 from tfp_iaf.vi import structure
@@ -77,6 +77,15 @@ VARIANTS = {
     "tfp_iaf_standard": {"parametrization": "standard"},
     "tfp_iaf_scale_1": {"initial_scale": 1.0},
     "tfp_iaf_standard_scale_1": {"parametrization": "standard", "initial_scale": 1.0},
+    # The neural-spline step (issue 33, docs/benchmarks_flows.md) in place of the affine one.
+    "tfp_iaf_spline": {"transform": "spline"},
+    # The spline inside the affine step: `y = sigma (s(x) + a)`.
+    "tfp_iaf_spline_affine": {
+        "transform": {
+            "kind": "composed",
+            "parts": ["spline", {"kind": "affine", "log_scale_bound": None, "scaled_shift": True}],
+        }
+    },
 }
 WARMUP = 20
 
