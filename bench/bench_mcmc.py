@@ -42,8 +42,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from absl import app, flags
 from inference_gym import using_tensorflow as gym
-from bench.report import date_and_machine, load_run, save_run
 
+from bench.report import date_and_machine, load_run, save_run
 from tfp_iaf import mcmc, vi
 
 tfd = tfp.distributions

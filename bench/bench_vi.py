@@ -46,8 +46,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from absl import app, flags
 from inference_gym import using_tensorflow as gym
-from bench.report import date_and_machine, load_run, save_run
 
+from bench.report import date_and_machine, load_run, save_run
 from tfp_iaf import vi
 from tfp_iaf.vi import structure
 
@@ -77,7 +77,7 @@ VARIANTS = {
     "tfp_iaf_standard": {"parametrization": "standard"},
     "tfp_iaf_scale_1": {"initial_scale": 1.0},
     "tfp_iaf_standard_scale_1": {"parametrization": "standard", "initial_scale": 1.0},
-    # The neural-spline step (issue 33, docs/benchmarks_flows.md) in place of the affine one.
+    # The neural-spline step in place of the affine one (docs/benchmarks_flows.md).
     "tfp_iaf_spline": {"transform": "spline"},
     # The spline inside the affine step: `y = sigma (s(x) + a)`.
     "tfp_iaf_spline_affine": {

@@ -47,6 +47,7 @@ CHECKLIST_UPDATES = ("affine", "gated", "spline")
 # transform after the first two meets the checklist at the largest only (the spline's 8 cases
 # instead of 24 save about a minute of the suite).
 TRANSFORM_ONLY_BATCHES = ((2, 3),)
+FULL_SPREAD_UPDATES = (None, "affine", "gated")
 EVENT, CONTEXT, CONV_CONTEXT = 4, 3, 2
 
 
@@ -250,7 +251,7 @@ def checklist_cases(kinds: Sequence[str]) -> list[tuple[Config, tuple[int, ...],
             for case in itertools.product(
                 [u],
                 [False, True],
-                BATCHES if u in (None, *CHECKLIST_UPDATES[:2]) else TRANSFORM_ONLY_BATCHES,
+                BATCHES if u in FULL_SPREAD_UPDATES else TRANSFORM_ONLY_BATCHES,
                 DTYPES,
             )
         ):
