@@ -95,7 +95,9 @@ def cliff(z):
 def test_backtracking_retakes_a_stretch_that_overshot_into_nan_with_smaller_steps():
     """Without backtracking the fit overshoots past the cliff and stops there; with it (the
     default) it goes back to the anchor, halves its steps and ends near the target."""
-    kwargs = dict(sample_size=8, seed=(1, 2), check=False)
+    # The last step's values: at the averaged ones the surrogate is closer to the target, whose
+    # mass past the cliff (8.6e-4) its 2,000 samples below then reach.
+    kwargs = dict(sample_size=8, seed=(1, 2), check=False, average_last=0.0)
     with pytest.raises(vi.FitDiverged):
         vi.fit_surrogate_posterior(
             cliff, small_surrogate_at(0.1), tf.optimizers.Adam(0.1), 300, backtrack_after=None,
@@ -176,11 +178,12 @@ def test_an_update_that_overflows_is_undone(jit_compile):
 
 
 def test_a_finite_fit_is_tfps_fit():
-    """Same seeds, same steps: the losses and variables of `tfp.vi.fit_surrogate_posterior`."""
+    """Same seeds, same steps: the losses of `tfp.vi.fit_surrogate_posterior`, and its variables
+    without the tail averaging."""
     target = tfd.MultivariateNormalDiag([1.0, -1.0], [0.5, 2.0]).log_prob
     ours, theirs = small_surrogate(), small_surrogate()
     losses = vi.fit_surrogate_posterior(
-        target, ours, tf.optimizers.Adam(0.05), 20, sample_size=4, seed=(3, 4)
+        target, ours, tf.optimizers.Adam(0.05), 20, sample_size=4, seed=(3, 4), average_last=0
     )
     expected = tfp.vi.fit_surrogate_posterior(
         target, theirs, tf.optimizers.Adam(0.05), 20, sample_size=4, seed=(3, 4)
@@ -188,6 +191,53 @@ def test_a_finite_fit_is_tfps_fit():
     np.testing.assert_array_equal(losses, expected)
     for a, b in zip(ours.trainable_variables, theirs.trainable_variables, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def trace_parameters(quantities):
+    return quantities.parameters
+
+
+@JIT
+@pytest.mark.parametrize("average_last, averaged", [(0.25, 5), (0.0, 0), (1.0, 20), (0.01, 0)])
+def test_the_variables_end_at_the_mean_of_the_last_steps_values(
+    average_last, averaged, jit_compile
+):
+    """The variables end at the mean of their values after each of the last
+    `round(average_last * num_steps)` steps (the last step's values when that is 0), and the
+    optimizer's state is the last step's."""
+    q, optimizer = small_surrogate(), tf.optimizers.Adam(0.05)
+    target = tfd.MultivariateNormalDiag([1.0, -1.0], [0.5, 2.0]).log_prob
+    trace = vi.fit_surrogate_posterior(
+        target, q, optimizer, 20, sample_size=4, seed=(3, 4), trace_fn=trace_parameters,
+        average_last=average_last, jit_compile=jit_compile,
+    )  # fmt: skip
+    for variable, values in zip(q.trainable_variables, trace, strict=True):
+        values = values.numpy()
+        expected = values[-averaged:].mean(0) if averaged else values[-1]
+        np.testing.assert_allclose(variable, expected, rtol=1e-6, atol=1e-7)
+        if averaged > 1:  # the mean is not one of the values
+            assert not np.allclose(variable, values[-1], rtol=1e-6, atol=1e-7)
+    assert int(optimizer.iterations) == 20
+
+
+def test_a_backtrack_starts_the_mean_afresh():
+    """The cliff makes the fit backtrack within the averaged tail: the variables end at the mean
+    of the values from the last backtrack on (the anchor it went back to, then the steps after
+    it), not of those before it, which walked into the cliff."""
+    q = small_surrogate_at(0.1)
+    losses, parameters = vi.fit_surrogate_posterior(
+        cliff, q, tf.optimizers.Adam(0.1), 300, sample_size=8, seed=(1, 2), check=False,
+        average_last=1.0, trace_fn=lambda t: (t.loss, t.parameters),
+    )  # fmt: skip
+    skipped = np.flatnonzero(np.isnan(losses))
+    runs = np.split(skipped, np.flatnonzero(np.diff(skipped) != 1) + 1)
+    # backtrack_after=5: the 5th, 10th, ... skip in a row goes back to the anchor, which that
+    # step's values are.
+    backtracks = [b for run in runs for b in run[4::5]]
+    assert backtracks, "the fit was meant to backtrack"
+    start = backtracks[-1]
+    for variable, values in zip(q.trainable_variables, parameters, strict=True):
+        np.testing.assert_allclose(variable, values.numpy()[start:].mean(0), rtol=1e-5, atol=1e-6)
 
 
 def stl_gradients(jit_compile):
@@ -255,6 +305,10 @@ def test_a_target_of_the_wrong_shape_is_named_before_fitting(event_shape, target
     [
         ({"num_steps": 0}, ValueError, r"`num_steps` must be a positive integer; got 0"),
         ({"sample_size": 0}, ValueError, r"`sample_size` must be a positive integer; got 0"),
+        ({"average_last": 1.5}, ValueError, r"`average_last` must be in \[0, 1\]; got 1.5"),
+        ({"average_last": -0.1}, ValueError, r"`average_last` must be in \[0, 1\]; got -0.1"),
+        ({"average_last": float("nan")}, ValueError, r"`average_last` must be a finite number"),
+        ({"average_last": "all"}, TypeError, r"`average_last` must be a finite number; got 'all'"),
         ({"sample_size": 2.0}, TypeError, r"`sample_size` must be a positive integer; got 2.0"),
         ({"importance_sample_size": 0}, ValueError, r"`importance_sample_size` must be a"),
         ({"max_consecutive_skips": 0}, ValueError, r"`max_consecutive_skips` must be a .*got 0"),

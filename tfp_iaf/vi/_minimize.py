@@ -9,6 +9,10 @@ go back to an anchor (their values at the start, refreshed every `ANCHOR_EVERY` 
 and every later update is scaled down by half again (each update's displacement, whatever the
 optimizer), the scale growing back to 1 by `RECOVERY` per applied step. Until a backtrack, the
 scale is 1 and no update is touched.
+
+With `average_from`, it also keeps the running mean of the variables' values after each step
+from that step on (Polyak-Ruppert tail averaging; a backtrack starts the mean afresh), and
+leaves the variables at that mean when the loop ends without stopping.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class GuardedResult(NamedTuple):
     backtracks: int  # how many times the run went back to its anchor
     last_applied_step: int  # -1 when no step was applied
     last_applied_loss: Any  # that step's loss; NaN when no step was applied
+    averaged_steps: int  # how many steps' values the variables were left at the mean of (0: none)
 
 
 def optimizer_state(optimizer, variables: Sequence[tf.Variable]) -> list:
@@ -100,9 +105,10 @@ def _apply(optimizer, grads, variables, state, scale) -> tf.Tensor:
     return tf.cond(finite, lambda: tf.cond(scale < 1.0, damp, lambda: tf.constant(True)), restore)
 
 
-def _make_step(loss_fn, variables, optimizer, trace_fn, backtrack_after):
+def _make_step(loss_fn, variables, optimizer, trace_fn, backtrack_after, average):
     """`step_fn(step, seed, skips) -> (loss, skipped, skips, backtracked, traced)`: one guarded
-    step (`skips`: skipped steps in a row before it, then counting it), traced once."""
+    step (`skips`: skipped steps in a row before it, then counting it), traced once. With
+    `average` (a `_TailAverage`), the step adds the variables' values after it to the mean."""
     ids = {id(v) for v in variables}
     state = list(variables) + [
         v for v in optimizer_state(optimizer, variables) if id(v) not in ids
@@ -150,11 +156,45 @@ def _make_step(loss_fn, variables, optimizer, trace_fn, backtrack_after):
         )
         with tf.control_dependencies([backtracked]):
             parameters = [tf.identity(v) for v in variables]
+        if average is not None:
+            with tf.control_dependencies([average.add(step, parameters, backtracked)]):
+                parameters = [tf.identity(p) for p in parameters]
         traced = trace_fn(FitTraceableQuantities(loss, grads, parameters, step, skipped))
         traced = tf.nest.map_structure(tf.convert_to_tensor, traced)
         return loss, skipped, skips, backtracked, traced
 
     return step_fn
+
+
+class _TailAverage:
+    """The running mean of the variables' values after each step from step `start` on."""
+
+    def __init__(self, variables, start: int):
+        self.start = start
+        self.means = [tf.Variable(tf.identity(v), trainable=False) for v in variables]
+        self.count = tf.Variable(0, trainable=False)
+
+    def add(self, step, values, backtracked) -> tf.Tensor:
+        """Adds `values` from step `start` on; a backtrack empties the mean (its steps led to
+        the divergence the fit went back from)."""
+        count = tf.where(backtracked, 0, self.count)
+        count = tf.where(step >= self.start, count + 1, count)
+        ops = [self.count.assign(count)]
+        for mean, value in zip(self.means, values, strict=True):
+            # count == 1: the mean is the value; count == 0: left as it is (unused).
+            weight = 1 / tf.cast(tf.maximum(count, 1), mean.dtype)
+            updated = mean + weight * (value - mean)
+            ops.append(mean.assign(tf.where(count > 0, updated, mean)))
+        with tf.control_dependencies(ops):
+            return tf.identity(count)
+
+    def assign_to(self, variables) -> int:
+        """Leaves `variables` at the mean; returns how many steps it is the mean of."""
+        count = int(self.count.numpy())
+        if count:
+            for variable, mean in zip(variables, self.means, strict=True):
+                variable.assign(mean)
+        return count
 
 
 def minimize_guarded(
@@ -168,6 +208,7 @@ def minimize_guarded(
     backtrack_after: int | None = None,
     jit_compile: bool = False,
     seed=None,
+    average_from: int | None = None,
 ) -> GuardedResult:
     """Runs up to `num_steps` guarded steps of `optimizer` on `loss_fn(seed)`, in one tf.function.
 
@@ -186,12 +227,19 @@ def minimize_guarded(
         further as many); None: never.
       jit_compile: compile the whole loop with XLA.
       seed: an int, a stateless seed or None.
+      average_from: with a step index, the variables end at the mean of their values after
+        each step from that one on (a backtrack restarts the mean), unless the loop stopped
+        after `max_consecutive_skips` skips; None: at the last step's values.
 
     Returns:
       A `GuardedResult`.
     """
     never = max_consecutive_skips + 1  # a backtrack it never reaches
-    step_fn = _make_step(loss_fn, list(variables), optimizer, trace_fn, backtrack_after or never)
+    variables = list(variables)
+    average = None if average_from is None else _TailAverage(variables, average_from)
+    step_fn = _make_step(
+        loss_fn, variables, optimizer, trace_fn, backtrack_after or never, average
+    )
     seed = tfp.random.sanitize_seed(seed, salt="minimize")
     specs = step_fn.get_concrete_function(
         tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.int32)
@@ -233,8 +281,11 @@ def minimize_guarded(
         return steps, skips, backtracks, last_step, last_loss, [a.stack() for a in arrays]
 
     steps, skips, backtracks, last_step, last_loss, stacked = run(seed)
-    steps = int(steps)
+    steps, skips = int(steps), int(skips)
     trace = tf.nest.pack_sequence_as(specs[4], [t[:steps] for t in stacked])
+    averaged = 0
+    if average is not None and skips < max_consecutive_skips:
+        averaged = average.assign_to(variables)
     return GuardedResult(
-        trace, steps, int(skips), int(backtracks), int(last_step), last_loss.numpy()
+        trace, steps, skips, int(backtracks), int(last_step), last_loss.numpy(), averaged
     )
