@@ -43,22 +43,26 @@ def fresh(t):
 def event_jacobian(fn, x, event_ndims: int):
     """Jacobian of `fn` w.r.t. `x` over the flattened event: `[N, E_out, E_in]`.
 
-    Forward mode, in one pass over `E_in` copies of `x`, copy `i` with the tangent `e_i`: the
-    same exact Jacobian as `tape.batch_jacobian` (exact zeros included), without the `pfor`
-    trace that costs `batch_jacobian` about half a second a call. `fn` must accept the extra
-    leading axis (batch shapes broadcast, as every bijector and network here does).
+    Reverse mode, in one forward and one backward pass over `E_out` copies of `x`, copy `i`
+    with the cotangent `e_i` on its output: row `i` of every batch member's Jacobian, the same
+    exact Jacobian as `tape.batch_jacobian` (exact zeros included), without the `pfor` trace
+    that costs `batch_jacobian` about half a second a call. (Forward mode, a
+    `ForwardAccumulator` over `E_in` copies, gives the same matrix but traces a JVP function
+    per op for every new flow: 0.3-2.8 s a call against 0.02-0.15 s, on the property
+    checklist's flows.) `fn` must accept the extra leading axis (batch shapes broadcast, as
+    every bijector and network here does).
     """
     rank = x.shape.rank
-    batch, event = x.shape[: rank - event_ndims], x.shape[rank - event_ndims :]
-    n, e = int(np.prod(batch)), int(np.prod(event))
-    copies = tf.broadcast_to(x, [e, *x.shape])
-    tangents = tf.reshape(
-        tf.broadcast_to(tf.eye(e, dtype=x.dtype)[:, None, :], [e, n, e]), copies.shape
-    )
-    with tf.autodiff.ForwardAccumulator(copies, tangents) as accumulator:
-        out = fn(copies)
-    columns = tf.reshape(accumulator.jvp(out), [e, n, -1])  # [E_in, N, E_out]
-    return tf.transpose(columns, [1, 2, 0]).numpy()
+    batch = x.shape[: rank - event_ndims]
+    n = int(np.prod(batch))
+    e_out = int(np.prod(fn(x[None]).shape[1 + len(batch) :]))  # one pass for the output's size
+    copies = tf.broadcast_to(x, [e_out, *x.shape])
+    with tf.GradientTape() as tape:
+        tape.watch(copies)
+        out = tf.reshape(fn(copies), [e_out, n, e_out])
+    cotangents = tf.broadcast_to(tf.eye(e_out, dtype=out.dtype)[:, None, :], out.shape)
+    rows = tape.gradient(out, copies, output_gradients=cotangents)
+    return tf.transpose(tf.reshape(rows, [e_out, n, -1]), [1, 0, 2]).numpy()  # [N, E_out, E_in]
 
 
 def forward_jacobian(bijector, x, kwargs):

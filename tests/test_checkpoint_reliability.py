@@ -82,6 +82,7 @@ def _wait_for_a_checkpoint(process, model_dir: Path, timeout: float = 180.0) -> 
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_a_second_run_in_a_model_dir_is_refused_and_the_first_keeps_its_checkpoints(
     tmp_path, caplog
 ):

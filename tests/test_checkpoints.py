@@ -68,6 +68,22 @@ def trained(trained_once, tmp_path):
     return tmp_path / "run"
 
 
+@pytest.fixture(scope="module")
+def trained_to_two_once(tmp_path_factory):
+    """A model_dir trained to step 2, saving every step: ckpt-1 and ckpt-2 are kept."""
+    model_dir = tmp_path_factory.mktemp("trained_to_two")
+    run(model_dir, num_steps=2, save_every=1)
+    return model_dir
+
+
+@pytest.fixture
+def trained_to_two(trained_to_two_once, tmp_path):
+    """A copy of `trained_to_two_once`, what `run(model_dir, num_steps=2, save_every=1)` leaves:
+    the tests that continue such a run share its first two steps (one run a module)."""
+    shutil.copytree(trained_to_two_once, tmp_path / "run")
+    return tmp_path / "run"
+
+
 def _flip_a_byte(path):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -165,17 +181,19 @@ KILLS = {  # where the kill lands in a save of step 3, and the step a rerun resu
 
 
 @pytest.mark.parametrize("kill", list(KILLS))
-def test_a_kill_during_a_save_leaves_the_previous_checkpoint_usable(tmp_path, monkeypatch, kill):
-    run(tmp_path, num_steps=2, save_every=1)
-    previous = files(tmp_path, 2)
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint_usable(
+    trained_to_two, monkeypatch, kill
+):
+    model_dir = trained_to_two
+    previous = files(model_dir, 2)
     inject, resumes_from = KILLS[kill]
     with monkeypatch.context() as patch:
         inject(patch)
         with pytest.raises(Killed):
-            run(tmp_path, num_steps=4, save_every=1)
-    assert files(tmp_path, 2) == previous
-    assert latest(tmp_path).endswith("ckpt-2")  # the state file never names a partial save
-    results = run(tmp_path, num_steps=4, save_every=1)
+            run(model_dir, num_steps=4, save_every=1)
+    assert files(model_dir, 2) == previous
+    assert latest(model_dir).endswith("ckpt-2")  # the state file never names a partial save
+    results = run(model_dir, num_steps=4, save_every=1)
     assert (results["resumed_from_step"], results["steps"]) == (resumes_from, 4)
 
 
@@ -188,9 +206,9 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint_usable(tmp_path, mo
     ids=["OSError", "OpError"],
 )
 def test_a_full_disk_stops_with_a_message_and_deletes_nothing(
-    tmp_path, monkeypatch, caplog, error
+    trained_to_two, monkeypatch, caplog, error
 ):
-    run(tmp_path, num_steps=2, save_every=1)
+    tmp_path = trained_to_two  # a model_dir trained to step 2
     kept = {step: files(tmp_path, step) for step in (1, 2)}
     results = (tmp_path / "results.json").read_text()
 
@@ -319,6 +337,7 @@ def _iaf_run(model_dir, gated, **config):
     )
 
 
+@pytest.mark.slow
 def test_a_resume_of_another_model_with_the_same_variables_is_refused_naming_the_fields(
     tmp_path,
 ):
@@ -343,6 +362,7 @@ def test_a_resume_of_another_model_with_the_same_variables_is_refused_naming_the
     assert (resumed["resumed_from_step"], resumed["steps"]) == (2, 3)
 
 
+@pytest.mark.slow
 def test_the_mnist_example_refuses_to_resume_an_affine_run_with_gated(tmp_path):
     tiny = dict(
         posterior="iaf", iaf_depth=1, iaf_width=40, context_size=4, model_dir=str(tmp_path),

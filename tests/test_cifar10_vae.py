@@ -84,6 +84,7 @@ class KillAt(tf_keras.callbacks.Callback):
             raise Killed()
 
 
+@pytest.mark.slow
 def test_two_steps_then_killed_run_resumes(cifar10_vae, tmp_path, monkeypatch):
     """Default strategy: killed after step 2 of 3, the same command continues from step 2."""
     grids = record_image_grids(monkeypatch)
@@ -106,6 +107,7 @@ def test_two_steps_then_killed_run_resumes(cifar10_vae, tmp_path, monkeypatch):
     assert _check_outputs(tmp_path, steps=3, grids=grids)["num_replicas"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "options",
     [
@@ -127,6 +129,7 @@ def test_two_steps_with_mixed_precision_xla_or_reference_metric(
     assert tf_keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
 
 
+@pytest.mark.slow
 def test_evaluate_and_sample_modes_restore_the_run(cifar10_vae, tmp_path, monkeypatch):
     """On a trained --model_dir: the run's evaluation again (the data-dependent init on the test
     batch is overwritten by the checkpoint), and a captioned grid at a temperature."""
@@ -162,6 +165,7 @@ with tfds.testing.mock_data(num_examples=8):
 """
 
 
+@pytest.mark.slow
 def test_two_steps_mirrored_on_two_logical_cpus(tmp_path):
     # Logical devices must be set before TensorFlow initialises: a fresh process.
     code = MIRRORED.format(examples=str(EXAMPLE.parent), model_dir=str(tmp_path), tiny=TINY)

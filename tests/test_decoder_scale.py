@@ -57,6 +57,7 @@ def test_global_is_the_scalar_and_pixel_adds_a_learned_offset_per_subpixel():
     np.testing.assert_allclose(log_px, tf.reduce_sum(expected, axis=[1, 2, 3]), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_pixel_scale_learns_where_the_images_are_predictable():
     """Left halves flat grey, right halves noise: the learned scale is tighter on the left."""
     rng = np.random.default_rng(0)

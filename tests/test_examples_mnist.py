@@ -46,6 +46,7 @@ def _check_outputs(model_dir: Path, results: dict, steps: int, grids: dict):
         assert list((model_dir / "tensorboard" / "train").iterdir())
 
 
+@pytest.mark.slow
 def test_static_mnist_diag_posterior_two_steps(mnist_vae, tmp_path, monkeypatch):
     grids = record_image_grids(monkeypatch)
     config = mnist_vae.Config(
@@ -62,6 +63,7 @@ def test_static_mnist_diag_posterior_two_steps(mnist_vae, tmp_path, monkeypatch)
     assert results["num_test_examples"] > 0  # mock data ignore the "test[:5]" slice
 
 
+@pytest.mark.slow
 def test_static_mnist_planar_posterior_two_steps(mnist_vae, tmp_path, monkeypatch):
     grids = record_image_grids(monkeypatch)
     config = mnist_vae.Config(
@@ -91,6 +93,7 @@ class WeightRecorder(tf_keras.callbacks.Callback):
         self.steps = int(self.model.optimizer.iterations)
 
 
+@pytest.mark.slow
 def test_dynamic_mnist_gated_iaf_from_flags_resumes(mnist_vae, tmp_path, monkeypatch, caplog):
     """Runs main() with flags, then again with a larger budget: it continues where it stopped."""
     grids = record_image_grids(monkeypatch)
@@ -159,6 +162,7 @@ def test_main_rejects_positional_arguments(mnist_vae):
         mnist_vae.main(["mnist_vae.py", "extra"])
 
 
+@pytest.mark.slow
 def test_evaluate_and_sample_modes_restore_the_run(mnist_vae, tmp_path, monkeypatch, caplog):
     """--mode=evaluate and --mode=sample on a trained --model_dir: no training, the run's
     averaged weights (T=1 draws training's samples.png), results beside results.json."""

@@ -19,6 +19,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 X = np.tile(np.eye(4, dtype=np.float32), (2, 1))
 
 
+@pytest.mark.slow
 def test_a_missing_dataset_ends_in_one_line_and_status_1(tmp_path):
     cmd = [
         sys.executable,
@@ -60,6 +61,7 @@ def test_a_model_dir_that_is_a_file_is_refused_before_any_work(tmp_path, caplog)
     assert "Plan:" not in caplog.text and path.read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_configuration_ends_in_one_line(tmp_path, caplog):
     run_tiny_experiment(tmp_path, X, num_steps=2)
     wider = np.tile(np.eye(5, dtype=np.float32), (2, 1))  # another decoder: other shapes
@@ -97,6 +99,7 @@ def test_a_run_announces_its_plan(tmp_path, caplog):
     assert raw < averaged < summary < text.index("Test, raw weights: ELBO")
 
 
+@pytest.mark.slow
 def test_evaluating_a_missing_model_dir_ends_in_one_line_and_creates_nothing(tmp_path):
     missing = tmp_path / "never_trained"
     cmd = [sys.executable, str(EXAMPLES / "mnist_vae.py"), f"--model_dir={missing}"]

@@ -126,6 +126,7 @@ def test_flow_layer_variables_share_storage_with_the_flow():
     np.testing.assert_array_equal(np.array(layer.weights[1]), 2.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", ["keras3", "tf_keras"])
 def test_subclassed_custom_train_step_trains_saves_and_restores(framework, tmp_path):
     x, _ = data()
@@ -182,6 +183,7 @@ def tf_keras_functional():
     return tf_keras.Model(x, [z, fldj])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", ["keras3", "tf_keras"])
 def test_functional_fit_trains_saves_and_restores(framework, tmp_path):
     x, y = data()

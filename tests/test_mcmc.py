@@ -81,6 +81,7 @@ def hmc(target_log_prob_fn, q):
     return mcmc.NeuTra(target_log_prob_fn, q, "hmc", step_size=0.3, num_leapfrog_steps=4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make_target", [gaussian, funnel])
 def test_neutra_leaves_the_target_invariant(make_target):
     target, mean, second = make_target()
@@ -94,6 +95,7 @@ class _NoLogDet(mcmc.NeuTra):
         return self.target_log_prob_fn(self.bijector.forward(base_state))
 
 
+@pytest.mark.slow
 def test_the_invariance_check_catches_a_kernel_without_the_log_det():
     target, mean, second = gaussian()
 
@@ -210,6 +212,7 @@ def test_bootstrap_from_a_model_value_inverts_the_flow():
     np.testing.assert_allclose(results.base_state, base, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_base_of_rank_two_with_a_mass_matrix():
     """A surrogate over `N(0, I)` on `[2, 2]` matrices: the states, the base states and the mass
     matrix keep the base's shape."""

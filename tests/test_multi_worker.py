@@ -16,6 +16,10 @@ import tensorflow_datasets as tfds
 
 from tests.examples_util import loaded_example
 
+# Two worker processes train both examples (75 s on 2 cores), which every test here reads: the
+# whole file is the `slow` tier's (`make test-slow`, run by CI).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 2
 # Tiny sizes; one evaluation batch of one importance sample (4 mock examples per split).

@@ -2,6 +2,7 @@
 random init, and results.json reports the raw weights' ELBO beside them."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import vae_harness as harness
@@ -12,6 +13,7 @@ from tfp_iaf import tf_keras
 X = (np.random.RandomState(0).rand(8, 64) < 0.3).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_sixty_steps_averaged_elbo_is_close_to_the_raw_one(tmp_path):
     batches = tf.data.Dataset.from_tensor_slices(X).batch(8)
     initial = harness.evaluate_model(tiny_vae(64, hidden=16), batches, 1, seed=0)

@@ -108,6 +108,7 @@ def _smoke_config(module, name, model_dir="unused"):
 SMOKE_RUNS = ["default", "table1_diag", "table1_d2_w320"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SMOKE_RUNS)
 def test_mnist_preset_two_steps(mnist_vae, name, tmp_path):
     config = _smoke_config(mnist_vae, name, str(tmp_path))

@@ -29,6 +29,7 @@ def _count(variables) -> int:
     return sum(int(np.prod(v.shape)) for v in variables)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["default", "paper"])
 def test_cifar_preset_two_steps(cifar10_vae, name, tmp_path):
     # The paper's sizes shrunk; its objective, optimiser, free-bits grouping and metric kept.
@@ -51,6 +52,7 @@ def test_cifar_preset_two_steps(cifar10_vae, name, tmp_path):
     assert sorted(cifar10_vae.PRESETS) == ["default", "paper"]
 
 
+@pytest.mark.slow
 def test_cifar_paper_preset_has_the_references_size(cifar10_vae, model_size):
     tf_keras.utils.set_random_seed(0)
     model = cifar10_vae.make_model(

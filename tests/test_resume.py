@@ -18,6 +18,7 @@ def run(tmp_path, x, **config):
     return run_tiny_experiment(tmp_path, x, **config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "x, batch_size, first, second, save_every",
     [
@@ -65,6 +66,7 @@ def _dense_vae(encoder_widths):
     return vae.VAE(encoder, tf_keras.Sequential([tf_keras.layers.Dense(4)]), 2, seed=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "first, second",
     [([6], [6, 6]), ([6, 6], [6])],

@@ -153,6 +153,7 @@ def test_zero_params_are_exactly_the_identity(dtype, num_bins):
     assert_identity(both_ways(spline, x, params), x, params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
 def test_zero_params_are_exactly_the_identity_compiled(dtype):
     x = identity_inputs(dtype, COMPILED.num_bins)
@@ -209,6 +210,7 @@ def test_matches_tfps_rational_quadratic_spline(dtype, num_bins):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
 def test_eager_function_and_xla_agree(dtype):
     x, params = draw((60,), COMPILED, dtype, seed=5)

@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.examples_util import decode_png, loaded_example
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "toy_posteriors.py"
 
 
+@pytest.mark.slow
 def test_writes_the_figure_and_results(tmp_path):
     cmd = [
         sys.executable,

@@ -248,6 +248,7 @@ def _evaluate_as_before(fn, batches, num_samples, chunk_size, seed):
     return {"log_px": log_px / count, "elbo": elbo / count, "num_examples": count}
 
 
+@pytest.mark.slow
 def test_evaluate_dataset_gives_the_numbers_of_the_eager_loop():
     model = LinearGaussian()
     mean, cov = model.posterior()

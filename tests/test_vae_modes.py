@@ -54,6 +54,7 @@ def test_evaluate_reproduces_the_runs_final_evaluation_and_changes_nothing(tmp_p
     assert snapshot(tmp_path)["results.json"] == results
 
 
+@pytest.mark.slow
 def test_evaluations_of_other_settings_never_overwrite_each_other(tmp_path):
     run_tiny_experiment(tmp_path, X, num_steps=2)
     first = evaluate(tmp_path)
@@ -109,6 +110,7 @@ def test_a_model_dir_without_checkpoints_is_refused(tmp_path, mode):
     assert list(tmp_path.iterdir()) == [] and loads == []
 
 
+@pytest.mark.slow
 def test_another_seed_evaluates_the_same_model_into_its_own_file(tmp_path):
     # The restored model does not depend on the seed; only the importance samples do.
     run_tiny_experiment(tmp_path, X, num_steps=2)

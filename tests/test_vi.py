@@ -99,6 +99,7 @@ def test_every_variable_trains_and_the_seed_fixes_the_initial_values():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["f32", "f64"])
 def test_fits_a_correlated_gaussian_with_tfps_own_fit_under_xla(dtype):
     """A Gaussian target is in the family (the affine step): the ELBO of the normalised target
@@ -131,6 +132,7 @@ def assert_fit_improves(target, q, **kwargs):
     assert np.mean(losses[-50:]) < np.mean(losses[:50])
 
 
+@pytest.mark.slow
 def test_an_inference_gym_model_fits_as_given():
     """TFP's fit calls a dict target with keyword arguments, which inference_gym's
     `unnormalized_log_prob(value)` refuses; `vi.fit_surrogate_posterior` passes one value."""

@@ -17,7 +17,11 @@ OPTIMIZERS = {
         tf_keras.optimizers.schedules.CosineDecay(lr, 1000)
     ),
 }
-JIT = pytest.mark.parametrize("jit_compile", [False, True], ids=["eager-loop", "xla"])
+# The `xla` cases compile the whole fit's loop (10-30 s each on 2 cores): the `slow` tier
+# (`make test-slow`, run by CI); the `eager-loop` cases check the same in `make test`.
+JIT = pytest.mark.parametrize(
+    "jit_compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager-loop", "xla"]
+)
 
 
 def small_surrogate(event_shape=(2,)):
@@ -68,6 +72,7 @@ def test_steps_where_the_target_is_nan_are_skipped_and_shown(kind, jit_compile):
     assert int(optimizer.iterations) == np.sum(~skipped)
 
 
+@pytest.mark.slow
 def test_trace_fn_sees_which_steps_were_skipped_and_the_default_trace_marks_them():
     target = nan_above(1.5, 0.0)
     kwargs = dict(sample_size=4, seed=(1, 2), check=False, backtrack_after=None)
@@ -92,6 +97,7 @@ def cliff(z):
     return tf.where(tf.reduce_any(z > 3.0, -1), tf.constant(np.nan, z.dtype), log_prob)
 
 
+@pytest.mark.slow
 def test_backtracking_retakes_a_stretch_that_overshot_into_nan_with_smaller_steps():
     """Without backtracking the fit overshoots past the cliff and stops there; with it (the
     default) it goes back to the anchor, halves its steps and ends near the target."""
@@ -264,12 +270,14 @@ def test_sticking_the_landing_has_no_gradient_at_the_exact_posterior():
     assert max(np.max(np.abs(g)) for g in sticking) < 1e-5
 
 
+@pytest.mark.slow
 def test_sticking_the_landing_under_xla():
     """As above, compiled (the gradient of the IAF's sequential inverse, in XLA)."""
     _, sticking = stl_gradients(jit_compile=True)
     assert max(np.max(np.abs(g)) for g in sticking) < 1e-5
 
 
+@pytest.mark.slow
 def test_sticking_the_landing_fits_a_gaussian():
     target = tfd.MultivariateNormalDiag([1.0, -1.0], [0.5, 2.0])
     q = small_surrogate()

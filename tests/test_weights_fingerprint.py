@@ -356,6 +356,7 @@ def test_a_checkpoint_without_fingerprints_restores_every_value(tmp_path, withou
     )
 
 
+@pytest.mark.slow
 def test_vae_checkpoints_resume_from_one_without_fingerprints(tmp_path, without_fingerprints):
     x = np.tile(np.eye(4, dtype=np.float32), (2, 1))
     assert run_tiny_experiment(tmp_path, x, num_steps=2, batch_size=4)["steps"] == 2
