@@ -16,16 +16,17 @@ demo: $(BIN)/activate
 
 # -n auto: one pytest worker per core (TensorFlow alone keeps about one core busy on these tests).
 # `make test` is the main suite: every test but those marked `slow` (end-to-end runs of the
-# examples, fits, XLA compiles of the conv and spline flows, the docs' tutorials: tens of seconds
-# each), which `make test-slow` runs. CI (.ci/run) runs both. `-m` is given here, not in
-# pyproject.toml's addopts, so that `pytest path::test` runs any test, slow or not.
+# examples, fits, XLA compiles and SavedModels, statistical checks, the docs' tutorials, and the
+# cases beyond a few representatives of matrices whose every case trains or compiles), which
+# `make test-slow` runs. CI (.ci/run) runs both. `-m` is given here, not in pyproject.toml's
+# addopts, so that `pytest path::test` runs any test, slow or not.
 test: $(BIN)/activate
 	@echo "Running the test suite (the slow tier aside: make test-slow): about 7 minutes on 2 cores, longer on a busy machine."
 	@echo "pytest-xdist prints 'bringing up nodes...', then one dot per passed test."
 	$(BIN)/python -m pytest -q -n auto -m "not slow"
 
 test-slow: $(BIN)/activate
-	@echo "Running the slow tier of the test suite: about 13 minutes on 2 cores, longer on a busy machine."
+	@echo "Running the slow tier of the test suite: about 15 minutes on 2 cores, longer on a busy machine."
 	@echo "pytest-xdist prints 'bringing up nodes...', then one dot per passed test."
 	$(BIN)/python -m pytest -q -n auto -m slow
 

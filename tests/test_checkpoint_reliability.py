@@ -201,7 +201,9 @@ def test_a_run_falls_back_past_a_checkpoint_whose_fingerprint_is_empty(trained, 
 # Every failure of a save ends in one line naming what was kept.
 
 
-@pytest.mark.parametrize("where", ["rotating", "state-file"])
+# A run of a tiny VAE each (5-10 s on 2 cores): the state file's case is the `slow` tier's
+# (`make test-slow`, run by CI).
+@pytest.mark.parametrize("where", ["rotating", pytest.param("state-file", marks=pytest.mark.slow)])
 def test_a_failure_after_the_save_stops_in_one_line_naming_what_was_kept(
     trained, monkeypatch, caplog, where
 ):

@@ -101,7 +101,18 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("damage", list(DAMAGE))
+def _main_or_slow(names, in_main):
+    """`names` as parameters, those not `in_main` marked `slow`: each case here is a training run
+    or two of a tiny VAE (5-10 s on 2 cores), so `make test` runs the cases named where this is
+    used, and the `slow` tier (`make test-slow`, run by CI) the others."""
+    assert set(in_main) <= set(names)
+    return [pytest.param(n, id=n, marks=[] if n in in_main else [pytest.mark.slow]) for n in names]
+
+
+# `make test`: a damaged index, data file and fingerprint (one of `verify`'s checks each).
+@pytest.mark.parametrize(
+    "damage", _main_or_slow(DAMAGE, ("missing-index", "corrupt-data", "corrupt-fingerprint"))
+)
 def test_a_damaged_newest_checkpoint_resumes_from_the_newest_intact_one(trained, caplog, damage):
     intact = files(trained, 3)
     DAMAGE[damage](trained / "checkpoints" / "ckpt-4")
@@ -180,7 +191,9 @@ KILLS = {  # where the kill lands in a save of step 3, and the step a rerun resu
 }
 
 
-@pytest.mark.parametrize("kill", list(KILLS))
+# `make test`: a kill in TensorFlow's write (resumes from step 2) and one in the rotation after
+# the save (from step 3).
+@pytest.mark.parametrize("kill", _main_or_slow(KILLS, ("writing-the-tensors", "rotating")))
 def test_a_kill_during_a_save_leaves_the_previous_checkpoint_usable(
     trained_to_two, monkeypatch, kill
 ):
@@ -201,7 +214,11 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint_usable(
     "error",
     [
         OSError(errno.ENOSPC, "No space left on device"),
-        tf.errors.ResourceExhaustedError(None, None, "No space left on device"),
+        # The same message through TensorFlow's error: the `slow` tier's (see `_main_or_slow`).
+        pytest.param(
+            tf.errors.ResourceExhaustedError(None, None, "No space left on device"),
+            marks=pytest.mark.slow,
+        ),
     ],
     ids=["OSError", "OpError"],
 )

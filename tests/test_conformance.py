@@ -217,26 +217,29 @@ def _everything(flow, config, x, kwargs):
     }
 
 
-# XLA compiles of the sequential inverse and its gradients take 10-35 s per configuration on
-# 2 cores. `make test` compiles one configuration of each dense kind (MADE, linear, dense stack,
-# planar), which together take both dtypes, context and none, the affine and the gated update;
-# the others, every conv and spline one among them, are the `slow` tier's (`make test-slow`, run
-# by CI).
-XLA_IN_MAIN = (
+# XLA compiles (10-35 s per configuration on 2 cores) and SavedModels (3-13 s: the traces of
+# `sample` and `log_prob`, the sequential inverse's loop among them) of every configuration are
+# the `slow` tier's (`make test-slow`, run by CI) but these four, which `make test` checks: one
+# configuration of each dense kind (MADE, linear, dense stack, planar), together both dtypes,
+# context and none, the affine and the gated update. Every other check runs every configuration
+# in `make test`.
+COMPILED_IN_MAIN = (
     "made-left-to-right-affine-ctx-float32",
     "linear-left-to-right-affine-ctx-float64",
     "dense_stack-gated-ctx-float32",
     "planar-noctx-float64",
 )
-assert set(XLA_IN_MAIN) <= {c.id for c in CONFORMANCE}
+assert set(COMPILED_IN_MAIN) <= {c.id for c in CONFORMANCE}
+per_compiled_config = pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(c, id=c.id, marks=[] if c.id in COMPILED_IN_MAIN else [pytest.mark.slow])
+        for c in CONFORMANCE
+    ],
+)
 
 
-def _xla_case(config: Config):
-    marks = [] if config.id in XLA_IN_MAIN else [pytest.mark.slow]
-    return pytest.param(config, id=config.id, marks=marks)
-
-
-@pytest.mark.parametrize("config", [_xla_case(c) for c in CONFORMANCE])
+@per_compiled_config
 def test_eager_function_and_xla_agree_values_and_gradients(config):
     flow = make(config)
     x, kwargs = inputs(config)
@@ -312,7 +315,7 @@ def test_per_unit_log_dets_sum_to_the_log_dets_and_log_prob(config, monkeypatch)
     )
 
 
-@per_config
+@per_compiled_config
 def test_saved_model_round_trip(config, tmp_path):
     flow = make(config)
     x, kwargs = inputs(config)

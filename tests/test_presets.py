@@ -134,6 +134,7 @@ def test_every_mnist_preset_shrinks_to_a_smoke_tested_run(mnist_vae):
 # Real sizes, by parameter count (build only: one forward pass of one example).
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("depth", "width"), [(2, 320), (2, 1920), (4, 1920), (8, 1920)])
 def test_mnist_table1_presets_have_the_papers_flow_sizes(mnist_vae, depth, width):
     name = f"table1_d{depth}_w{width}"

@@ -77,7 +77,8 @@ def both_ways(spline, x, params):
 
 
 # One spline and one input shape ([60]) for every compiled check: XLA compiles take seconds,
-# so each dtype compiles once for the whole file.
+# so each dtype compiles once for the whole file. The three tests that call `XLA` (10-30 s for
+# the first, that compiles) are the `slow` tier's (`make test-slow`, run by CI).
 COMPILED = RationalQuadraticSpline(num_bins=3, min_bin_width=0.05, min_derivative=0.3)
 GRAPH = tf.function(lambda x, params: both_ways(COMPILED, x, params))
 XLA = tf.function(lambda x, params: both_ways(COMPILED, x, params), jit_compile=True)
@@ -220,6 +221,7 @@ def test_eager_function_and_xla_agree(dtype):
             np.testing.assert_allclose(b, a, **close(dtype))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
 def test_values_and_gradients_stay_finite_for_extreme_params_and_inputs(dtype):
     big = float(np.finfo(dtype.as_numpy_dtype).max)

@@ -183,6 +183,7 @@ def test_an_update_that_overflows_is_undone(jit_compile):
         np.testing.assert_array_equal(variable, value)
 
 
+@pytest.mark.slow
 def test_a_finite_fit_is_tfps_fit():
     """Same seeds, same steps: the losses of `tfp.vi.fit_surrogate_posterior`, and its variables
     without the tail averaging."""
