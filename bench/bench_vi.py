@@ -75,6 +75,11 @@ BIG_TARGETS = {"SyntheticItemResponseTheory": 3, "StochasticVolatilitySP500": 3}
 TARGET_KWARGS = {"StochasticVolatilitySP500": {"use_markov_chain": True}}
 TFP_METHODS = ["mean_field", "full_rank", "asvi", "tfp_iaf_route"]
 METHODS = [*TFP_METHODS, "tfp_iaf"]
+# The spline inside the affine update, `y = sigma (s(x) + a)` (docs/benchmarks_flows.md).
+SPLINE_AFFINE = {
+    "kind": "composed",
+    "parts": ["spline", {"kind": "affine", "log_scale_bound": None, "scaled_shift": True}],
+}
 # tfp_iaf with one default changed, for the ablation in docs/benchmarks_vi.md.
 VARIANTS = {
     "tfp_iaf_bounded": {"log_scale_bound": 5.0},
@@ -85,20 +90,12 @@ VARIANTS = {
     # The neural-spline step in place of the affine one (docs/benchmarks_flows.md).
     "tfp_iaf_spline": {"transform": "spline"},
     # The spline inside the affine step: `y = sigma (s(x) + a)`.
-    "tfp_iaf_spline_affine": {
-        "transform": {
-            "kind": "composed",
-            "parts": ["spline", {"kind": "affine", "log_scale_bound": None, "scaled_shift": True}],
-        }
-    },
+    "tfp_iaf_spline_affine": {"transform": SPLINE_AFFINE},
     # The fit's options (`"fit"`): the variables left at the last step's values, as TFP's fit
     # leaves them (the default before 2026-12-08), or averaged over another tail.
     "tfp_iaf_last_iterate": {"fit": {"average_last": 0.0}},
     "tfp_iaf_spline_affine_last_iterate": {
-        "transform": {
-            "kind": "composed",
-            "parts": ["spline", {"kind": "affine", "log_scale_bound": None, "scaled_shift": True}],
-        },
+        "transform": SPLINE_AFFINE,
         "fit": {"average_last": 0.0},
     },
     "tfp_iaf_average_10": {"fit": {"average_last": 0.1}},
